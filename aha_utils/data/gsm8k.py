@@ -1,0 +1,90 @@
+"""GSM8K: grade-school maths word problems whose answer is one number.
+
+In the original release (github.com/openai/grade-school-math, and `openai/gsm8k` config `main`
+on the Hub) each row is `{"question", "answer"}`, where `answer` is the worked solution ending in a
+line `#### N`. `load_gsm8k` returns `{"question", "answer", "solution"}`: `answer` is N as a
+canonical string (thousands separators removed: `#### 65,960` gives `"65960"`), `solution` the
+worked text before `####` (for few-shot prompts or an SFT warm-start). Train has 7,473 rows, test
+1,319.
+
+Rows are checked as they load: a row without exactly one `####`, or whose N is not one number,
+raises `ValueError` naming the row, rather than producing a problem nobody can score.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+GSM8K_HUB_ID, GSM8K_CONFIG = "openai/gsm8k", "main"
+SPLITS = ("train", "test")
+# What follows `####` in the release: an integer, sometimes negative or with thousands commas.
+_FINAL_NUMBER = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+|-?[0-9]+(?:\.[0-9]+)?")
+
+
+def split_solution(text: str) -> tuple[str, str]:
+    """`(worked solution, answer)` from a GSM8K answer field `... #### N`; the answer canonical.
+
+    >>> split_solution("2 + 2 = <<2+2=4>>4 eggs.\\n#### 4")
+    ('2 + 2 = <<2+2=4>>4 eggs.', '4')
+    """
+    parts = text.split("####")
+    if len(parts) != 2:
+        raise ValueError(f"expected exactly one '####' in a GSM8K answer, found {len(parts) - 1}: {text[-80:]!r}")
+    raw = parts[1].strip()
+    if not _FINAL_NUMBER.fullmatch(raw):
+        raise ValueError(f"the text after '####' is not a single number: {raw!r}")
+    return parts[0].rstrip(), raw.replace(",", "")
+
+
+def _rows_to_problems(rows, source: str) -> list[dict]:
+    problems = []
+    for i, row in enumerate(rows):
+        try:
+            solution, answer = split_solution(row["answer"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{source}, row {i}: not a GSM8K row ({err})") from err
+        problems.append({"question": row["question"], "answer": answer, "solution": solution})
+    return problems
+
+
+def _read_jsonl(file: Path) -> list[dict]:
+    rows = []
+    with file.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{file}:{line_no}: not JSON ({err})") from err
+    return rows
+
+
+def load_gsm8k(split: str, *, path: str | Path | None = None) -> list[dict]:
+    """GSM8K's `split` ("train" or "test") as `[{"question", "answer", "solution"}, ...]`.
+
+    `path` is a local copy in the original release's JSONL format: a file, or the folder holding
+    `train.jsonl` and `test.jsonl`. Without it the Hugging Face Hub is used (needs internet).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if path is not None:
+        file = Path(path)
+        if file.is_dir():
+            file = file / f"{split}.jsonl"
+        if not file.is_file():
+            raise ValueError(f"no GSM8K file at {file}: pass the folder holding {split}.jsonl or the file itself")
+        return _rows_to_problems(_read_jsonl(file), str(file))
+
+    import datasets  # heavy and only needed here
+
+    try:
+        table = datasets.load_dataset(GSM8K_HUB_ID, GSM8K_CONFIG, split=split)
+    except OSError as err:  # ConnectionError and the Hub's offline errors are OSErrors
+        raise ConnectionError(
+            f"could not load {GSM8K_HUB_ID} from the Hugging Face Hub ({err}). Offline, pass "
+            "path= a folder holding train.jsonl/test.jsonl from github.com/openai/grade-school-math "
+            "(grade_school_math/data), or use the Countdown task, which needs no download."
+        ) from err
+    return _rows_to_problems(table, f"{GSM8K_HUB_ID} {split}")
