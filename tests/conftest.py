@@ -1,0 +1,39 @@
+"""Shared fixtures. The real Gemma 3 270M (GGUF from PyPI) and the HF reference are loaded once
+per session because each load takes seconds on a 2-core CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_with_fake_devices(code: str, n_devices: int = 8, timeout: int = 900) -> str:
+    """Run `code` in a fresh Python with `n_devices` fake CPU devices; return its stdout.
+
+    The device count is fixed when JAX initialises, so multi-device tests need their own process.
+    """
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def gguf_path():
+    from aha_utils.gguf_file import default_gguf_path
+
+    return default_gguf_path()
