@@ -1,0 +1,262 @@
+"""Gemma 2 / Gemma 3 text decoder in Flax NNX, in one readable file.
+
+Design decisions (each one is load-bearing for a later notebook):
+- Parameters are stored in the einsum-friendly layout of the official Flax checkpoints
+  (q `[D, H, hd]`, k/v `[D, K, hd]`, o `[H, hd, D]`, MLP `[D, F]` / `[F, D]`), so loading is a
+  transpose or a reshape and sharding specs name whole axes (heads, ffn, vocab).
+- Every token carries an explicit position; position -1 marks padding. Masks are derived from
+  positions (causal, sliding window, padding) rather than from array indices, so one forward
+  serves left-padded batches, prefill, single-token decode, and a ring-buffer KV cache.
+- The KV cache is a list of `LayerCache(k, v, pos)` per layer. Sliding-window layers keep only
+  `window` slots, written at `pos % window` (a ring buffer); global layers keep the full length.
+  Attention reads the cache and the chunk's own keys as two blocks under one softmax, so a chunk
+  never has to be written before it is read (a prompt longer than the window would overwrite
+  keys its own early queries still need).
+- Numerics follow the reference implementations: RMSNorm, softmax, RoPE angles and logits in
+  float32; matmuls in the parameter dtype (bfloat16 by default) with float32 accumulation.
+- `model(tokens)` returns float32 logits `[B, T, V]`. Code that only needs a few log-probs
+  (sampling, the GRPO loss) calls `model.hidden(...)` and projects chunks itself, so no
+  `[B, T, 262144]` float32 buffer is ever materialised there.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from aha_utils.config import ModelConfig
+
+F32 = jnp.float32
+NEG_INF = float(jnp.finfo(jnp.float32).min)  # finite: a fully masked row (padding) stays NaN-free
+
+
+class LayerCache(NamedTuple):
+    k: jax.Array    # [B, S, K, hd]
+    v: jax.Array    # [B, S, K, hd]
+    pos: jax.Array  # [B, S] int32, position stored in each slot; -1 = empty
+
+
+def cache_slots(cfg: ModelConfig, kind: str, max_len: int) -> int:
+    """Slots a layer needs to serve sequences up to `max_len` tokens long."""
+    return min(cfg.sliding_window, max_len) if kind == "local" else max_len
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.bfloat16) -> list[LayerCache]:
+    """An empty cache for `batch` rows of up to `max_len` positions (prompt + generation)."""
+    caches = []
+    for kind in cfg.layer_kinds:
+        s = cache_slots(cfg, kind, max_len)
+        caches.append(LayerCache(
+            k=jnp.zeros((batch, s, cfg.num_kv_heads, cfg.head_dim), dtype),
+            v=jnp.zeros((batch, s, cfg.num_kv_heads, cfg.head_dim), dtype),
+            pos=jnp.full((batch, s), -1, jnp.int32),
+        ))
+    return caches
+
+
+def rope(x: jax.Array, positions: jax.Array, base: float, scale: float) -> jax.Array:
+    """Rotary embedding, half-split convention (first half rotates against the second)."""
+    half = x.shape[-1] // 2
+    freq = base ** (-jnp.arange(half, dtype=F32) * 2 / x.shape[-1])      # [hd/2]
+    angle = (positions.astype(F32) / scale)[..., None] * freq            # [B, T, hd/2]
+    sin, cos = jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(F32), 2, axis=-1)                       # [B, T, N, hd/2] each
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def attention_mask(q_pos: jax.Array, k_pos: jax.Array, window: int | None) -> jax.Array:
+    """[B, T, S] bool: key is real, not in the future, and (local layers) inside the window."""
+    q, k = q_pos[:, :, None], k_pos[:, None, :]
+    mask = (k >= 0) & (k <= q)
+    if window is not None:
+        mask &= q - k < window
+    return mask
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, dtype):
+        # Gemma scales by (1 + w), so zeros is the identity initialisation.
+        self.scale = nnx.Param(jnp.zeros((dim,), dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(F32)
+        var = jnp.mean(x32 * x32, axis=-1, keepdims=True)
+        y = x32 * jax.lax.rsqrt(var + self.eps) * (1.0 + self.scale[...].astype(F32))
+        return y.astype(x.dtype)
+
+
+def _init(rngs: nnx.Rngs, shape, dtype, fan_in: int) -> nnx.Param:
+    return nnx.Param(jax.random.normal(rngs.params(), shape, F32).astype(dtype) / math.sqrt(fan_in))
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, kind: str, dtype, rngs: nnx.Rngs):
+        d, h, k, hd = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj = _init(rngs, (d, h, hd), dtype, d)
+        self.k_proj = _init(rngs, (d, k, hd), dtype, d)
+        self.v_proj = _init(rngs, (d, k, hd), dtype, d)
+        self.o_proj = _init(rngs, (h, hd, d), dtype, h * hd)
+        if cfg.use_qk_norm:
+            self.q_norm = RMSNorm(hd, cfg.norm_eps, dtype)
+            self.k_norm = RMSNorm(hd, cfg.norm_eps, dtype)
+        self.kind = kind
+        self.use_qk_norm = cfg.use_qk_norm
+        self.window = cfg.sliding_window if kind == "local" else None
+        self.rope_base = cfg.rope_local_base if kind == "local" else cfg.rope_global_base
+        self.rope_scale = 1.0 if kind == "local" else cfg.rope_global_scale
+        self.q_scale = cfg.query_pre_attn_scalar ** -0.5
+        self.softcap = cfg.attn_softcap
+
+    def _scores(self, q, k):
+        s = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=F32)  # [B, K, G, T, S]
+        if self.softcap is not None:
+            s = jnp.tanh(s / self.softcap) * self.softcap
+        return s
+
+    def __call__(self, x, positions, cache: LayerCache | None):
+        b, t, _ = x.shape
+        q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...])   # [B, T, H, hd]
+        k = jnp.einsum("btd,dnk->btnk", x, self.k_proj[...])   # [B, T, K, hd]
+        v = jnp.einsum("btd,dnk->btnk", x, self.v_proj[...])   # [B, T, K, hd]
+        if self.use_qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = rope(q, positions, self.rope_base, self.rope_scale) * jnp.asarray(self.q_scale, q.dtype)
+        k = rope(k, positions, self.rope_base, self.rope_scale)
+        n_kv = k.shape[2]
+        q = q.reshape(b, t, n_kv, -1, q.shape[-1])             # [B, T, K, G, hd]
+
+        # The chunk's own keys, plus (when decoding) the cached ones, under one softmax.
+        s = self._scores(q, k)                                  # [B, K, G, T, T]
+        m = attention_mask(positions, positions, self.window)   # [B, T, T]
+        if cache is not None:
+            s = jnp.concatenate([self._scores(q, cache.k), s], axis=-1)  # [B, K, G, T, S+T]
+            m = jnp.concatenate([attention_mask(positions, cache.pos, self.window), m], axis=-1)
+        p = jax.nn.softmax(jnp.where(m[:, None, None], s, NEG_INF), axis=-1).astype(v.dtype)
+        out = jnp.einsum("bkgts,bskh->btkgh", p[..., -t:], v)  # [B, T, K, G, hd]
+        if cache is not None:
+            out += jnp.einsum("bkgts,bskh->btkgh", p[..., :-t], cache.v)
+        out = out.reshape(b, t, -1, out.shape[-1])              # [B, T, H, hd]
+        y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...])  # [B, T, D]
+
+        new_cache = None if cache is None else self._write(cache, k, v, positions)
+        return y, new_cache
+
+    @staticmethod
+    def _write(cache: LayerCache, k, v, positions) -> LayerCache:
+        """Store the chunk at slot `pos % S`. Only the last S tokens can matter later, and their
+        positions are consecutive, so their slots never collide. Padding (pos < 0) is dropped."""
+        slots = cache.pos.shape[1]
+        n = min(k.shape[1], slots)
+        k, v, pos = k[:, -n:], v[:, -n:], positions[:, -n:]
+        idx = jnp.where(pos >= 0, pos % slots, slots)           # [B, n]; `slots` is out of range
+        rows = jnp.arange(k.shape[0])[:, None]
+        return LayerCache(
+            k=cache.k.at[rows, idx].set(k.astype(cache.k.dtype), mode="drop"),
+            v=cache.v.at[rows, idx].set(v.astype(cache.v.dtype), mode="drop"),
+            pos=cache.pos.at[rows, idx].set(pos, mode="drop"),
+        )
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
+        d, f = cfg.d_model, cfg.ffn_dim
+        self.gate_proj = _init(rngs, (d, f), dtype, d)
+        self.up_proj = _init(rngs, (d, f), dtype, d)
+        self.down_proj = _init(rngs, (f, d), dtype, f)
+
+    def __call__(self, x):
+        gate = jax.nn.gelu(x @ self.gate_proj[...], approximate=True)  # [B, T, F]
+        return (gate * (x @ self.up_proj[...])) @ self.down_proj[...]  # [B, T, D]
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: ModelConfig, kind: str, dtype, rngs: nnx.Rngs):
+        eps, d = cfg.norm_eps, cfg.d_model
+        self.pre_attn_norm = RMSNorm(d, eps, dtype)
+        self.attn = Attention(cfg, kind, dtype, rngs)
+        self.post_attn_norm = RMSNorm(d, eps, dtype)
+        self.pre_ffw_norm = RMSNorm(d, eps, dtype)
+        self.mlp = MLP(cfg, dtype, rngs)
+        self.post_ffw_norm = RMSNorm(d, eps, dtype)
+
+    def __call__(self, x, positions, cache):
+        a, cache = self.attn(self.pre_attn_norm(x), positions, cache)
+        x = x + self.post_attn_norm(a)
+        x = x + self.post_ffw_norm(self.mlp(self.pre_ffw_norm(x)))
+        return x, cache
+
+
+class Gemma(nnx.Module):
+    """The decoder. `Gemma(cfg, rngs=nnx.Rngs(0))` gives random weights (tests, benchmarks);
+    `aha_utils.weights.load_model` gives real ones."""
+
+    def __init__(self, cfg: ModelConfig, *, dtype=jnp.bfloat16, rngs: nnx.Rngs):
+        self.config = cfg
+        self.dtype = dtype
+        self.embedding = nnx.Param(
+            jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.d_model), F32).astype(dtype)
+        )                                                        # [V, D], tied with the output
+        self.layers = nnx.List([Block(cfg, kind, dtype, rngs) for kind in cfg.layer_kinds])
+        self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, dtype)
+
+    def hidden(self, tokens, positions=None, cache=None):
+        """Final-normed hidden states `[B, T, D]` (and the updated cache when one is given)."""
+        check_tokens(tokens, self.config.vocab_size)
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+        emb = self.embedding[...]
+        x = emb[tokens] * jnp.asarray(math.sqrt(self.config.d_model), emb.dtype)  # [B, T, D]
+        new_cache = []
+        for i, layer in enumerate(self.layers):
+            x, c = layer(x, positions, None if cache is None else cache[i])
+            new_cache.append(c)
+        x = self.final_norm(x)
+        return (x, None) if cache is None else (x, new_cache)
+
+    def logits(self, h: jax.Array) -> jax.Array:
+        """Project hidden states `[..., D]` to float32 logits `[..., V]` (tied embedding)."""
+        out = jnp.einsum("...d,vd->...v", h, self.embedding[...], preferred_element_type=F32)
+        cap = self.config.final_softcap
+        return out if cap is None else jnp.tanh(out / cap) * cap
+
+    def __call__(self, tokens, positions=None, cache=None):
+        """`tokens` int32 `[B, T]`; `positions` int32 `[B, T]` (-1 = padding; default 0..T-1).
+        Returns float32 logits `[B, T, V]`, or `(logits, new_cache)` when a cache is given."""
+        h, new_cache = self.hidden(tokens, positions, cache)
+        logits = self.logits(h)
+        return logits if cache is None else (logits, new_cache)
+
+
+def check_tokens(tokens, vocab_size: int) -> None:
+    """Eager validation (skipped under jit, where values are not known)."""
+    if getattr(tokens, "ndim", None) != 2:
+        raise ValueError(f"tokens must be a 2-D int array [batch, time]; got shape "
+                         f"{getattr(tokens, 'shape', None)}. Wrap a single sequence as tokens[None].")
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"tokens must be integers (token ids); got dtype {tokens.dtype}")
+    if isinstance(tokens, jax.core.Tracer) or tokens.size == 0:
+        return
+    lo, hi = int(jnp.min(tokens)), int(jnp.max(tokens))
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"token ids must lie in [0, {vocab_size}); got min {lo}, max {hi}. "
+                         "Were they made by another model's tokenizer?")
+
+
+@nnx.jit
+def _forward(model: Gemma, tokens, positions):
+    return model(tokens, positions)
+
+
+def forward(model: Gemma, tokens, positions=None) -> jax.Array:
+    """Jitted full forward (no cache): float32 logits `[B, T, V]`. Validates inputs eagerly."""
+    tokens = jnp.asarray(tokens)
+    check_tokens(tokens, model.config.vocab_size)
+    if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+    return _forward(model, tokens.astype(jnp.int32), jnp.asarray(positions, jnp.int32))

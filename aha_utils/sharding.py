@@ -1,0 +1,99 @@
+"""The mesh and the parameter PartitionSpecs: one codepath for 1 CPU, 1 TPU chip, a v5e-8, or GPUs.
+
+Design decisions:
+- Two mesh axes: `data` (batch rows) and `model` (tensor parallel over heads, FFN and vocab).
+  The default puts every device on `data`: Gemma 3 270M/1B fit one chip many times over, so
+  data parallelism is the fast choice; `model_parallel > 1` is there for the 4B on 16 GB chips.
+- Specs live here, keyed by parameter name, not inside the modules, so the model file stays a
+  plain transcription of the architecture and the layout can change without touching it.
+- An axis is sharded only when the mesh divides it. The one case this matters for is the single
+  KV head of the 270M/1B (multi-query attention): it cannot be split, so k/v are replicated
+  across `model`, which is also what Megatron-style tensor parallelism does for MQA.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA, MODEL = "data", "model"
+
+# Parameter name -> the mesh axis of each array dimension (None = replicated).
+PARAM_AXES: dict[str, tuple[str | None, ...]] = {
+    "embedding": (MODEL, None),        # [V, D]  vocab-parallel: logits come out sharded on V
+    "q_proj": (None, MODEL, None),     # [D, H, hd]
+    "k_proj": (None, MODEL, None),     # [D, K, hd]
+    "v_proj": (None, MODEL, None),     # [D, K, hd]
+    "o_proj": (MODEL, None, None),     # [H, hd, D]
+    "gate_proj": (None, MODEL),        # [D, F]
+    "up_proj": (None, MODEL),          # [D, F]
+    "down_proj": (MODEL, None),        # [F, D]
+    "scale": (None,),                  # norms: tiny, replicated
+}
+BATCH = P(DATA)  # batches [B, ...]: rows split over `data`, the rest replicated
+
+
+def make_mesh(model_parallel: int = 1, devices=None) -> Mesh:
+    """A (data, model) mesh over `devices` (default: all devices of all processes)."""
+    devices = jax.devices() if devices is None else list(devices)
+    n = len(devices)
+    if model_parallel < 1 or n % model_parallel:
+        raise ValueError(f"model_parallel={model_parallel} must divide the {n} devices present")
+    shape = (n // model_parallel, model_parallel)
+    if devices == jax.devices():
+        return jax.make_mesh(shape, (DATA, MODEL), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    return Mesh(np.asarray(devices).reshape(shape), (DATA, MODEL),
+                axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def param_spec(name: str, shape: tuple[int, ...], mesh: Mesh) -> P:
+    """The PartitionSpec of a parameter called `name` (its last path element) with `shape`."""
+    if name not in PARAM_AXES:
+        raise KeyError(f"No sharding rule for parameter {name!r}; add one to PARAM_AXES")
+    axes = PARAM_AXES[name]
+    if len(axes) != len(shape):
+        raise ValueError(f"Rule for {name!r} has {len(axes)} axes but the array has shape {shape}")
+    return P(*(ax if ax is None or dim % mesh.shape[ax] == 0 else None
+               for ax, dim in zip(axes, shape)))
+
+
+def param_shardings(model: nnx.Module, mesh: Mesh) -> nnx.State:
+    """A State of NamedShardings mirroring `nnx.state(model, nnx.Param)`."""
+    state = nnx.state(model, nnx.Param)
+
+    def one(path, leaf):
+        return NamedSharding(mesh, param_spec(str(path[-1].key), leaf.shape, mesh))
+
+    return jax.tree_util.tree_map_with_path(one, state)
+
+
+def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
+    """Move every parameter onto its sharding (in place; returns the model for chaining)."""
+    state = nnx.state(model, nnx.Param)
+    shardings = param_shardings(model, mesh)
+    nnx.update(model, jax.tree.map(jax.device_put, state, shardings))
+    return model
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA, *([None] * (ndim - 1))))
+
+
+def shard_batch(x, mesh: Mesh):
+    """Put a batch `[B, ...]` on the mesh, rows split over `data`. B must divide evenly."""
+    x = np.asarray(x) if not isinstance(x, jax.Array) else x
+    n = mesh.shape[DATA]
+    if x.shape[0] % n:
+        raise ValueError(f"batch of {x.shape[0]} rows does not split over {n} data-parallel "
+                         f"devices; use a multiple of {n} (pad the batch)")
+    return jax.device_put(x, batch_sharding(mesh, x.ndim))
+
+
+def describe(mesh: Mesh) -> str:
+    kinds = {d.device_kind for d in mesh.devices.flat}
+    return (f"mesh {dict(mesh.shape)} over {math.prod(mesh.devices.shape)} x "
+            f"{'/'.join(sorted(kinds))}")
