@@ -1,0 +1,97 @@
+"""GSM8K loading from the real release files, and from the Hub through a faithful fake."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from aha_utils.data.gsm8k import GSM8K_CONFIG, GSM8K_HUB_ID, load_gsm8k, split_solution
+from aha_utils.rewards import gsm8k_reward
+
+GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+needs_files = pytest.mark.skipif(
+    not (GSM8K_DIR / "test.jsonl").is_file(),
+    reason=f"the real GSM8K release files are not at {GSM8K_DIR} (../shared/data/gsm8k beside the repo)",
+)
+CANONICAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+@needs_files
+def test_real_files_load_with_canonical_answers():
+    test = load_gsm8k("test", path=GSM8K_DIR)
+    train = load_gsm8k("train", path=GSM8K_DIR / "train.jsonl")
+    assert (len(train), len(test)) == (7473, 1319)
+    assert test[0]["answer"] == "18" and test[0]["question"].startswith("Janet")
+    assert "####" not in test[0]["solution"] and test[0]["solution"].endswith("farmer’s market.")
+    for row in train + test:
+        assert set(row) == {"question", "answer", "solution"}
+        assert CANONICAL.fullmatch(row["answer"]), row["answer"]
+    assert {"-10", "-3"} <= {r["answer"] for r in test}
+
+
+@needs_files
+def test_every_real_test_solution_scores_one_with_its_answer_in_tags():
+    raw_lines = (GSM8K_DIR / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    problems = load_gsm8k("test", path=GSM8K_DIR)
+    with_commas = 0
+    for line, problem in zip(raw_lines, problems, strict=True):
+        reasoning, final = json.loads(line)["answer"].split("####")
+        with_commas += "," in final
+        completion = f"{reasoning.strip()}\n</think>\n<answer> {final.strip()} </answer>"
+        assert gsm8k_reward(completion, problem["answer"]) == 1.0, (final, problem["answer"])
+    assert with_commas > 0  # the raw `#### 65,960` form was exercised
+
+
+def test_split_solution():
+    assert split_solution("a <<1+1=2>>2\n#### 1,234") == ("a <<1+1=2>>2", "1234")
+    assert split_solution("#### -3") == ("", "-3")
+    for bad in ["no marker", "#### 1 #### 2", "#### twelve", "#### 5 apples", "####"]:
+        with pytest.raises(ValueError):
+            split_solution(bad)
+
+
+def test_local_path_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="test.jsonl"):
+        load_gsm8k("test", path=tmp_path)
+    with pytest.raises(ValueError, match="split"):
+        load_gsm8k("validation", path=tmp_path)
+    bad = tmp_path / "test.jsonl"
+    bad.write_text(json.dumps({"question": "q", "answer": "4"}) + "\n")
+    with pytest.raises(ValueError, match="row 0"):
+        load_gsm8k("test", path=tmp_path)
+    bad.write_text("{not json\n")
+    with pytest.raises(ValueError, match="test.jsonl:1"):
+        load_gsm8k("test", path=bad)
+
+
+def test_hub_path_with_a_real_dataset_object(monkeypatch):
+    import datasets
+
+    table = datasets.Dataset.from_dict(
+        {"question": ["How many?", "How much?"], "answer": ["2 + 2 = <<2+2=4>>4\n#### 4", "so\n#### 1,000"]}
+    )
+    calls = []
+
+    def load_dataset(*args, **kwargs):
+        calls.append((args, kwargs))
+        return table
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    rows = load_gsm8k("train")
+    assert calls == [((GSM8K_HUB_ID, GSM8K_CONFIG), {"split": "train"})]
+    assert rows == [
+        {"question": "How many?", "answer": "4", "solution": "2 + 2 = <<2+2=4>>4"},
+        {"question": "How much?", "answer": "1000", "solution": "so"},
+    ]
+
+
+def test_hub_path_offline_says_what_to_do(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConnectionError, match="path="):
+        load_gsm8k("test")
