@@ -81,19 +81,30 @@ def test_matches_an_independent_evaluation(tree):
     assert result.numbers == numbers
 
 
-@settings(max_examples=500, deadline=None)
-@given(st.text(max_size=300) | st.text(alphabet="0123456789+-*/() ", max_size=300))
-def test_arbitrary_text_only_raises_expression_error_and_is_fast(text):
-    start = time.perf_counter()
+def _both(text):
     try:
         evaluate(text)
     except ExpressionError:
         pass
-    try:
-        parse_number(text)
-    except Exception as err:  # parse_number never raises
-        pytest.fail(f"parse_number raised {err!r}")
-    assert time.perf_counter() - start < 0.01
+    parse_number(text)  # never raises: returns None for anything but one number
+
+
+def _seconds(call, tries=3):
+    """Time of one call, re-timed when slow so a scheduler hiccup is not mistaken for slow code."""
+    best = float("inf")
+    for _ in range(tries):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+        if best < 0.01:
+            break
+    return best
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=300) | st.text(alphabet="0123456789+-*/() ", max_size=300))
+def test_arbitrary_text_only_raises_expression_error_and_is_fast(text):
+    assert _seconds(lambda: _both(text)) < 0.01
 
 
 ADVERSARIAL = [
@@ -110,16 +121,7 @@ ADVERSARIAL = [
 
 @pytest.mark.parametrize("text", ADVERSARIAL, ids=range(len(ADVERSARIAL)))
 def test_adversarial_inputs_are_fast(text):
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        try:
-            evaluate(text)
-        except ExpressionError:
-            pass
-        parse_number(text)
-        best = min(best, time.perf_counter() - start)
-    assert best < 0.01
+    assert _seconds(lambda: _both(text)) < 0.01
 
 
 @pytest.mark.parametrize(

@@ -146,6 +146,19 @@ near_misses = st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=4), max_siz
 completions = st.text(max_size=500) | near_misses
 
 
+def _seconds(call, tries=3):
+    """Time of one call; a slow one is re-timed (up to `tries`) so that a scheduler hiccup on a
+    busy CI machine is not mistaken for slow code, while genuinely slow code still fails."""
+    best = float("inf")
+    for _ in range(tries):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+        if best < 0.01:
+            break
+    return best
+
+
 def _check_bounds(scheme, value):
     if scheme in ("tinyzero", "simplerl"):
         assert value in {SCHEMES[scheme].correct, SCHEMES[scheme].well_formed, SCHEMES[scheme].malformed}
@@ -161,10 +174,8 @@ def test_any_completion_scores_a_scheme_value_fast_without_raising(completion, s
         lambda: countdown_reward(completion, NUMS, TARGET, scheme=scheme),
         lambda: gsm8k_reward(completion, "1000", scheme=scheme),
     ):
-        start = time.perf_counter()
-        value = call()
-        assert time.perf_counter() - start < 0.01
-        _check_bounds(scheme, value)
+        _check_bounds(scheme, call())
+        assert _seconds(call) < 0.01
 
 
 ADVERSARIAL = [
@@ -184,13 +195,8 @@ ADVERSARIAL = [
 @pytest.mark.parametrize("completion", ADVERSARIAL, ids=range(len(ADVERSARIAL)))
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
 def test_worst_inputs_take_under_10ms(completion, scheme):
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        countdown_reward(completion, NUMS, TARGET, scheme=scheme)
-        gsm8k_reward(completion, "1000", scheme=scheme)
-        best = min(best, time.perf_counter() - start)
-    assert best < 0.01
+    assert _seconds(lambda: countdown_reward(completion, NUMS, TARGET, scheme=scheme)) < 0.01
+    assert _seconds(lambda: gsm8k_reward(completion, "1000", scheme=scheme)) < 0.01
 
 
 # --- no completion can run code ---------------------------------------------------------------
