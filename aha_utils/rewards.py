@@ -109,11 +109,16 @@ def countdown_correct(answer: str, nums: list[int], target: int) -> bool:
     return sorted(result.numbers) == sorted(nums) and result.value == target
 
 
-def gsm8k_correct(answer: str, reference: str) -> bool:
-    """True if `answer` holds exactly one number and it equals `reference` (`"1,000"` = `"1000"`)."""
+def _reference_number(reference: str):
     gold = parse_number(reference)
     if gold is None:
         raise ValueError(f"reference answer must be one number, like load_gsm8k's 'answer', got {reference!r}")
+    return gold
+
+
+def gsm8k_correct(answer: str, reference: str) -> bool:
+    """True if `answer` holds exactly one number and it equals `reference` (`"1,000"` = `"1000"`)."""
+    gold = _reference_number(reference)
     value = parse_number(answer)
     return value is not None and value == gold
 
@@ -121,10 +126,13 @@ def gsm8k_correct(answer: str, reference: str) -> bool:
 def reward_terms(task: str, completion: str, problem: Mapping, *, reasoning_tag: str = "think") -> dict[str, float]:
     """Every term for one completion; `problem` is a `make_problems` / `load_gsm8k` dict."""
     answer = extract_answer(completion)
+    # A malformed problem is a bug upstream: fail loudly even when the completion has no answer.
     if task == "countdown":
+        _check_problem(problem["nums"], problem["target"])
         correct = answer is not None and countdown_correct(answer, problem["nums"], problem["target"])
         integer = False
     elif task == "gsm8k":
+        _reference_number(problem["answer"])
         correct = answer is not None and gsm8k_correct(answer, problem["answer"])
         integer = answer is not None and _INTEGER.fullmatch(answer) is not None
     else:

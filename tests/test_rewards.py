@@ -85,13 +85,15 @@ def test_gsm8k_number_matching(written, reference, expected):
 def test_gsm8k_missing_or_unclosed_tag_scores_zero_and_bad_reference_raises():
     assert gsm8k_reward("so it is 18 </think> 18", "18") == 0.0
     assert gsm8k_reward("</think> <answer> 18", "18") == 0.0
-    with pytest.raises(ValueError, match="reference"):
-        gsm8k_reward(answer("18"), "eighteen")
+    for completion in (answer("18"), "no answer at all"):
+        with pytest.raises(ValueError, match="reference"):
+            gsm8k_reward(completion, "eighteen")
 
 
 def test_countdown_problem_must_be_integers():
-    with pytest.raises(ValueError, match="ints"):
-        countdown_reward(answer("1 + 2"), ["1", "2"], 3)
+    for completion in (answer("1 + 2"), "no answer at all"):
+        with pytest.raises(ValueError, match="ints"):
+            countdown_reward(completion, ["1", "2"], 3)
 
 
 def test_extract_answer_and_strict_format():

@@ -7,9 +7,12 @@ fractions and negatives are fine, as in TinyZero), division by zero is invalid.
 - `solve(nums, target)` searches every expression over the numbers and returns one that hits the
   target (or None). It is a dynamic programme over subsets of the numbers: the values reachable
   with a subset are the values of its two-part splits combined by the six ordered operations.
-- `make_problems(n, ...)` draws numbers and a target uniformly from the given ranges and keeps
-  the pair only when `solve` finds a solution, so the targets are uniform among solvable problems
-  and every problem carries one `solution` (for tests, and an SFT warm-start later).
+  About 0.5 ms for 3 numbers, 10 ms for 4, 0.3 s for 5 on one CPU core.
+- `make_problems(n, ...)` draws the numbers uniformly from `number_range`, asks the solver for
+  every target in `target_range` they can reach, and picks one of those uniformly. So every
+  problem is solvable and carries one `solution` (for tests, and an SFT warm-start later), and no
+  draw is wasted: a random target is reachable only ~4% of the time with 3 numbers in 1-99, ~13%
+  with 4, so drawing targets blindly and checking would throw most draws away.
 - Train and test are disjoint by construction: a problem's split is a hash of its identity
   (sorted numbers and target), not of the draw, so no seed or size can leak a test problem into
   training.
@@ -53,7 +56,7 @@ def _whole(v: Value) -> Value:
     return v.numerator if type(v) is Fraction and v.denominator == 1 else v
 
 
-def _splits(mask: int):
+def _splits(mask: int) -> Iterator[tuple[int, int]]:
     """Unordered splits of a bit set into two non-empty parts (each once)."""
     sub = (mask - 1) & mask
     while sub:
@@ -121,7 +124,7 @@ def _render(values: dict[int, Table], value: Value, step: Step) -> tuple[str, in
 
 def _check_count(k: int) -> None:
     if not MIN_NUMBERS <= k <= MAX_NUMBERS:
-        raise ValueError(f"use {MIN_NUMBERS} to {MAX_NUMBERS} numbers (3 or 4 in the course), got {k}")
+        raise ValueError(f"num_numbers must be {MIN_NUMBERS} to {MAX_NUMBERS} (3 or 4 in the course), got {k}")
 
 
 def solvable_targets(nums: list[int], low: int, high: int) -> dict[int, str]:
