@@ -61,21 +61,20 @@ def param_spec(name: str, shape: tuple[int, ...], mesh: Mesh) -> P:
                for ax, dim in zip(axes, shape)))
 
 
-def param_shardings(model: nnx.Module, mesh: Mesh) -> nnx.State:
-    """A State of NamedShardings mirroring `nnx.state(model, nnx.Param)`."""
-    state = nnx.state(model, nnx.Param)
-
-    def one(path, leaf):
-        return NamedSharding(mesh, param_spec(str(path[-1].key), leaf.shape, mesh))
-
-    return jax.tree_util.tree_map_with_path(one, state)
+def param_shardings(model: nnx.Module, mesh: Mesh) -> dict[tuple, NamedSharding]:
+    """{parameter path: NamedSharding} for every `nnx.Param` of `model`."""
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    return {tuple(path): NamedSharding(mesh, param_spec(str(path[-1]), var.shape, mesh))
+            for path, var in flat}
 
 
 def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
     """Move every parameter onto its sharding (in place; returns the model for chaining)."""
-    state = nnx.state(model, nnx.Param)
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
     shardings = param_shardings(model, mesh)
-    nnx.update(model, jax.tree.map(jax.device_put, state, shardings))
+    for path, var in flat:
+        var.set_value(jax.device_put(var.get_value(), shardings[tuple(path)]))
+    nnx.update(model, nnx.from_flat_state(flat))
     return model
 
 

