@@ -1,0 +1,440 @@
+"""The sampler: prompts in, completions (tokens, texts, per-token log-probs) out.
+
+`generate(model, tokenizer, prompts, ...)` is the notebook-level call; `sample_tokens(model,
+tokens, positions, rng, config)` is the jitted, array-level core that the GRPO loop calls.
+
+Design decisions:
+- One jitted program per shape bucket: prefill, then a single `lax.while_loop` that emits one
+  token per iteration and exits as soon as every row has stopped (or `max_new_tokens` is
+  reached). Nothing leaves the device until the loop is over: no host round-trip per token.
+- KV cache: the model's own (`model.init_cache`): sliding-window layers keep a ring buffer of
+  `window` slots, global layers `prompt_bucket + max_new_tokens` slots. Each step runs
+  `model.hidden` on one token per row and projects only that position to logits, so the largest
+  per-step array is the `[N, V]` float32 logit row; the log-prob of the chosen token is taken
+  from it inside the loop (`aha_utils.sampling`) and only `[N, max_new_tokens]` floats are kept.
+- Left padding with per-row positions: a prompt of length L in a bucket of P columns has
+  positions `-1` (padding) then `0..L-1`; the model derives every mask from positions, so
+  padding needs no extra mask argument and each row decodes at its own position.
+- Buckets: the prompt columns round up to a power of two (at least 16; at most `max_prompt_len`),
+  the batch to a power of two that is also a multiple of the mesh's data axis. A second call with
+  prompts of a similar length and count re-uses the compiled program. Padding rows have all
+  positions -1; they are `done` from the start and never keep the loop alive.
+- `num_samples=G`: each prompt is prefilled once; its cache and last logits are repeated G times
+  (samples of one prompt adjacent), and G different continuations are drawn from there.
+- Stop strings (e.g. `"</answer>"`) are text, the loop sees tokens, and one string has many
+  tokenizations (`"</" "answer" ">"`, `"▁</" "answer" ">"`, a token `">\\n"`, byte tokens...).
+  We compile the stop strings into an Aho-Corasick automaton over UTF-8 bytes and lift it to
+  tokens: a table `[Q, V]` giving, for each automaton state and each token, the state after that
+  token's bytes, or -1 when a stop string ends inside them. The loop carries one state per row
+  and does one gather per step, so the check is exact for *every* tokenization the model can
+  produce, including a stop string that ends in the middle of a token. Matching starts at the
+  first generated token (the prompt's own `</answer>` in an instruction does not count). The
+  text is then cut right after the stop string (it is kept: rewards look for `</answer>`), while
+  `.tokens`/`.lengths` keep the whole last token. End-of-sequence and `<end_of_turn>` are stop
+  tokens: they count in `.lengths` but are removed from `.texts`.
+- Sharding: rows over the mesh's `data` axis, parameters wherever their specs put them (the mesh
+  is read off the model's parameters). Every per-row array in the loop is constrained to
+  `P("data")`, and the random draws use JAX's partitionable threefry, so 1 device and 8 give the
+  same tokens.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import math
+import re
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from aha_utils.model import Gemma, LayerCache, init_cache
+from aha_utils.sampling import select_tokens
+from aha_utils.sharding import DATA
+
+PAD_ID = 0            # Gemma's <pad>: fills `.tokens` after the end and the left of prompts
+MIN_PROMPT_BUCKET = 16
+DEFAULT_MAX_PROMPT_LEN = 4096
+
+
+# ----------------------------------------------------------------------------------------------
+# Stop strings -> a token-level automaton
+# ----------------------------------------------------------------------------------------------
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+@functools.lru_cache(maxsize=4)
+def token_bytes(tokenizer) -> tuple[bytes, ...]:
+    """The UTF-8 bytes each token id contributes to `tokenizer.decode` (byte-fallback pieces
+    are their single byte; `▁` is a space)."""
+    out = []
+    for i in range(tokenizer.vocab_size):
+        piece = tokenizer.id_to_piece(i)
+        m = _BYTE_PIECE.fullmatch(piece)
+        out.append(bytes([int(m.group(1), 16)]) if m else piece.replace("\u2581", " ").encode())
+    return tuple(out)
+
+
+def _aho_corasick(stops: Sequence[bytes]) -> tuple[list[dict[int, int]], list[bool]]:
+    """Deterministic automaton over bytes: `delta[q][b]` (bytes absent from every stop string go
+    to state 0) and `accept[q]` (some stop string ends here)."""
+    goto: list[dict[int, int]] = [{}]
+    accept = [False]
+    for s in stops:
+        q = 0
+        for b in s:
+            if b not in goto[q]:
+                goto.append({})
+                accept.append(False)
+                goto[q][b] = len(goto) - 1
+            q = goto[q][b]
+        accept[q] = True
+    alphabet = sorted(set(b"".join(stops)))
+    delta: list[dict[int, int]] = [{} for _ in goto]
+    fail = [0] * len(goto)
+    queue = collections.deque()
+    for b in alphabet:
+        delta[0][b] = goto[0].get(b, 0)
+        if b in goto[0]:
+            queue.append(goto[0][b])
+    while queue:  # breadth first, so fail[q] (shallower) is complete before q is used
+        q = queue.popleft()
+        accept[q] = accept[q] or accept[fail[q]]
+        for b in alphabet:
+            if b in goto[q]:
+                r = goto[q][b]
+                fail[r] = delta[fail[q]][b]
+                delta[q][b] = r
+                queue.append(r)
+            else:
+                delta[q][b] = delta[fail[q]][b]
+    return delta, accept
+
+
+@functools.lru_cache(maxsize=8)
+def stop_table(tokenizer, stop_strings: tuple[str, ...]) -> np.ndarray:
+    """int32 `[Q, V]`: automaton state after a token's bytes from each state, -1 = a stop string
+    ended inside this token. Built once per tokenizer and tuple of strings (about a second)."""
+    if not stop_strings or any(not isinstance(s, str) or not s for s in stop_strings):
+        raise ValueError(f"stop_strings must be non-empty strings; got {stop_strings!r}")
+    stops = [s.encode() for s in stop_strings]
+    delta, accept = _aho_corasick(stops)
+    n_states = len(delta)
+    alphabet = sorted(set(b"".join(stops)))
+    # Any byte outside the stop strings' alphabet resets the automaton to state 0, so a token
+    # splits into a head (before its first such byte), which depends on the entry state, and
+    # a tail, which does not.
+    foreign = re.compile(b"[^" + b"".join(re.escape(bytes([b])) for b in alphabet) + b"]")
+    contains_stop = re.compile(b"|".join(re.escape(s) for s in stops))
+    memo: dict[tuple[int, bytes], int] = {}
+
+    def run(q: int, seg: bytes) -> int:
+        key = (q, seg)
+        if key not in memo:
+            r = q
+            for b in seg:
+                r = delta[r].get(b, 0)
+                if accept[r]:
+                    r = -1
+                    break
+            memo[key] = r
+        return memo[key]
+
+    # Tokens share few distinct columns: build each once, then gather them all in numpy.
+    columns: dict[tuple[bytes, int | None], int] = {}
+    unique: list[list[int]] = []
+    which = np.empty(tokenizer.vocab_size, np.int64)
+    for i, w in enumerate(token_bytes(tokenizer)):
+        segs = foreign.split(w)
+        head, tail = segs[0], None
+        if len(segs) > 1:         # a foreign byte: the tail is entry-state independent
+            # A stop string inside the head is -1 from every state anyway, so search all of w.
+            tail = -1 if contains_stop.search(w) else run(0, segs[-1])
+        key = (head, tail)
+        if key not in columns:
+            heads = [run(q, head) for q in range(n_states)]
+            columns[key] = len(unique)
+            unique.append(heads if tail is None else [-1 if r == -1 else tail for r in heads])
+        which[i] = columns[key]
+    return np.asarray(unique, np.int32).T[:, which]             # [Q, V]
+
+
+STOP_STATE_BUCKET = 16  # automaton states are padded to a multiple of this: one program serves
+                        # no stop string, "</answer>", or a few strings together
+
+
+def padded_stop_table(table: np.ndarray | None, vocab_size: int) -> np.ndarray:
+    """int16 `[16k, V]`: `table` (or the no-stop-string table) with unreachable rows added, so
+    that the table's shape, and with it the compiled program, rarely changes."""
+    table = np.zeros((1, vocab_size), np.int32) if table is None else np.asarray(table)
+    if table.shape[1] != vocab_size:
+        raise ValueError(f"stop table has {table.shape[1]} columns but the model has a vocabulary "
+                         f"of {vocab_size}: build it with this model's tokenizer")
+    if table.shape[0] > np.iinfo(np.int16).max:
+        raise ValueError(f"stop strings need {table.shape[0]} automaton states; use fewer/shorter")
+    rows = -(-table.shape[0] // STOP_STATE_BUCKET) * STOP_STATE_BUCKET
+    out = np.zeros((rows, vocab_size), np.int16)
+    out[:table.shape[0]] = table
+    return out
+
+
+def truncate_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    """`text` cut right after the earliest-ending stop string (unchanged if none occurs)."""
+    ends = [text.find(s) + len(s) for s in stop_strings if s in text]
+    return text[:min(ends)] if ends else text
+
+
+# ----------------------------------------------------------------------------------------------
+# The jitted core
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """Everything that changes the compiled program (hashable: a static jit argument)."""
+    max_new_tokens: int
+    num_samples: int = 1
+    greedy: bool = True
+    top_k: int | None = None
+    use_top_p: bool = False
+    stop_ids: tuple[int, ...] = ()
+
+
+class SampleOutput(NamedTuple):
+    tokens: jax.Array    # [N, M] int32, PAD_ID after the end
+    logprobs: jax.Array  # [N, M] float32, 0 after the end
+    lengths: jax.Array   # [N] int32, generated tokens including the stop token
+    stopped: jax.Array   # [N] bool, a stop token or stop string ended the row
+
+
+class _Loop(NamedTuple):
+    step: jax.Array        # [] int32, index of the next token to emit
+    token: jax.Array       # [N] int32, last emitted token (input of the next step)
+    pos: jax.Array         # [N] int32, its position (-1 for padding rows)
+    done: jax.Array        # [N] bool
+    stop_state: jax.Array  # [N] int32, stop-string automaton state
+    cache: list            # [LayerCache] per layer, rows [N, ...]
+    out_tok: jax.Array     # [N, M] int32
+    out_lp: jax.Array      # [N, M] float32
+    length: jax.Array      # [N] int32
+
+
+def _rows(mesh: Mesh | None):
+    """Constrain an array's leading (row) axis to the mesh's data axis; identity without mesh."""
+    def constrain(x):
+        if mesh is None:
+            return x
+        spec = P(DATA, *([None] * (x.ndim - 1)))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+    return constrain
+
+
+@functools.partial(nnx.jit, static_argnames=("config", "mesh"))
+def _sample_jit(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
+                config: SampleConfig, mesh: Mesh | None) -> SampleOutput:
+    b, p = tokens.shape
+    g, m = config.num_samples, config.max_new_tokens
+    rows = _rows(mesh)
+
+    # Prefill: the whole prompt bucket in one forward, once per prompt (not per sample).
+    cache = jax.tree.map(rows, init_cache(model.config, b, p + m, model.dtype))
+    h, cache = model.hidden(tokens, positions, cache)                 # [B, P, D]
+    logits = model.logits(h[:, -1])                                    # [B, V]; left padding:
+    last_pos = positions[:, -1]                                        # [B]; the last column is real
+    if g > 1:  # G continuations per prompt, samples of one prompt adjacent
+        cache = jax.tree.map(lambda x: rows(jnp.repeat(x, g, axis=0)), cache)
+        logits, last_pos = jnp.repeat(logits, g, axis=0), jnp.repeat(last_pos, g)
+    n = b * g
+    active = last_pos >= 0                                             # [N]; padding rows: False
+    stop_ids = jnp.asarray(config.stop_ids, jnp.int32)
+
+    def emit(st: _Loop, logits) -> _Loop:
+        """Choose token `st.step` of every live row from its logits `[N, V]`; update stops."""
+        tok, lp = select_tokens(logits, jax.random.fold_in(rng, st.step), greedy=config.greedy,
+                                temperature=temperature, top_k=config.top_k,
+                                top_p=top_p if config.use_top_p else None)   # [N], [N]
+        live = ~st.done
+        tok = jnp.where(live, tok, PAD_ID)
+        lp = jnp.where(live, lp, 0.0)
+        stop = jnp.isin(tok, stop_ids) if config.stop_ids else jnp.zeros_like(live)
+        nxt = table[st.stop_state, tok].astype(jnp.int32)              # [N] one gather per step
+        stop, state = stop | (nxt < 0), jnp.maximum(nxt, 0)
+        return st._replace(
+            step=st.step + 1, token=tok, done=rows(st.done | (live & stop)), stop_state=state,
+            out_tok=jax.lax.dynamic_update_slice(st.out_tok, tok[:, None], (0, st.step)),
+            out_lp=jax.lax.dynamic_update_slice(st.out_lp, lp[:, None], (0, st.step)),
+            length=st.length + live.astype(jnp.int32))
+
+    def body(st: _Loop) -> _Loop:
+        h, cache = model.hidden(st.token[:, None], st.pos[:, None], st.cache)  # [N, 1, D]
+        st = st._replace(cache=jax.tree.map(rows, cache),
+                         pos=jnp.where(st.pos >= 0, st.pos + 1, -1))
+        return emit(st, model.logits(h[:, 0]))                         # [N, V]
+
+    def cond(st: _Loop):
+        return (st.step < m) & ~jnp.all(st.done)
+
+    st = _Loop(step=jnp.int32(0), token=jnp.zeros((n,), jnp.int32),
+               pos=jnp.where(active, last_pos + 1, -1), done=rows(~active),
+               stop_state=jnp.zeros((n,), jnp.int32), cache=cache,
+               out_tok=rows(jnp.full((n, m), PAD_ID, jnp.int32)),
+               out_lp=rows(jnp.zeros((n, m), jnp.float32)), length=jnp.zeros((n,), jnp.int32))
+    st = jax.lax.while_loop(cond, body, emit(st, logits))
+    return SampleOutput(st.out_tok, st.out_lp, st.length, st.done & active)
+
+
+def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: SampleConfig, *,
+                  temperature: float = 1.0, top_p: float = 1.0,
+                  stop_table: np.ndarray | None = None) -> SampleOutput:
+    """Sample continuations of a left-padded batch of prompts, on device, in one jitted program.
+
+    prompt_tokens, prompt_positions: int32 `[B, P]`, positions -1 on the left padding (a row of
+    only -1 is a padding row: it produces nothing). Rows come back as `N = B * num_samples`,
+    the samples of one prompt adjacent. `rng`: a `jax.random.key`. `stop_table`: from
+    `stop_table(tokenizer, strings)`. `temperature`/`top_p` are traced (no recompile per value);
+    `config` is static. B must be a multiple of the mesh's data axis when the model is sharded.
+    The batch is put on the mesh here when it is not there already.
+    """
+    tokens = jnp.asarray(prompt_tokens)
+    positions = jnp.asarray(prompt_positions)
+    if tokens.ndim != 2 or tokens.shape != positions.shape:
+        raise ValueError(f"prompt_tokens and prompt_positions must both be [batch, time]; got "
+                         f"{tokens.shape} and {positions.shape}")
+    if config.max_new_tokens < 1 or config.num_samples < 1:
+        raise ValueError(f"max_new_tokens and num_samples must be >= 1; got {config}")
+    mesh = model_mesh(model)
+    if mesh is not None and tokens.shape[0] % mesh.shape[DATA]:
+        raise ValueError(f"batch of {tokens.shape[0]} prompts does not split over the "
+                         f"{mesh.shape[DATA]} data-parallel devices; pad it (padding rows: "
+                         "positions all -1) to a multiple of that")
+    table = padded_stop_table(stop_table, model.config.vocab_size)
+    if mesh is not None:
+        rows = NamedSharding(mesh, P(DATA, None))
+        tokens, positions = jax.device_put(tokens, rows), jax.device_put(positions, rows)
+        replicated = NamedSharding(mesh, P())
+        rng, table = jax.device_put(rng, replicated), jax.device_put(table, replicated)
+    return _sample_jit(model, tokens.astype(jnp.int32), positions.astype(jnp.int32), rng,
+                       jnp.float32(temperature), jnp.float32(top_p), jnp.asarray(table),
+                       config=config, mesh=mesh)
+
+
+def model_mesh(model: Gemma) -> Mesh | None:
+    """The mesh the model's parameters live on (None for an unsharded, single-device model)."""
+    sharding = getattr(model.embedding[...], "sharding", None)
+    return sharding.mesh if isinstance(sharding, NamedSharding) else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side: text in, text out
+# ----------------------------------------------------------------------------------------------
+def prompt_bucket(longest: int, max_prompt_len: int) -> int:
+    """Columns for a batch whose longest prompt has `longest` tokens."""
+    return min(max(MIN_PROMPT_BUCKET, 1 << (longest - 1).bit_length()), max_prompt_len)
+
+
+def batch_bucket(n: int, n_data: int = 1) -> int:
+    """Rows for `n` prompts: a power of two, and a multiple of the data-parallel devices."""
+    rows = 1 << (n - 1).bit_length()
+    return math.ceil(rows / n_data) * n_data
+
+
+def left_pad(ids: Sequence[Sequence[int]], columns: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """int32 `(tokens, positions)` `[rows, columns]`, right-aligned; padding rows at the end."""
+    tokens = np.full((rows, columns), PAD_ID, np.int32)
+    positions = np.full((rows, columns), -1, np.int32)
+    for r, seq in enumerate(ids):
+        if seq:
+            tokens[r, columns - len(seq):] = seq
+            positions[r, columns - len(seq):] = np.arange(len(seq))
+    return tokens, positions
+
+
+@dataclasses.dataclass
+class Completions:
+    """`N = len(prompts) * num_samples` completions, the samples of one prompt adjacent."""
+    texts: list[str]              # stop tokens removed; a stop string is kept, text after it cut
+    tokens: np.ndarray            # [N, M] int32 generated tokens, PAD_ID after the end
+    logprobs: np.ndarray          # [N, M] float32 log p(token) at temperature 1, 0 after the end
+    lengths: np.ndarray           # [N] int32 valid generated tokens, a stop token included
+    stopped: np.ndarray           # [N] bool: ended by a stop token/string, not by the length cap
+    prompt_tokens: np.ndarray     # [N, P] int32 left-padded prompt of each row (with <bos>)
+    prompt_lengths: np.ndarray    # [N] int32
+
+
+def _check_args(prompts, max_new_tokens, temperature, top_k, top_p, num_samples, stop_strings,
+                vocab_size):
+    if isinstance(prompts, str):
+        raise ValueError("prompts must be a list of strings; wrap a single prompt as [prompt]")
+    if not isinstance(prompts, Sequence) or len(prompts) == 0:
+        raise ValueError("prompts is empty: pass a non-empty list of prompt strings")
+    if not all(isinstance(t, str) for t in prompts):
+        raise ValueError("every prompt must be a str (for token ids use sample_tokens)")
+    if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be a positive int; got {max_new_tokens!r}")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be an int >= 1; got {num_samples!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+            and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy); "
+                         f"got {temperature!r}")
+    if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= vocab_size):
+        raise ValueError(f"top_k must be None or an int in [1, {vocab_size}]; got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be None or a number in (0, 1]; got {top_p!r}")
+    if stop_strings is not None and (isinstance(stop_strings, str) or not all(
+            isinstance(s, str) and s for s in stop_strings)):
+        raise ValueError(f"stop_strings must be a list of non-empty strings, e.g. "
+                         f"('</answer>',); got {stop_strings!r}")
+
+
+def generate(model: Gemma, tokenizer, prompts: Sequence[str], *, max_new_tokens: int,
+             temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+             num_samples: int = 1, seed: int = 0, stop_strings: Sequence[str] | None = None,
+             max_prompt_len: int = DEFAULT_MAX_PROMPT_LEN) -> Completions:
+    """Complete every prompt `num_samples` times. `temperature=0.0` is greedy.
+
+    Stops a row at `<eos>`, `<end_of_turn>`, or the end of any of `stop_strings`; see the module
+    docstring for what `.texts`, `.tokens` and `.lengths` then hold. Prompts are encoded with
+    `<bos>`; one longer than `max_prompt_len` tokens is an error, not silently cut.
+    """
+    _check_args(prompts, max_new_tokens, temperature, top_k, top_p, num_samples, stop_strings,
+                model.config.vocab_size)
+    ids = [tokenizer.encode(t, add_bos=True) for t in prompts]
+    longest = max(len(x) for x in ids)
+    if longest > max_prompt_len:
+        worst = max(range(len(ids)), key=lambda i: len(ids[i]))
+        raise ValueError(f"prompt {worst} has {longest} tokens, more than max_prompt_len="
+                         f"{max_prompt_len}; shorten it or pass a larger max_prompt_len")
+    mesh = model_mesh(model)
+    n_data = 1 if mesh is None else mesh.shape[DATA]
+    tokens, positions = left_pad(ids, prompt_bucket(longest, max_prompt_len),
+                                 batch_bucket(len(ids), n_data))
+    greedy = temperature == 0.0
+    config = SampleConfig(max_new_tokens=max_new_tokens, num_samples=num_samples, greedy=greedy,
+                          top_k=None if greedy else top_k,
+                          use_top_p=not greedy and top_p is not None and top_p < 1.0,
+                          stop_ids=(tokenizer.eos_id, tokenizer.end_of_turn_id))
+    stops = tuple(stop_strings) if stop_strings else ()
+    table = stop_table(tokenizer, stops) if stops else None
+    out = sample_tokens(model, tokens, positions, jax.random.key(seed), config,
+                        temperature=temperature if not greedy else 1.0,
+                        top_p=1.0 if top_p is None else top_p, stop_table=table)
+    out = jax.device_get(out)
+
+    n = len(prompts) * num_samples                  # real rows come first; padding rows follow
+    toks, lps, lens, stopped = (np.asarray(x[:n]) for x in out)
+    texts = []
+    for row, length, ended in zip(toks, lens, stopped):
+        row = row[:length]
+        if ended and length and row[-1] in config.stop_ids:
+            row = row[:-1]
+        text = tokenizer.decode(row)
+        texts.append(truncate_at_stop(text, stops) if ended and stops else text)
+    prompt_rows = np.repeat(tokens[:len(prompts)], num_samples, axis=0)
+    return Completions(
+        texts=texts, tokens=toks.astype(np.int32), logprobs=lps.astype(np.float32),
+        lengths=lens.astype(np.int32), stopped=stopped.astype(bool), prompt_tokens=prompt_rows,
+        prompt_lengths=np.repeat(np.array([len(x) for x in ids], np.int32), num_samples))

@@ -1,0 +1,81 @@
+"""Token selection: the maths of one decoding step, on a `[N, V]` row of float32 logits.
+
+Pure functions, no model, no loop: `aha_utils.sampler` calls `select_tokens` once per generated
+token inside its jitted `lax.while_loop`, and the notebook checks them on toy rows.
+
+Design decisions:
+- Two different distributions are in play. The token is *drawn* from the processed distribution
+  (logits / temperature, then top-k, then top-p), but the *log-prob that is returned* is always
+  `log_softmax(logits)[token]` at temperature 1 with no truncation: that is the policy's own
+  probability, the quantity GRPO's importance ratio and KL term need. A sampler that returned the
+  log-prob of the truncated, tempered distribution would bias every ratio by a constant per row.
+- Sampling is Gumbel-max (`argmax(logits / T + Gumbel)`, what `jax.random.categorical` does):
+  exact, one pass over the vocabulary, no cumulative sums. Removed tokens get `-inf`, so they
+  can never win.
+- top-k uses `lax.top_k` and then works on the k survivors only (sorted, small). top-p alone
+  needs the whole vocabulary in sorted order; that is one full sort per step, exact but the
+  costliest option (262144 entries a row): prefer `top_k` (e.g. 64) together with `top_p`.
+- top-p keeps the smallest set of most-probable tokens whose mass reaches `top_p`: a token stays
+  when the mass of the tokens strictly before it in sorted order is below `top_p`, so the most
+  probable token always stays and `top_p=1` keeps everything.
+- What is static (changes the compiled program) and what is traced (a new value re-uses it):
+  greedy or not, `top_k` and whether top-p is on are static; `temperature` and `top_p` values are
+  traced arrays, so a notebook can sweep temperatures without recompiling.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+F32 = jnp.float32
+
+
+def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """`log_softmax(logits)[tokens]` at temperature 1: float32 `[N]` for logits `[N, V]`.
+
+    Computed as `logit - logsumexp`, so no `[N, V]` log-prob array is kept."""
+    logits = logits.astype(F32)
+    picked = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]   # [N]
+    return picked - jax.nn.logsumexp(logits, axis=-1)                      # [N]
+
+
+def top_p_mask(sorted_logits: jax.Array, top_p: jax.Array) -> jax.Array:
+    """Which entries of descending-sorted logits `[N, K]` lie in the nucleus of mass `top_p`."""
+    probs = jax.nn.softmax(sorted_logits, axis=-1)                         # [N, K]
+    mass_before = jnp.cumsum(probs, axis=-1) - probs                       # [N, K] exclusive
+    return mass_before < top_p
+
+
+def select_tokens(logits: jax.Array, rng: jax.Array, *, greedy: bool, temperature=1.0,
+                  top_k: int | None = None, top_p=None) -> tuple[jax.Array, jax.Array]:
+    """Pick one token per row of `logits` `[N, V]`; return `(tokens int32 [N], logprobs f32 [N])`.
+
+    `greedy=True` takes the argmax (temperature, top-k and top-p are then irrelevant). Otherwise
+    the token is drawn from softmax(logits / temperature) restricted to the `top_k` largest and
+    then to the top-`top_p` nucleus (`None` = no restriction). The returned log-prob is always
+    under the untempered, untruncated softmax (see the module docstring).
+    """
+    logits = logits.astype(F32)                                            # [N, V]
+    if greedy:
+        tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)             # [N]
+        return tokens, token_logprobs(logits, tokens)
+
+    scaled = logits / jnp.asarray(temperature, F32)                        # [N, V]
+    if top_k is not None:
+        cand, cand_ids = jax.lax.top_k(scaled, top_k)                      # [N, k], descending
+    elif top_p is not None:
+        cand_ids = jnp.argsort(-scaled, axis=-1)                           # [N, V] full sort
+        cand = jnp.take_along_axis(scaled, cand_ids, axis=-1)              # [N, V]
+    else:
+        cand, cand_ids = scaled, None
+    if top_p is not None:
+        cand = jnp.where(top_p_mask(cand, jnp.asarray(top_p, F32)), cand, -jnp.inf)
+    gumbel = jax.random.gumbel(rng, cand.shape, F32)                       # [N, V] or [N, k]
+    choice = jnp.argmax(cand + gumbel, axis=-1)                            # [N]
+    if cand_ids is None:
+        tokens = choice
+    else:
+        tokens = jnp.take_along_axis(cand_ids, choice[:, None], axis=-1)[:, 0]
+    tokens = tokens.astype(jnp.int32)
+    return tokens, token_logprobs(logits, tokens)
