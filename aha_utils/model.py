@@ -205,16 +205,23 @@ class Gemma(nnx.Module):
         self.layers = nnx.List([Block(cfg, kind, dtype, rngs) for kind in cfg.layer_kinds])
         self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, dtype)
 
-    def hidden(self, tokens, positions=None, cache=None):
-        """Final-normed hidden states `[B, T, D]` (and the updated cache when one is given)."""
+    def hidden(self, tokens, positions=None, cache=None, *, remat: bool = False):
+        """Final-normed hidden states `[B, T, D]` (and the updated cache when one is given).
+        `remat=True` (training only) recomputes each block's activations in the backward pass."""
         check_tokens(tokens, self.config.vocab_size)
+        if remat and cache is not None:
+            raise ValueError("remat=True is for training forwards; decoding with a cache has no "
+                             "backward pass to save memory for")
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
         emb = self.embedding[...]
         x = emb[tokens] * jnp.asarray(math.sqrt(self.config.d_model), emb.dtype)  # [B, T, D]
         new_cache = []
         for i, layer in enumerate(self.layers):
-            x, c = layer(x, positions, None if cache is None else cache[i])
+            if remat:
+                x, c = nnx.remat(lambda blk, x, p: blk(x, p, None))(layer, x, positions)
+            else:
+                x, c = layer(x, positions, None if cache is None else cache[i])
             new_cache.append(c)
         x = self.final_norm(x)
         return (x, None) if cache is None else (x, new_cache)

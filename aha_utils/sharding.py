@@ -33,6 +33,22 @@ PARAM_AXES: dict[str, tuple[str | None, ...]] = {
     "up_proj": (None, MODEL),          # [D, F]
     "down_proj": (MODEL, None),        # [F, D]
     "scale": (None,),                  # norms: tiny, replicated
+    # LoRA adapters (aha_utils.lora): A [in-dims..., r] keeps the base's input axes, B
+    # [r, out-dims...] its output axes, so A @ B comes out sharded like the base weight.
+    "q_proj_lora_a": (None, None),            # [D, r]
+    "q_proj_lora_b": (None, MODEL, None),     # [r, H, hd]
+    "k_proj_lora_a": (None, None),            # [D, r]
+    "k_proj_lora_b": (None, MODEL, None),     # [r, K, hd]
+    "v_proj_lora_a": (None, None),            # [D, r]
+    "v_proj_lora_b": (None, MODEL, None),     # [r, K, hd]
+    "o_proj_lora_a": (MODEL, None, None),     # [H, hd, r]
+    "o_proj_lora_b": (None, None),            # [r, D]
+    "gate_proj_lora_a": (None, None),         # [D, r]
+    "gate_proj_lora_b": (None, MODEL),        # [r, F]
+    "up_proj_lora_a": (None, None),           # [D, r]
+    "up_proj_lora_b": (None, MODEL),          # [r, F]
+    "down_proj_lora_a": (MODEL, None),        # [F, r]
+    "down_proj_lora_b": (None, None),         # [r, D]
 }
 BATCH = P(DATA)  # batches [B, ...]: rows split over `data`, the rest replicated
 
