@@ -1,0 +1,297 @@
+"""One GRPO optimizer update: log-probs from the model, the `aha_utils.grpo` loss, AdamW.
+
+`train_step(model, optimizer, batch, grpo_cfg, train_cfg, ref_params=None) -> metrics` is one
+update; the loop calls it `grpo_cfg.num_iterations` times (mu) on each sampled batch, always
+with the sampler's `old_logprobs`. `loss_and_grads` is the same computation without the update
+(tests, notebooks). `init_training` applies LoRA when configured and builds the optimizer and
+the reference state.
+
+The batch is a dict of arrays, rows = completions (samples of one prompt adjacent):
+  tokens          int32 [B, P+C]  left-padded prompt, then the completion (padded after its end)
+  positions       int32 [B, P+C]  -1 on padding (prompt's left and completion's right)
+  completion_mask float [B, C]    1 on valid completion tokens, the stop token included
+  old_logprobs    float [B, C]    the sampler's log-probs of those tokens (temperature 1)
+  advantages      float [B]       `grpo.group_advantages` of the rewards
+  truncated       bool  [B]       optional; needed by `mask_truncated_completions`
+
+Design decisions:
+- Log-probs without a `[B, T, V]` buffer (`completion_logprobs`): one `model.hidden` pass, then
+  the vocabulary projection and log-softmax over chunks of `logprob_chunk` completion tokens in a
+  `lax.map`, each chunk under `jax.checkpoint` so the backward pass recomputes its logits instead
+  of keeping `[B, C, V]` float32 residuals (2 GB for 8 x 256 tokens at Gemma's 262k vocabulary).
+- Gradient accumulation with `lax.scan` over micro-batches, not a Python loop: the program and
+  its compile time stay the size of one micro-batch whatever the batch. Micro-batch k takes rows
+  k, k+n, k+2n, ... (a reshape `[mb, n]`), so each micro-batch is spread over all data-parallel
+  devices without moving data. Each micro-batch loss uses the whole batch's normalisers
+  (`grpo.policy_loss(num_sequences=, num_tokens=)`), so accumulated loss, gradients and metrics
+  are exactly the full-batch ones, for every loss type (a per-micro-batch token-mean would not be).
+- Precision: the trainable parameters are the master copy (float32 recommended for full
+  fine-tuning: AdamW steps of lr 1e-6 vanish in bfloat16); the loss casts every parameter to
+  `compute_dtype` (bfloat16 by default) for the forward, and gradients come back to the master
+  dtype through the cast. LoRA adapters are float32; the frozen base may stay bfloat16.
+- Reference policy (only when `beta > 0`; with `beta == 0` there is no reference forward at all):
+  with LoRA, the same model with its adapters zeroed (`lora.zero_adapters`) is exactly the frozen
+  base, so no copy is kept; with full fine-tuning, `ref_params`, a frozen copy of the initial
+  `nnx.Param` state made by `init_training`.
+- Trainable set: `LoRAParam` with LoRA (adapters only), every `nnx.Param` without. Weight decay
+  applies to matrices only (not to norm scales), as is usual for AdamW.
+- Sharding: the mesh is read off the parameters (as the sampler does); each micro-batch is
+  constrained to `P("data")`, so the data-parallel gradient all-reduce is XLA's. Validation is
+  eager and outside jit: B a multiple of the micro-batch, the micro-batch a multiple of the data
+  axis, shapes consistent, LoRA and reference settings coherent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from aha_utils import grpo
+from aha_utils.lora import LoRAParam, apply_lora, has_lora, zero_adapters
+from aha_utils.sharding import DATA
+
+F32 = jnp.float32
+BATCH_KEYS = ("tokens", "positions", "completion_mask", "old_logprobs", "advantages", "truncated")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    learning_rate: float = 1e-5
+    warmup_steps: int = 0
+    total_steps: int = 1000            # optimizer updates (batches x num_iterations)
+    final_lr_fraction: float = 0.1     # cosine decays to learning_rate x this
+    weight_decay: float = 0.0
+    adam_b1: float = 0.9
+    adam_b2: float = 0.99
+    max_grad_norm: float = 1.0
+    micro_batch_size: int | None = None  # rows per forward/backward; None = the whole batch
+    remat: bool = False                # recompute each block in the backward pass
+    lora_rank: int | None = None       # None = full fine-tuning
+    lora_alpha: float = 16.0
+    compute_dtype: str = "bfloat16"    # "bfloat16" or "float32"
+    logprob_chunk: int = 64            # completion tokens per vocabulary projection
+
+    def __post_init__(self):
+        if self.learning_rate <= 0 or self.max_grad_norm <= 0:
+            raise ValueError("learning_rate and max_grad_norm must be > 0")
+        if not 0 <= self.warmup_steps < self.total_steps:
+            raise ValueError(f"need 0 <= warmup_steps ({self.warmup_steps}) < total_steps "
+                             f"({self.total_steps})")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError("micro_batch_size must be >= 1 (or None = the whole batch)")
+        if self.lora_rank is not None and self.lora_rank < 1:
+            raise ValueError("lora_rank must be >= 1 (or None = full fine-tuning)")
+        if self.compute_dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"compute_dtype={self.compute_dtype!r}; use 'bfloat16' or 'float32'")
+        if self.logprob_chunk < 1:
+            raise ValueError("logprob_chunk must be >= 1")
+
+    @property
+    def trainable(self):
+        """The nnx filter of what the optimizer updates."""
+        return LoRAParam if self.lora_rank is not None else nnx.Param
+
+
+def make_schedule(cfg: TrainConfig) -> optax.Schedule:
+    """Linear warmup from 0 to `learning_rate`, then cosine decay until `total_steps`."""
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+        decay_steps=cfg.total_steps, end_value=cfg.learning_rate * cfg.final_lr_fraction)
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW on the warmup + cosine schedule."""
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.max_grad_norm),
+        optax.adamw(make_schedule(cfg), b1=cfg.adam_b1, b2=cfg.adam_b2,
+                    weight_decay=cfg.weight_decay,
+                    mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)))
+
+
+def init_training(model: nnx.Module, train_cfg: TrainConfig, grpo_cfg: grpo.GRPOConfig, *,
+                  seed: int = 0) -> tuple[nnx.Optimizer, nnx.State | None]:
+    """Prepare `model` in place: LoRA adapters when `train_cfg.lora_rank` is set. Returns the
+    optimizer and `ref_params` (a frozen copy of the initial parameters for full fine-tuning
+    with `beta > 0`; None otherwise). Shard the model before calling this."""
+    if train_cfg.lora_rank is not None:
+        apply_lora(model, rank=train_cfg.lora_rank, alpha=train_cfg.lora_alpha,
+                   rngs=nnx.Rngs(seed))
+    ref_params = None
+    if grpo_cfg.beta > 0 and train_cfg.lora_rank is None:
+        ref_params = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+    return nnx.Optimizer(model, make_optimizer(train_cfg), wrt=train_cfg.trainable), ref_params
+
+
+def completion_logprobs(model: nnx.Module, tokens, positions, completion_start: int, *,
+                        chunk: int = 64, remat: bool = False) -> jax.Array:
+    """float32 `[B, C]`: log pi(token | prefix) of columns `completion_start..T-1` of `tokens`
+    `[B, T]` (C = T - completion_start), with no `[B, T, V]` or `[B, C, V]` array kept."""
+    b, t = tokens.shape
+    c = t - completion_start
+    if not 1 <= completion_start < t:
+        raise ValueError(f"completion_start={completion_start} must lie in [1, {t}): the token "
+                         "before the first completion token predicts it")
+    h, _ = model.hidden(tokens, positions, remat=remat)                  # [B, T, D]
+    h = h[:, completion_start - 1:t - 1]                                 # [B, C, D] predicts next
+    targets = tokens[:, completion_start:]                               # [B, C]
+    chunk = min(chunk, c)
+    n = -(-c // chunk)
+    pad = n * chunk - c
+    h = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))                           # [B, n*chunk, D]
+    targets = jnp.pad(targets, ((0, 0), (0, pad)))                       # [B, n*chunk]
+    h = h.reshape(b, n, chunk, -1).swapaxes(0, 1)                        # [n, B, chunk, D]
+    targets = targets.reshape(b, n, chunk).swapaxes(0, 1)                # [n, B, chunk]
+
+    @jax.checkpoint  # the backward recomputes this chunk's logits rather than storing them
+    def one_chunk(args):
+        hc, tc = args
+        logits = model.logits(hc)                                        # [B, chunk, V] f32
+        picked = jnp.take_along_axis(logits, tc[..., None], axis=-1)[..., 0]
+        return picked - jax.nn.logsumexp(logits, axis=-1)                # [B, chunk]
+
+    out = jax.lax.map(one_chunk, (h, targets))                           # [n, B, chunk]
+    return out.swapaxes(0, 1).reshape(b, n * chunk)[:, :c]               # [B, C]
+
+
+def _cast(state: nnx.State, dtype) -> nnx.State:
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                        else x, state)
+
+
+def _micro_loss(params, rest, graphdef, ref_params, mb, counts, grpo_cfg, train_cfg):
+    """Loss of one micro-batch (normalised by the whole batch's counts) and its metrics."""
+    dtype = jnp.dtype(train_cfg.compute_dtype)
+    tokens, positions = mb["tokens"], mb["positions"]
+    start = tokens.shape[1] - mb["completion_mask"].shape[1]
+    logprobs = lambda m: completion_logprobs(m, tokens, positions, start,
+                                             chunk=train_cfg.logprob_chunk, remat=train_cfg.remat)
+    logp = logprobs(nnx.merge(graphdef, _cast(params, dtype), _cast(rest, dtype)))  # [mb, C]
+    ref_logp = None
+    if grpo_cfg.beta > 0:
+        frozen = zero_adapters(params) if ref_params is None else ref_params
+        ref_model = nnx.merge(graphdef, _cast(frozen, dtype), _cast(rest, dtype))
+        ref_logp = jax.lax.stop_gradient(logprobs(ref_model))            # [mb, C]
+    return grpo.policy_loss(logp, mb["old_logprobs"], ref_logp, mb["advantages"],
+                            mb["completion_mask"], grpo_cfg, truncated=mb.get("truncated"),
+                            num_sequences=counts[0], num_tokens=counts[1])
+
+
+def _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh):
+    graphdef, params, rest = nnx.split(model, train_cfg.trainable, ...)
+    rows = batch["tokens"].shape[0]
+    mb = train_cfg.micro_batch_size or rows
+    n = rows // mb
+    mask = grpo.loss_mask(batch["completion_mask"], batch.get("truncated"), grpo_cfg)
+    counts = (rows, jnp.maximum(mask.sum(), 1.0))          # the whole batch's normalisers
+    # [B, ...] -> [n, mb, ...] with micro-batch k = rows k, k+n, ...: the sharded axis stays put.
+    micro = jax.tree.map(lambda x: x.reshape(mb, n, *x.shape[1:]).swapaxes(0, 1), batch)
+
+    def constrain(x):
+        if mesh is None:
+            return x
+        return jax.lax.with_sharding_constraint(
+            x, NamedSharding(mesh, P(DATA, *([None] * (x.ndim - 1)))))
+
+    grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
+
+    def body(carry, mb_batch):
+        grads_acc, metrics_acc = carry
+        mb_batch = jax.tree.map(constrain, mb_batch)
+        (_, metrics), grads = grad_fn(params, rest, graphdef, ref_params, mb_batch, counts,
+                                      grpo_cfg, train_cfg)
+        add = lambda a, g: a + g.astype(a.dtype)
+        return (jax.tree.map(add, grads_acc, grads), jax.tree.map(add, metrics_acc, metrics)), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    metric_shapes = jax.eval_shape(lambda: _micro_loss(params, rest, graphdef, ref_params, first,
+                                                       counts, grpo_cfg, train_cfg)[1])
+    init = (jax.tree.map(lambda p: jnp.zeros(p.shape, F32), params),
+            jax.tree.map(lambda s: jnp.zeros(s.shape, F32), metric_shapes))
+    (grads, metrics), _ = jax.lax.scan(body, init, micro)
+    return metrics["loss"], grads, metrics
+
+
+@nnx.jit(static_argnames=("grpo_cfg", "train_cfg", "mesh"))
+def _loss_and_grads_jit(model, batch, ref_params, grpo_cfg, train_cfg, mesh):
+    return _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh)
+
+
+@nnx.jit(static_argnames=("grpo_cfg", "train_cfg", "mesh"))
+def _train_step_jit(model, optimizer, batch, ref_params, grpo_cfg, train_cfg, mesh):
+    lr = make_schedule(train_cfg)(optimizer.step[...])
+    _, grads, metrics = _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh)
+    optimizer.update(model, grads)
+    return dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=lr)
+
+
+def model_mesh(model: nnx.Module) -> Mesh | None:
+    """The mesh the parameters live on (None for an unsharded, single-device model)."""
+    sharding = getattr(model.embedding[...], "sharding", None)
+    return sharding.mesh if isinstance(sharding, NamedSharding) else None
+
+
+def validate(model, batch: dict, grpo_cfg: grpo.GRPOConfig, train_cfg: TrainConfig,
+             ref_params) -> dict:
+    """Eager checks with messages that say what to do; returns the batch as jax arrays."""
+    unknown = set(batch) - set(BATCH_KEYS)
+    missing = set(BATCH_KEYS[:-1]) - set(batch)
+    if unknown or missing:
+        raise ValueError(f"batch keys: missing {sorted(missing)}, unexpected {sorted(unknown)}; "
+                         f"expected {BATCH_KEYS} ('truncated' optional)")
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    tokens, mask = batch["tokens"], batch["completion_mask"]
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"tokens must be int [B, P+C]; got {tokens.dtype}{tokens.shape}")
+    rows, cols = tokens.shape
+    if mask.ndim != 2 or mask.shape[0] != rows or not 1 <= mask.shape[1] < cols:
+        raise ValueError(f"completion_mask must be [B={rows}, C] with 1 <= C < {cols} (at least "
+                         f"one prompt column); got {mask.shape}")
+    want = {"positions": tokens.shape, "old_logprobs": mask.shape, "advantages": (rows,),
+            "truncated": (rows,)}
+    for key, shape in want.items():
+        if key in batch and batch[key].shape != shape:
+            raise ValueError(f"batch[{key!r}] must have shape {shape}; got {batch[key].shape}")
+    if grpo_cfg.mask_truncated_completions and "truncated" not in batch:
+        raise ValueError("mask_truncated_completions=True needs batch['truncated'] ([B] bool)")
+    mb = train_cfg.micro_batch_size or rows
+    if rows % mb:
+        raise ValueError(f"batch of {rows} rows is not a multiple of micro_batch_size={mb}; "
+                         "change one of them (e.g. prompts x samples divisible by it)")
+    mesh = model_mesh(model)
+    n_data = 1 if mesh is None else mesh.shape[DATA]
+    if mb % n_data:
+        raise ValueError(f"micro-batch of {mb} rows does not split over the {n_data} data-"
+                         f"parallel devices; use a micro_batch_size that is a multiple of {n_data}")
+    if (train_cfg.lora_rank is not None) != has_lora(model):
+        raise ValueError(f"train_cfg.lora_rank={train_cfg.lora_rank} but the model "
+                         f"{'has' if has_lora(model) else 'has no'} LoRA adapters; build both "
+                         "with init_training(model, train_cfg, grpo_cfg)")
+    full_ft_ref = grpo_cfg.beta > 0 and train_cfg.lora_rank is None
+    if full_ft_ref and ref_params is None:
+        raise ValueError("beta > 0 with full fine-tuning needs ref_params (the frozen initial "
+                         "parameters): use the ones init_training returns")
+    if not full_ft_ref and ref_params is not None:
+        raise ValueError("ref_params is only used with beta > 0 and full fine-tuning (LoRA's "
+                         "reference is the base itself); pass ref_params=None")
+    return batch
+
+
+def loss_and_grads(model, batch: dict, grpo_cfg: grpo.GRPOConfig, train_cfg: TrainConfig,
+                   ref_params=None):
+    """`(loss, grads, metrics)` of the whole batch, gradients w.r.t. `train_cfg.trainable`."""
+    batch = validate(model, batch, grpo_cfg, train_cfg, ref_params)
+    return _loss_and_grads_jit(model, batch, ref_params, grpo_cfg, train_cfg, model_mesh(model))
+
+
+def train_step(model, optimizer: nnx.Optimizer, batch: dict, grpo_cfg: grpo.GRPOConfig,
+               train_cfg: TrainConfig, ref_params=None) -> dict:
+    """One optimizer update on `batch` (in place). Returns device scalars: the `policy_loss`
+    metrics summed over micro-batches, `grad_norm` (before clipping) and `learning_rate`."""
+    batch = validate(model, batch, grpo_cfg, train_cfg, ref_params)
+    return _train_step_jit(model, optimizer, batch, ref_params, grpo_cfg, train_cfg,
+                           model_mesh(model))
