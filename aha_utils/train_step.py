@@ -1,8 +1,8 @@
 """One GRPO optimizer update: log-probs from the model, the `aha_utils.grpo` loss, AdamW.
 
 `train_step(model, optimizer, batch, grpo_cfg, train_cfg, ref_params=None) -> metrics` is one
-update; the loop calls it `grpo_cfg.num_iterations` times (mu) on each sampled batch, always
-with the sampler's `old_logprobs`. `loss_and_grads` is the same computation without the update
+update; `grpo_updates(...)` runs the `grpo_cfg.num_iterations` (mu) updates of one sampled
+batch, all against the sampler's `old_logprobs` (GRPO's Algorithm 1). `loss_and_grads` is the same computation without the update
 (tests, notebooks). `init_training` applies LoRA when configured and builds the optimizer and
 the reference state.
 
@@ -295,3 +295,14 @@ def train_step(model, optimizer: nnx.Optimizer, batch: dict, grpo_cfg: grpo.GRPO
     batch = validate(model, batch, grpo_cfg, train_cfg, ref_params)
     return _train_step_jit(model, optimizer, batch, ref_params, grpo_cfg, train_cfg,
                            model_mesh(model))
+
+
+def grpo_updates(model, optimizer: nnx.Optimizer, batch: dict, grpo_cfg: grpo.GRPOConfig,
+                 train_cfg: TrainConfig, ref_params=None) -> list[dict]:
+    """The mu = `grpo_cfg.num_iterations` updates of one sampled batch (one compiled step run mu
+    times). Every update keeps the sampler's `old_logprobs`, so from the second on the ratio
+    measures how far the policy has moved and the clip bounds it. Returns each update's metrics."""
+    batch = validate(model, batch, grpo_cfg, train_cfg, ref_params)
+    mesh = model_mesh(model)
+    return [_train_step_jit(model, optimizer, batch, ref_params, grpo_cfg, train_cfg, mesh)
+            for _ in range(grpo_cfg.num_iterations)]

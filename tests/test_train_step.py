@@ -17,7 +17,7 @@ from aha_utils import grpo
 from aha_utils.config import ModelConfig
 from aha_utils.lora import LoRABase, LoRAParam, LoRAWeight, apply_lora, merge_lora
 from aha_utils.model import Gemma, forward
-from aha_utils.train_step import (TrainConfig, completion_logprobs, init_training,
+from aha_utils.train_step import (TrainConfig, completion_logprobs, grpo_updates, init_training,
                                   loss_and_grads, train_step)
 from tests.conftest import run_with_fake_devices
 
@@ -115,13 +115,17 @@ def test_gradient_accumulation_equals_one_big_batch():
 def run_steps(model, gcfg, tcfg, steps=4):
     batch = make_batch(seed=1)
     opt, ref = init_training(model, tcfg, gcfg, seed=0)
-    history = [train_step(model, opt, batch, gcfg, tcfg, ref) for _ in range(steps)]
+    if gcfg.num_iterations > 1:
+        history = grpo_updates(model, opt, batch, gcfg, tcfg, ref)
+        assert len(history) == gcfg.num_iterations == steps
+    else:
+        history = [train_step(model, opt, batch, gcfg, tcfg, ref) for _ in range(steps)]
     return [{k: float(v) for k, v in m.items()} for m in history], ref
 
 
 def test_lora_step_trains_only_adapters_and_reduces_the_loss():
     model = make_model()
-    gcfg = grpo.GRPOConfig(beta=0.05)
+    gcfg = grpo.GRPOConfig(beta=0.05, num_iterations=4)   # mu = 4 updates on one batch
     tcfg = TrainConfig(learning_rate=3e-3, total_steps=10, compute_dtype="float32",
                        micro_batch_size=4, lora_rank=4, lora_alpha=8.0)
     frozen = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
@@ -130,6 +134,7 @@ def test_lora_step_trains_only_adapters_and_reduces_the_loss():
     assert history[0]["kl"] == 0.0          # B = 0: policy == base, exactly
     assert history[-1]["kl"] > 0.0
     assert history[-1]["loss"] < history[0]["loss"] - 0.05
+    assert history[-1]["ratio"] != history[0]["ratio"]   # same old_logprobs, the policy moved
     lora_b = [v.get_value() for path, v in nnx.to_flat_state(nnx.state(model, LoRAParam))
               if str(path[-1]).endswith("lora_b")]
     assert lora_b and all(np.abs(np.asarray(b)).max() > 0 for b in lora_b)
@@ -153,6 +158,22 @@ def test_full_finetune_reduces_the_loss_and_keeps_the_reference_frozen():
     assert all(h["learning_rate"] > 0 for h in history)
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(initial)):
         np.testing.assert_array_equal(np.asarray(a), b)   # the reference did not move
+
+
+def test_bfloat16_compute_keeps_float32_master_gradients():
+    model, batch = make_model(), make_batch()
+    gcfg = grpo.GRPOConfig(beta=0.05)
+    f32 = TrainConfig(compute_dtype="float32")
+    _, ref = init_training(model, f32, gcfg)
+    model.layers[1].attn.v_proj[...] += 0.05 * jax.random.normal(
+        jax.random.key(2), model.layers[1].attn.v_proj.shape)
+    loss32, grads32, _ = loss_and_grads(model, batch, gcfg, f32, ref)
+    loss16, grads16, _ = loss_and_grads(model, batch, gcfg, TrainConfig(), ref)  # bf16 default
+    assert {g.dtype for g in jax.tree.leaves(grads16)} == {jnp.dtype(jnp.float32)}
+    assert float(loss16) != float(loss32)                         # really computed in bf16
+    assert abs(float(loss16) - float(loss32)) < 0.05 * abs(float(loss32)) + 1e-3
+    assert rel_err(jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads16)]),
+                   jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads32)])) < 0.1
 
 
 def test_bad_input_is_refused_with_a_clear_error():
