@@ -2,9 +2,9 @@
 
 `train_step(model, optimizer, batch, grpo_cfg, train_cfg, ref_params=None) -> metrics` is one
 update; `grpo_updates(...)` runs the `grpo_cfg.num_iterations` (mu) updates of one sampled
-batch, all against the sampler's `old_logprobs` (GRPO's Algorithm 1). `loss_and_grads` is the same computation without the update
-(tests, notebooks). `init_training` applies LoRA when configured and builds the optimizer and
-the reference state.
+batch, all against the sampler's `old_logprobs` (GRPO's Algorithm 1). `loss_and_grads` is the
+same computation without the update (tests, notebooks). `init_training` applies LoRA when
+configured and builds the optimizer and the reference state.
 
 The batch is a dict of arrays, rows = completions (samples of one prompt adjacent):
   tokens          int32 [B, P+C]  left-padded prompt, then the completion (padded after its end)
@@ -27,8 +27,11 @@ Design decisions:
   are exactly the full-batch ones, for every loss type (a per-micro-batch token-mean would not be).
 - Precision: the trainable parameters are the master copy (float32 recommended for full
   fine-tuning: AdamW steps of lr 1e-6 vanish in bfloat16); the loss casts every parameter to
-  `compute_dtype` (bfloat16 by default) for the forward, and gradients come back to the master
-  dtype through the cast. LoRA adapters are float32; the frozen base may stay bfloat16.
+  `compute_dtype` (bfloat16 by default) for the forward; gradients flow back through the cast
+  and are accumulated in float32. LoRA adapters are float32; the frozen base may stay bfloat16.
+- `remat=True` runs each decoder block under `nnx.remat` (`model.hidden(remat=True)`, nothing
+  saved inside a block): activation memory drops to one block's worth per micro-batch, for about
+  a third more compute.
 - Reference policy (only when `beta > 0`; with `beta == 0` there is no reference forward at all):
   with LoRA, the same model with its adapters zeroed (`lora.zero_adapters`) is exactly the frozen
   base, so no copy is kept; with full fine-tuning, `ref_params`, a frozen copy of the initial
