@@ -1,0 +1,153 @@
+"""`RunConfig`: every knob of a GRPO run, with named presets per task and hardware.
+
+Presets (`RunConfig.preset(task, backend)`; `quick()` shrinks any of them for `AHA_QUICK=1`):
+- `countdown_cpu` / `gsm8k_cpu` (a laptop or a free CPU runtime): Gemma 3 270M with LoRA rank 8
+  (lr 1e-4, the usual LoRA scale: adapters start at B = 0 and need larger steps than full
+  fine-tuning), 4 prompts x G=4 samples, 128 new tokens, float32 throughout (bfloat16 matmuls
+  are emulated and slower on CPUs). A step takes a few minutes on 2 cores; it shows the loop
+  working, not learning.
+- `countdown_gpu` / `gsm8k_gpu` (also used on TPU): the setting of DESIGN.md's HF TRL baseline,
+  so the two can be compared: 16 prompts x G=8, 256 new tokens, full fine-tuning at lr 1e-5,
+  no KL (beta=0, TRL's default), mu=1, float32 master weights (AdamW steps of 1e-5 vanish in
+  bfloat16) with bfloat16 compute, micro-batches of 32 rows so 128 completions fit a 16 GB chip.
+- Learning rate: linear warmup, then constant. A decaying schedule depends on the total number
+  of steps, so extending a run (`--resume --steps 2N` after `--steps N`) would change the steps
+  already taken; constant keeps "N, then resume to 2N" identical to "2N straight".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from aha_utils import grpo
+from aha_utils.rewards import SCHEMES, TASKS
+from aha_utils.train_step import TrainConfig
+
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    task: str = "countdown"
+    model: str = "gemma3-270m"
+    steps: int = 100                    # GRPO steps (sample -> score -> mu updates)
+    # data and prompts
+    prompts_per_step: int = 4
+    num_samples: int = 4                # G, completions per prompt
+    num_numbers: int = 3                # Countdown numbers per problem
+    template: str = "base"
+    gsm8k_path: str | None = None       # local GSM8K JSONL folder; None = the HF Hub
+    # sampling
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    # reward and objective
+    reward_scheme: str = "tinyzero"
+    loss_type: str = "grpo"
+    scale_rewards: bool = True
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    beta: float = 0.0
+    num_iterations: int = 1             # mu
+    # optimisation
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0               # in optimizer updates
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    lora_rank: int | None = 8           # None = full fine-tuning
+    lora_alpha: float = 16.0
+    param_dtype: str = "float32"
+    compute_dtype: str = "float32"
+    micro_batch_size: int | None = None
+    remat: bool = False
+    # evaluation, logging, checkpoints
+    eval_every: int = 5
+    eval_n: int = 8
+    sample_every: int = 5               # save sampled completions every this many steps
+    checkpoint_every: int = 5
+    keep_checkpoints: int = 3
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
+        if self.steps < 1:
+            raise ValueError(f"steps={self.steps} must be >= 1")
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples={self.num_samples}: GRPO compares the samples of one "
+                             "prompt, use at least 2 (e.g. 8)")
+        for name in ("prompts_per_step", "max_new_tokens", "eval_every", "eval_n",
+                     "sample_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.reward_scheme not in SCHEMES:
+            raise ValueError(f"reward_scheme={self.reward_scheme!r}; choose one of {sorted(SCHEMES)}")
+        if self.param_dtype not in DTYPES:
+            raise ValueError(f"param_dtype={self.param_dtype!r}; choose one of {DTYPES}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0 for GRPO sampling "
+                             "(greedy samples of one prompt are identical: zero advantage)")
+        self.grpo_config()   # validate the objective's fields eagerly, with its messages
+        rows = self.prompts_per_step * self.num_samples
+        if self.micro_batch_size is not None and rows % self.micro_batch_size:
+            raise ValueError(f"{self.prompts_per_step} prompts x {self.num_samples} samples = "
+                             f"{rows} rows is not a multiple of micro_batch_size="
+                             f"{self.micro_batch_size}; change one of them")
+
+    # ----- the library configs this run uses -------------------------------------------------
+    def grpo_config(self) -> grpo.GRPOConfig:
+        return grpo.GRPOConfig(loss_type=self.loss_type, epsilon=self.epsilon,
+                               epsilon_high=self.epsilon_high, beta=self.beta,
+                               scale_rewards=self.scale_rewards,
+                               num_iterations=self.num_iterations,
+                               max_completion_length=self.max_new_tokens)
+
+    def train_config(self) -> TrainConfig:
+        updates = self.steps * self.num_iterations
+        return TrainConfig(learning_rate=self.learning_rate, warmup_steps=self.warmup_steps,
+                           total_steps=max(updates, self.warmup_steps + 1),
+                           final_lr_fraction=1.0,   # constant after warmup: see module doc
+                           weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm,
+                           micro_batch_size=self.micro_batch_size, remat=self.remat,
+                           lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
+                           compute_dtype=self.compute_dtype)
+
+    # ----- presets -------------------------------------------------------------------------
+    @classmethod
+    def countdown_cpu(cls, **overrides) -> "RunConfig":
+        return cls(**{"task": "countdown", **overrides})
+
+    @classmethod
+    def gsm8k_cpu(cls, **overrides) -> "RunConfig":
+        return cls(**{"task": "gsm8k", **overrides})
+
+    @classmethod
+    def countdown_gpu(cls, **overrides) -> "RunConfig":
+        base = dict(task="countdown", prompts_per_step=16, num_samples=8, max_new_tokens=256,
+                    learning_rate=1e-5, lora_rank=None, param_dtype="float32",
+                    compute_dtype="bfloat16", micro_batch_size=32, eval_every=10, eval_n=128,
+                    sample_every=10, checkpoint_every=10)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def gsm8k_gpu(cls, **overrides) -> "RunConfig":
+        return cls.countdown_gpu(**{"task": "gsm8k", **overrides})
+
+    @classmethod
+    def preset(cls, task: str, backend: str, **overrides) -> "RunConfig":
+        """The preset for `task` on `backend` (`jax.default_backend()`: cpu, gpu or tpu)."""
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+        if backend not in ("cpu", "gpu", "tpu"):
+            raise ValueError(f"unknown backend {backend!r}; expected cpu, gpu or tpu")
+        kind = "cpu" if backend == "cpu" else "gpu"
+        return getattr(cls, f"{task}_{kind}")(**overrides)
+
+    def quick(self) -> "RunConfig":
+        """`AHA_QUICK=1`: the same code path at CI size (2 prompts x 4, 32 tokens, 4 eval problems,
+        every step logged, sampled and checkpointed)."""
+        return dataclasses.replace(
+            self, prompts_per_step=2, num_samples=4, max_new_tokens=32, eval_n=4, eval_every=1,
+            sample_every=1, checkpoint_every=1,
+            micro_batch_size=None if self.micro_batch_size is None else 8)

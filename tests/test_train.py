@@ -1,0 +1,189 @@
+"""The training loop and CLI: metrics file, exact resume, keep-last checkpoints, clear errors.
+
+A tiny Gemma-3-shaped model (random weights, 2 layers) with the REAL tokenizer's vocabulary
+(262144: an embedding of 16.7M floats, cheap) runs the whole loop on real Countdown prompts with
+8 new tokens. Its completions are random text, so the task reward would be 0 everywhere and
+nothing would train; the tests use a reward that varies with the text instead, so advantages
+are non-zero, LoRA moves, and "resume == straight" compares runs that really change."""
+
+import dataclasses
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from aha_utils.config import ModelConfig
+from aha_utils.model import Gemma
+from aha_utils.run_config import RunConfig
+from aha_utils.sampler import Completions
+from aha_utils.train import TIMING_KEYS, build_batch, main, parse_args, train
+
+CFG = RunConfig(task="countdown", steps=4, prompts_per_step=2, num_samples=2, max_new_tokens=8,
+                lora_rank=4, learning_rate=3e-2, eval_n=2, eval_every=2, sample_every=2,
+                checkpoint_every=1, keep_checkpoints=2)
+TERM_KEYS = {"step", "reward_mean", "reward_std", "accuracy", "format_rate",
+             "completion_len_mean", "completion_len_max", "truncated_frac", "loss", "kl",
+             "clip_frac", "grad_norm", "learning_rate", *TIMING_KEYS}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from aha_utils.tokenizer import gguf_tokenizer
+    return gguf_tokenizer()
+
+
+def tiny_model():
+    model = Gemma(ModelConfig.tiny(num_layers=2, vocab_size=262_144), dtype=jnp.float32,
+                  rngs=nnx.Rngs(0))
+    model.embedding[...] = model.embedding[...] * 0.1   # flatter logits: samples differ
+    return model
+
+
+def text_reward(completion, problem):
+    """Varies with the text (deterministically), so groups have non-zero advantages."""
+    return {"reward": (len(completion) % 7) / 6.0, "has_digit": float(any(c.isdigit()
+                                                                             for c in completion))}
+
+
+def run(cfg, out, tokenizer, **kw):
+    return train(cfg, out, model=tiny_model(), tokenizer=tokenizer, progress=False,
+                 reward_fn=kw.pop("reward_fn", text_reward), **kw)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, tokenizer):
+    out = tmp_path_factory.mktemp("straight")
+    return out, run(CFG, out, tokenizer)
+
+
+def test_metrics_file_summary_and_keep_last(straight):
+    out, history = straight
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4] and lines == history
+    for row in lines:
+        assert TERM_KEYS | {"has_digit_mean", "has_digit_std"} <= set(row), set(row)
+        assert row["kl"] is None                               # beta = 0: no reference policy
+        assert 1 <= row["completion_len_max"] <= CFG.max_new_tokens
+        assert row["learning_rate"] == pytest.approx(CFG.learning_rate)
+    assert {"eval_accuracy", "eval_format_rate"} <= set(lines[1]) and "eval_accuracy" not in lines[0]
+    assert any(r["grad_norm"] > 0 for r in lines)              # the test reward does train
+    evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [0, 2, 4] and all(e["n"] == 2 for e in evals)
+    assert sorted(p.name for p in (out / "completions").iterdir()) == [
+        "eval_00000.jsonl", "eval_00002.jsonl", "eval_00004.jsonl",
+        "step_00001.jsonl", "step_00002.jsonl", "step_00004.jsonl"]
+    sample = json.loads((out / "completions" / "step_00002.jsonl").read_text().splitlines()[0])
+    assert {"prompt", "completion", "reward"} <= set(sample)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "countdown" and summary["eval"]["after"]["n"] == 2
+    assert {"before", "after"} == set(summary["eval"]) and summary["config"]["steps"] == 4
+    assert (out / "reward.png").stat().st_size > 1000
+    # keep-last: only the newest 2 of the 4 checkpoints remain, the last one complete
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["3", "4"]
+
+
+def test_resume_equals_straight_run(straight, tmp_path, tokenizer):
+    _, full = straight
+    run(dataclasses.replace(CFG, steps=2), tmp_path, tokenizer)     # "killed" after 2 steps
+    resumed = run(CFG, tmp_path, tokenizer, resume=True)             # a new model object, as
+    assert [r["step"] for r in resumed] == [3, 4]                   # a fresh process would have
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4]
+    for got, want in zip(lines, full):
+        assert set(got) == set(want)
+        for key in set(want) - set(TIMING_KEYS):
+            if want[key] is None:
+                assert got[key] is None, key
+            else:
+                assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), (got["step"], key)
+
+
+def test_resume_errors(straight, tmp_path, tokenizer):
+    out, _ = straight
+    with pytest.raises(FileNotFoundError, match="no checkpoint.*without --resume"):
+        train(CFG, tmp_path, resume=True)                            # nothing there: no load
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train(CFG, out)
+    with pytest.raises(ValueError, match="learning_rate"):
+        run(dataclasses.replace(CFG, steps=6, learning_rate=1e-3), out, tokenizer, resume=True)
+    with pytest.raises(ValueError, match="larger than 4"):
+        run(CFG, out, tokenizer, resume=True)
+
+
+def test_raising_reward_names_function_and_completion(tmp_path, tokenizer):
+    def picky_reward(completion, problem):
+        raise KeyError("no such term")
+
+    with pytest.raises(RuntimeError, match=r"picky_reward raised KeyError.*\n  on completion 0: '") as e:
+        run(CFG, tmp_path, tokenizer, reward_fn=picky_reward)
+    assert "of problem {'nums'" in str(e.value)
+
+    with pytest.raises(ValueError, match="nan_reward returned reward=nan"):
+        run(CFG, tmp_path / "b", tokenizer, reward_fn=nan_reward)
+
+
+def nan_reward(completion, problem):
+    return {"reward": float("nan")}
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tokenizer):
+    model = tiny_model()
+    rows = CFG.prompts_per_step * CFG.num_samples
+    calls = []
+
+    def diverging_reward(completion, problem):
+        calls.append(1)
+        if len(calls) == 2 * rows + 1:   # while scoring step 3: the weights blow up
+            model.embedding[...] = model.embedding[...] * jnp.nan
+        return text_reward(completion, problem)
+
+    with pytest.raises(FloatingPointError, match=r"step 3: loss=nan.*last good checkpoint \(step 2\)"):
+        train(CFG, tmp_path, model=model, tokenizer=tokenizer, reward_fn=diverging_reward,
+              progress=False)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
+    # the survivor restores and continues (the injected model is healthy again)
+    resumed = run(dataclasses.replace(CFG, steps=3), tmp_path, tokenizer, resume=True)
+    assert [r["step"] for r in resumed] == [3] and np.isfinite(resumed[0]["loss"])
+
+
+def test_build_batch_positions_and_masks():
+    comp = Completions(texts=["a", "b"], tokens=np.array([[7, 8, 1], [9, 0, 0]], np.int32),
+                       logprobs=np.full((2, 3), -1.0, np.float32), lengths=np.array([3, 1]),
+                       stopped=np.array([True, False]),
+                       prompt_tokens=np.array([[0, 2, 5], [2, 5, 6]], np.int32),
+                       prompt_lengths=np.array([2, 3], np.int32))
+    batch = build_batch(comp, [0.5, -0.5])
+    np.testing.assert_array_equal(batch["positions"], [[-1, 0, 1, 2, 3, 4], [0, 1, 2, 3, -1, -1]])
+    np.testing.assert_array_equal(batch["completion_mask"], [[1, 1, 1], [1, 0, 0]])
+    np.testing.assert_array_equal(batch["tokens"][:, 3:], comp.tokens)
+    np.testing.assert_array_equal(batch["truncated"], [False, True])
+
+
+def test_cli_arguments_and_presets(tmp_path, capsys, monkeypatch):
+    with pytest.raises(SystemExit):
+        main(["--task", "sudoku", "--steps", "2", "--out", str(tmp_path)])
+    assert "invalid choice: 'sudoku'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--task", "countdown", "--steps", "0", "--out", str(tmp_path)])
+    assert "--steps must be >= 1; got 0" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
+        main(["--task", "countdown", "--steps", "2", "--out", str(tmp_path), "--resume"])
+
+    monkeypatch.delenv("AHA_QUICK", raising=False)
+    cfg, _ = parse_args(["--task", "gsm8k", "--steps", "7", "--out", "x"])
+    assert cfg == RunConfig.gsm8k_cpu(steps=7)                      # tests run on the CPU backend
+    monkeypatch.setenv("AHA_QUICK", "1")
+    quick, _ = parse_args(["--task", "countdown", "--steps", "2", "--out", "x"])
+    assert quick == RunConfig.countdown_cpu(steps=2).quick() and quick.max_new_tokens == 32
+    gpu = RunConfig.preset("countdown", "tpu", steps=50)
+    assert (gpu.prompts_per_step, gpu.num_samples, gpu.max_new_tokens, gpu.lora_rank,
+            gpu.learning_rate) == (16, 8, 256, None, 1e-5)
+    assert gpu.quick().micro_batch_size == 8                         # 2 x 4 rows still divide
+    with pytest.raises(ValueError, match="num_samples=1"):
+        RunConfig(num_samples=1)
+    with pytest.raises(ValueError, match="not a multiple of micro_batch_size=3"):
+        RunConfig(micro_batch_size=3)
