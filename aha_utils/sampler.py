@@ -27,7 +27,11 @@ Design decisions:
   tokens: a table `[Q, V]` giving, for each automaton state and each token, the state after that
   token's bytes, or -1 when a stop string ends inside them. The loop carries one state per row
   and does one gather per step, so the check is exact for *every* tokenization the model can
-  produce, including a stop string that ends in the middle of a token. Matching starts at the
+  produce, including a stop string that ends in the middle of a token. The table is built once
+  per tokenizer and set of strings (about a second on a CPU), stored as int16 and padded to a
+  multiple of 16 states, so "no stop string" (a one-state table) and `</answer>` (10 states)
+  run the same compiled program. The alternative, decoding and searching text on the host
+  after the loop, would keep every row generating to `max_new_tokens` after its answer. Matching starts at the
   first generated token (the prompt's own `</answer>` in an instruction does not count). The
   text is then cut right after the stop string (it is kept: rewards look for `</answer>`), while
   `.tokens`/`.lengths` keep the whole last token. End-of-sequence and `<end_of_turn>` are stop
@@ -294,7 +298,7 @@ def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: Sa
     prompt_tokens, prompt_positions: int32 `[B, P]`, positions -1 on the left padding (a row of
     only -1 is a padding row: it produces nothing). Rows come back as `N = B * num_samples`,
     the samples of one prompt adjacent. `rng`: a `jax.random.key`. `stop_table`: from
-    `stop_table(tokenizer, strings)`. `temperature`/`top_p` are traced (no recompile per value);
+    `stop_table(tokenizer, strings)` (None: no stop strings; `config.stop_ids` still apply). `temperature`/`top_p` are traced (no recompile per value);
     `config` is static. B must be a multiple of the mesh's data axis when the model is sharded.
     The batch is put on the mesh here when it is not there already.
     """

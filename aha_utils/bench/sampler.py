@@ -107,9 +107,11 @@ def hf_config(cfg: ModelConfig):
 
 
 def bench_hf(cfg, batch, prompt, new, compile_: bool):
-    """HF transformers `generate` with a static cache, eager, or with the forward wrapped in
-    `torch.compile(mode="reduce-overhead")` (CUDA graphs), the recipe of HF's docs for fast
-    generation. generate's own automatic compilation is turned off so that "eager" is eager."""
+    """HF transformers `generate` with a static cache, eager (`disable_compile=True`) or compiled
+    the way transformers itself does it: with a static cache, generate torch.compiles the decode
+    forward (its `compile_config`). Wrapping `model.forward` in `torch.compile(mode=
+    "reduce-overhead")` by hand, the older recipe, gets no CUDA graphs with transformers 5's
+    static cache (it mutates `cumulative_length`) and crashed on an H100."""
     import torch
     from transformers import Gemma3ForCausalLM
 
@@ -117,12 +119,10 @@ def bench_hf(cfg, batch, prompt, new, compile_: bool):
     torch.manual_seed(0)
     with torch.device(dev):
         model = Gemma3ForCausalLM(hf_config(cfg)).to(torch.bfloat16).eval()
-    if compile_:
-        model.forward = torch.compile(model.forward, mode="reduce-overhead")
     ids = torch.randint(3, cfg.vocab_size, (batch, prompt), device=dev)
     kw = dict(attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_k=0,
               top_p=1.0, min_new_tokens=new, max_new_tokens=new, cache_implementation="static",
-              disable_compile=True)
+              disable_compile=not compile_)
 
     def once():
         if dev == "cuda":
