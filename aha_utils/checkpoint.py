@@ -61,8 +61,8 @@ class Checkpointer:
              meta: dict, *, force: bool = False) -> bool:
         """Save when `step` is on the interval (or `force`); returns whether a save started."""
         args = ocp.args.Composite(
-            trainable=ocp.args.StandardSave(nnx.state(model, trainable).to_pure_dict()),
-            optimizer=ocp.args.StandardSave(nnx.state(optimizer).to_pure_dict()),
+            trainable=ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(model, trainable))),
+            optimizer=ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(optimizer))),
             meta=ocp.args.JsonSave(meta))
         return self.manager.save(step, args=args, force=force)
 
@@ -77,8 +77,8 @@ class Checkpointer:
         params = nnx.state(model, trainable)
         opt_state = nnx.state(optimizer)
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            trainable=ocp.args.StandardRestore(_abstract(params.to_pure_dict())),
-            optimizer=ocp.args.StandardRestore(_abstract(opt_state.to_pure_dict())),
+            trainable=ocp.args.StandardRestore(_abstract(nnx.to_pure_dict(params))),
+            optimizer=ocp.args.StandardRestore(_abstract(nnx.to_pure_dict(opt_state))),
             meta=ocp.args.JsonRestore()))
         nnx.replace_by_pure_dict(params, restored.trainable)
         nnx.replace_by_pure_dict(opt_state, restored.optimizer)

@@ -223,8 +223,15 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, model=No
     defaults to the task's reward under `cfg.reward_scheme`, with every term logged.
     """
     out = Path(out_dir)
-    is_main = jax.process_index() == 0
     ckpt = Checkpointer(out / "checkpoints", every=cfg.checkpoint_every, keep=cfg.keep_checkpoints)
+    try:   # on any exit, let a save in flight finish: it is the good checkpoint to resume from
+        return _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress)
+    finally:
+        ckpt.close()
+
+
+def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress) -> list[dict]:
+    is_main = jax.process_index() == 0
     latest = ckpt.latest_step()
     if resume and latest is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {ckpt.directory}; run without "
@@ -345,7 +352,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, model=No
             "rng_key": np.asarray(jax.random.key_data(base_key)).tolist(),
             "elapsed_s": elapsed_before + time.perf_counter() - t_run, "config": config_json})
     bar.close()
-    ckpt.close()
+    ckpt.wait_until_finished()
     if is_main:
         write_summary(cfg, out, elapsed_before + time.perf_counter() - t_run)
     return history

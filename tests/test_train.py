@@ -108,8 +108,12 @@ def test_resume_errors(straight, tmp_path, tokenizer):
         train(CFG, out)
     with pytest.raises(ValueError, match="learning_rate"):
         run(dataclasses.replace(CFG, steps=6, learning_rate=1e-3), out, tokenizer, resume=True)
-    with pytest.raises(ValueError, match="larger than 4"):
-        run(CFG, out, tokenizer, resume=True)
+    # a save that died mid-write (orbax writes into a temporary folder, renamed when complete)
+    partial = out / "checkpoints" / "5.orbax-checkpoint-tmp-1234567"
+    (partial / "trainable").mkdir(parents=True)
+    (partial / "trainable" / "junk").write_text("half a write")
+    with pytest.raises(ValueError, match="checkpoint is at step 4 already"):
+        run(CFG, out, tokenizer, resume=True)                        # step 4, not the partial 5
 
 
 def test_raising_reward_names_function_and_completion(tmp_path, tokenizer):
