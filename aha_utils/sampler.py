@@ -57,9 +57,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from aha_utils.model import Gemma, LayerCache, init_cache
+from aha_utils.model import Gemma, init_cache
 from aha_utils.sampling import select_tokens
-from aha_utils.sharding import DATA
+from aha_utils.sharding import DATA, model_mesh
 
 PAD_ID = 0            # Gemma's <pad>: fills `.tokens` after the end and the left of prompts
 MIN_PROMPT_BUCKET = 16
@@ -323,12 +323,6 @@ def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: Sa
     return _sample_jit(model, tokens.astype(jnp.int32), positions.astype(jnp.int32), rng,
                        jnp.float32(temperature), jnp.float32(top_p), jnp.asarray(table),
                        config=config, mesh=mesh)
-
-
-def model_mesh(model: Gemma) -> Mesh | None:
-    """The mesh the model's parameters live on (None for an unsharded, single-device model)."""
-    sharding = getattr(model.embedding[...], "sharding", None)
-    return sharding.mesh if isinstance(sharding, NamedSharding) else None
 
 
 # ----------------------------------------------------------------------------------------------

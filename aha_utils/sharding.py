@@ -94,6 +94,12 @@ def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
     return model
 
 
+def model_mesh(model: nnx.Module) -> Mesh | None:
+    """The mesh the model's parameters live on (None for an unsharded, single-device model)."""
+    sharding = getattr(model.embedding[...], "sharding", None)
+    return sharding.mesh if isinstance(sharding, NamedSharding) else None
+
+
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     return NamedSharding(mesh, P(DATA, *([None] * (ndim - 1))))
 

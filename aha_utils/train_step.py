@@ -52,11 +52,11 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from aha_utils import grpo
 from aha_utils.lora import LoRAParam, apply_lora, has_lora, zero_adapters
-from aha_utils.sharding import DATA
+from aha_utils.sharding import DATA, model_mesh
 
 F32 = jnp.float32
 BATCH_KEYS = ("tokens", "positions", "completion_mask", "old_logprobs", "advantages", "truncated")
@@ -230,12 +230,6 @@ def _train_step_jit(model, optimizer, batch, ref_params, grpo_cfg, train_cfg, me
     _, grads, metrics = _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh)
     optimizer.update(model, grads)
     return dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=lr)
-
-
-def model_mesh(model: nnx.Module) -> Mesh | None:
-    """The mesh the parameters live on (None for an unsharded, single-device model)."""
-    sharding = getattr(model.embedding[...], "sharding", None)
-    return sharding.mesh if isinstance(sharding, NamedSharding) else None
 
 
 def validate(model, batch: dict, grpo_cfg: grpo.GRPOConfig, train_cfg: TrainConfig,
