@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,19 @@ def run_with_fake_devices(code: str, n_devices: int = 8, timeout: int = 900) -> 
     if proc.returncode != 0:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
+
+
+def best_seconds(call, tries=3):
+    """Time of one call; a slow one is re-timed (up to `tries`) so that a scheduler hiccup on a
+    busy CI machine is not mistaken for slow code, while genuinely slow code still fails."""
+    best = float("inf")
+    for _ in range(tries):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+        if best < 0.01:
+            break
+    return best
 
 
 @pytest.fixture(scope="session")

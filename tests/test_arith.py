@@ -1,6 +1,5 @@
 """The exact-fraction parser: grammar, exactness, bounds, and that no input can hang or escape it."""
 
-import time
 from fractions import Fraction
 
 import pytest
@@ -8,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aha_utils.arith import MAX_CHARS, MAX_DEPTH, MAX_DIGITS, ExpressionError, evaluate, parse_number
+from tests.conftest import best_seconds
 
 
 @pytest.mark.parametrize(
@@ -89,22 +89,10 @@ def _both(text):
     parse_number(text)  # never raises: returns None for anything but one number
 
 
-def _seconds(call, tries=3):
-    """Time of one call, re-timed when slow so a scheduler hiccup is not mistaken for slow code."""
-    best = float("inf")
-    for _ in range(tries):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-        if best < 0.01:
-            break
-    return best
-
-
 @settings(max_examples=500, deadline=None)
 @given(st.text(max_size=300) | st.text(alphabet="0123456789+-*/() ", max_size=300))
 def test_arbitrary_text_only_raises_expression_error_and_is_fast(text):
-    assert _seconds(lambda: _both(text)) < 0.01
+    assert best_seconds(lambda: _both(text)) < 0.01
 
 
 ADVERSARIAL = [
@@ -121,7 +109,7 @@ ADVERSARIAL = [
 
 @pytest.mark.parametrize("text", ADVERSARIAL, ids=range(len(ADVERSARIAL)))
 def test_adversarial_inputs_are_fast(text):
-    assert _seconds(lambda: _both(text)) < 0.01
+    assert best_seconds(lambda: _both(text)) < 0.01
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@ crash, stall or run code in them."""
 
 import ast
 import builtins
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from aha_utils.rewards import (
     gsm8k_reward,
     reward_terms,
 )
+from tests.conftest import best_seconds
 
 NUMS, TARGET = [44, 19, 35], 98
 
@@ -148,19 +148,6 @@ near_misses = st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=4), max_siz
 completions = st.text(max_size=500) | near_misses
 
 
-def _seconds(call, tries=3):
-    """Time of one call; a slow one is re-timed (up to `tries`) so that a scheduler hiccup on a
-    busy CI machine is not mistaken for slow code, while genuinely slow code still fails."""
-    best = float("inf")
-    for _ in range(tries):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-        if best < 0.01:
-            break
-    return best
-
-
 def _check_bounds(scheme, value):
     if scheme in ("tinyzero", "simplerl"):
         assert value in {SCHEMES[scheme].correct, SCHEMES[scheme].well_formed, SCHEMES[scheme].malformed}
@@ -177,7 +164,7 @@ def test_any_completion_scores_a_scheme_value_fast_without_raising(completion, s
         lambda: gsm8k_reward(completion, "1000", scheme=scheme),
     ):
         _check_bounds(scheme, call())
-        assert _seconds(call) < 0.01
+        assert best_seconds(call) < 0.01
 
 
 ADVERSARIAL = [
@@ -197,8 +184,8 @@ ADVERSARIAL = [
 @pytest.mark.parametrize("completion", ADVERSARIAL, ids=range(len(ADVERSARIAL)))
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
 def test_worst_inputs_take_under_10ms(completion, scheme):
-    assert _seconds(lambda: countdown_reward(completion, NUMS, TARGET, scheme=scheme)) < 0.01
-    assert _seconds(lambda: gsm8k_reward(completion, "1000", scheme=scheme)) < 0.01
+    assert best_seconds(lambda: countdown_reward(completion, NUMS, TARGET, scheme=scheme)) < 0.01
+    assert best_seconds(lambda: gsm8k_reward(completion, "1000", scheme=scheme)) < 0.01
 
 
 # --- no completion can run code ---------------------------------------------------------------
