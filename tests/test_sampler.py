@@ -345,10 +345,8 @@ def test_eight_devices_match_one(model, tokenizer):
 
 # ----- the real model against HF transformers ---------------------------------------------------
 @pytest.fixture(scope="module")
-def real():
-    from aha_utils.weights import load_model
-
-    return load_model("gemma3-270m", dtype=jnp.float32)
+def real(real_model_f32):
+    return real_model_f32  # the session's float32 270M (tests/conftest.py), loaded once
 
 
 @pytest.mark.slow
