@@ -20,7 +20,10 @@ Files under DIR (only process 0 writes the non-orbax ones):
   `sample_tokens_per_s` (generated tokens), `train_tokens_per_s` (valid prompt + completion
   tokens x mu); `eval_accuracy`, `eval_format_rate` on the steps that evaluated.
 - `eval.jsonl`: `{"step", "accuracy", "format_rate", "n"}` per evaluation (step 0 = before).
-- `completions/step_XXXXX.jsonl` (sampled, with rewards) and `completions/eval_XXXXX.jsonl`.
+- `completions/step_XXXXX.jsonl`: the step's samples, one row each: `problem`, `completion`,
+  `tokens` (generated, stop included), `truncated`, and every reward term (the prompt is
+  `make_prompt(task, problem, template=config.template)`, not repeated G times); and
+  `completions/eval_XXXXX.jsonl`: `problem`, `completion`, `correct`, `format_soft`.
 - `checkpoints/<step>/` (orbax, the last `keep_checkpoints`), `summary.json`, `reward.png`.
 
 Design decisions:
@@ -57,6 +60,7 @@ import numpy as np
 from flax import nnx
 
 from aha_utils import grpo
+from aha_utils.analysis import wilson_interval
 from aha_utils.checkpoint import Checkpointer
 from aha_utils.data.countdown import make_problems
 from aha_utils.data.gsm8k import load_gsm8k
@@ -205,6 +209,14 @@ def _all_finite(state) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state)]))
 
 
+def _agree(flag: bool) -> bool:
+    """Process 0's `flag` on every process (multi-host runs must take the same branch)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+
 def _mean_updates(updates: list[dict]) -> dict:
     """Host floats, each the mean over the mu updates of one step."""
     host = jax.device_get(updates)
@@ -215,22 +227,33 @@ def _mean_updates(updates: list[dict]) -> dict:
 # The loop
 # ----------------------------------------------------------------------------------------------
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, model=None,
-          tokenizer=None, reward_fn: RewardFn | None = None, progress: bool = True) -> list[dict]:
+          tokenizer=None, reward_fn: RewardFn | None = None, progress: bool = True,
+          time_limit_s: float | None = None) -> list[dict]:
     """Run GRPO up to `cfg.steps` steps; returns the metrics rows written by this call.
 
     `model`/`tokenizer` default to `load_model(cfg.model)` (inject them to test with a toy model;
     the model is modified in place: LoRA applied, trained). `reward_fn(completion, problem)`
     defaults to the task's reward under `cfg.reward_scheme`, with every term logged.
+
+    `time_limit_s` ends the run early, as if `cfg.steps` were reached, after the first step that
+    finishes past that many seconds of this call: the step is evaluated, checkpointed and
+    summarised, so a session with a hard end (Kaggle's 9 h, Colab's less) stops cleanly, and
+    `--resume` later continues towards `cfg.steps`.
     """
+    if time_limit_s is not None and time_limit_s <= 0:
+        raise ValueError(f"time_limit_s={time_limit_s} must be > 0 (or None: no limit)")
     out = Path(out_dir)
     ckpt = Checkpointer(out / "checkpoints", every=cfg.checkpoint_every, keep=cfg.keep_checkpoints)
     try:   # on any exit, let a save in flight finish: it is the good checkpoint to resume from
-        return _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress)
+        return _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress,
+                      time_limit_s)
     finally:
         ckpt.close()
 
 
-def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress) -> list[dict]:
+def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_limit_s
+           ) -> list[dict]:
+    t_call = time.perf_counter()
     is_main = jax.process_index() == 0
     latest = ckpt.latest_step()
     if resume and latest is None:
@@ -330,13 +353,17 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress) -> lis
             train_tokens_per_s=float(batch["completion_mask"].sum()
                                      + comp.prompt_lengths.sum()) * cfg.num_iterations / (t2 - t1))
         done = step + 1
-        if is_main and (done % cfg.sample_every == 0 or done in (1, cfg.steps)):
+        # Every process must agree to stop, so the deadline is process 0's decision.
+        last = done == cfg.steps or (time_limit_s is not None and _agree(
+            time.perf_counter() - t_call > time_limit_s))
+        if is_main and (done % cfg.sample_every == 0 or done == 1 or last):
             _write_jsonl(out / "completions" / f"step_{done:05d}.jsonl",
-                         [{"prompt": prompts[i // cfg.num_samples], "completion": text,
+                         [{"problem": problems[i // cfg.num_samples], "completion": text,
+                           "tokens": int(lengths[i]), "truncated": bool(~comp.stopped[i]),
                            **{k: float(v[i]) for k, v in terms.items()}}
                           for i, text in enumerate(comp.texts)], mode="w")
         # 6. Evaluate on held-out problems.
-        if done % cfg.eval_every == 0 or done == cfg.steps:
+        if done % cfg.eval_every == 0 or last:
             result = run_eval(done)
             row.update(eval_accuracy=result["accuracy"], eval_format_rate=result["format_rate"])
         row["step_time_s"] = time.perf_counter() - t0
@@ -347,10 +374,12 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress) -> lis
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", fmt=f"{row.get('format_rate') or 0:.2f}",
                         len=f"{row['completion_len_mean']:.0f}")
         # 7. Checkpoint (after the log line, so a restored step always has its line).
-        ckpt.save(done, model, optimizer, train_cfg.trainable, force=done == cfg.steps, meta={
+        ckpt.save(done, model, optimizer, train_cfg.trainable, force=last, meta={
             "step": done, "data_position": data.position(done),
             "rng_key": np.asarray(jax.random.key_data(base_key)).tolist(),
             "elapsed_s": elapsed_before + time.perf_counter() - t_run, "config": config_json})
+        if last:
+            break
     bar.close()
     ckpt.wait_until_finished()
     if is_main:
@@ -366,8 +395,7 @@ def write_summary(cfg: RunConfig, out: Path, elapsed_s: float) -> dict:
     summary = {"task": cfg.task, "model": cfg.model,
                "hardware": f"{len(jax.devices())} x {dev.device_kind} ({jax.default_backend()})",
                "wall_minutes": round(elapsed_s / 60, 2), "config": dataclasses.asdict(cfg),
-               "eval": {"before": {k: evals[0][k] for k in ("accuracy", "format_rate", "n")},
-                        "after": {k: evals[-1][k] for k in ("accuracy", "format_rate", "n")}}}
+               "eval": {"before": _eval_summary(evals[0]), "after": _eval_summary(evals[-1])}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_rewards(metrics, evals, out / "reward.png")
     last = metrics[-1]
@@ -378,6 +406,13 @@ def write_summary(cfg: RunConfig, out: Path, elapsed_s: float) -> dict:
           f"{evals[-1]['accuracy']:.3f}, format {evals[0]['format_rate']:.3f} -> "
           f"{evals[-1]['format_rate']:.3f}\n  files in {out}")
     return summary
+
+
+def _eval_summary(row: dict) -> dict:
+    """One evaluation as summary.json gives it, with a 95% Wilson interval on the accuracy."""
+    lo, hi = wilson_interval(round(row["accuracy"] * row["n"]), row["n"])
+    return {"accuracy": row["accuracy"], "accuracy_ci95": [round(lo, 4), round(hi, 4)],
+            "format_rate": row["format_rate"], "n": row["n"], "step": row["step"]}
 
 
 def plot_rewards(metrics: list[dict], evals: list[dict], path: Path) -> None:
@@ -416,6 +451,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Names
     parser.add_argument("--gsm8k-path", default=None,
                         help="folder with GSM8K train.jsonl/test.jsonl (default: the HF Hub)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                        help="stop cleanly (evaluate, checkpoint, summarise) after the first "
+                             "step that ends past this many minutes; --resume continues later")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any RunConfig field, e.g. --set learning_rate=3e-6 "
+                             "--set lora_rank=none --set template=chat (repeatable; applied "
+                             "after AHA_QUICK, so it also sets what quick mode shrinks)")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1; got {args.steps}")
@@ -426,7 +468,46 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Names
     cfg = RunConfig.preset(args.task, jax.default_backend(), **overrides)
     if os.environ.get("AHA_QUICK") == "1":
         cfg = cfg.quick()
+    try:
+        cfg = dataclasses.replace(cfg, **parse_overrides(args.set))
+    except ValueError as e:
+        parser.error(str(e))
     return cfg, args
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`["learning_rate=3e-6", "lora_rank=none"]` -> typed RunConfig overrides.
+
+    Each value is parsed as the field's declared type (`int | None` accepts `none`), so a typo
+    fails here with the field's name rather than deep inside the run."""
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{sorted(fields)}")
+        if key in ("task", "steps"):
+            raise ValueError(f"--set {key}=...: use --{key} instead")
+        kind = str(fields[key].type)
+        if raw.strip().lower() in ("none", "null") and "None" in kind:
+            out[key] = None
+            continue
+        try:
+            if kind.startswith("bool"):
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(raw)
+                out[key] = raw.lower() in ("true", "1")
+            elif kind.startswith("int"):
+                out[key] = int(raw)
+            elif kind.startswith("float"):
+                out[key] = float(raw)
+            else:
+                out[key] = raw
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {key} takes a value of type {kind}") from None
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -434,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"jax {jax.__version__} on {jax.default_backend()} ({len(jax.devices())} devices); "
           f"{'resuming' if args.resume else 'starting'} {cfg.task} / {cfg.model} up to step "
           f"{cfg.steps} in {args.out}")
-    train(cfg, args.out, resume=args.resume)
+    train(cfg, args.out, resume=args.resume,
+          time_limit_s=None if args.time_limit is None else 60 * args.time_limit)
     return 0
 
 

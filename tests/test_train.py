@@ -75,10 +75,15 @@ def test_metrics_file_summary_and_keep_last(straight):
         "eval_00000.jsonl", "eval_00002.jsonl", "eval_00003.jsonl",
         "step_00001.jsonl", "step_00002.jsonl", "step_00003.jsonl"]
     sample = json.loads((out / "completions" / "step_00002.jsonl").read_text().splitlines()[0])
-    assert {"prompt", "completion", "reward"} <= set(sample)
+    assert {"problem", "completion", "tokens", "truncated", "reward"} <= set(sample)
+    assert {"nums", "target"} <= set(sample["problem"]) and 1 <= sample["tokens"] <= 8
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "countdown" and summary["eval"]["after"]["n"] == 2
     assert {"before", "after"} == set(summary["eval"]) and summary["config"]["steps"] == 3
+    for when in ("before", "after"):
+        e = summary["eval"][when]
+        lo, hi = e["accuracy_ci95"]
+        assert 0 <= lo <= e["accuracy"] <= hi <= 1 and hi - lo > 0.3   # n = 2: a wide interval
     assert (out / "reward.png").stat().st_size > 1000
     # keep-last: only the newest 2 of the 3 checkpoints remain
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "3"]
@@ -193,3 +198,35 @@ def test_cli_arguments_and_presets(tmp_path, capsys, monkeypatch):
         RunConfig(num_samples=1)
     with pytest.raises(ValueError, match="not a multiple of micro_batch_size=3"):
         RunConfig(micro_batch_size=3)
+
+
+def test_cli_set_overrides(monkeypatch, capsys):
+    monkeypatch.delenv("AHA_QUICK", raising=False)
+    cfg, _ = parse_args(["--task", "countdown", "--steps", "4", "--out", "x",
+                         "--set", "learning_rate=3e-6", "--set", "lora_rank=none",
+                         "--set", "template=chat", "--set", "eval-n=16",
+                         "--set", "scale_rewards=false", "--set", "top_k=50"])
+    assert cfg == RunConfig.countdown_cpu(steps=4, learning_rate=3e-6, lora_rank=None,
+                                          template="chat", eval_n=16, scale_rewards=False,
+                                          top_k=50)
+    for bad, message in (("learning_rate=fast", "learning_rate takes a value of type float"),
+                         ("lora_rnak=4", "expected FIELD=VALUE with FIELD one of"),
+                         ("steps=9", "use --steps instead"),
+                         ("scale_rewards=maybe", "scale_rewards takes a value of type bool"),
+                         ("num_samples=1", "num_samples=1")):
+        with pytest.raises(SystemExit):
+            parse_args(["--task", "countdown", "--steps", "4", "--out", "x", "--set", bad])
+        assert message in capsys.readouterr().err, bad
+
+
+def test_time_limit_stops_cleanly_and_resume_continues(tmp_path, tokenizer):
+    cfg = dataclasses.replace(CFG, eval_every=10, sample_every=10)
+    first = run(cfg, tmp_path, tokenizer, time_limit_s=1e-9)   # past the limit after step 1
+    assert [r["step"] for r in first] == [1] and "eval_accuracy" in first[0]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["eval"]["after"]["step"] == 1
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
+    rest = run(cfg, tmp_path, tokenizer, resume=True)
+    assert [r["step"] for r in rest] == [2, 3]
+    with pytest.raises(ValueError, match="time_limit_s=0 must be > 0"):
+        run(cfg, tmp_path / "x", tokenizer, time_limit_s=0)
