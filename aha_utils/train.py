@@ -394,7 +394,8 @@ def write_summary(cfg: RunConfig, out: Path, elapsed_s: float) -> dict:
     dev = jax.devices()[0]
     summary = {"task": cfg.task, "model": cfg.model,
                "hardware": f"{len(jax.devices())} x {dev.device_kind} ({jax.default_backend()})",
-               "wall_minutes": round(elapsed_s / 60, 2), "config": dataclasses.asdict(cfg),
+               "wall_minutes": round(elapsed_s / 60, 2), "steps_done": metrics[-1]["step"],
+               "config": dataclasses.asdict(cfg),
                "eval": {"before": _eval_summary(evals[0]), "after": _eval_summary(evals[-1])}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_rewards(metrics, evals, out / "reward.png")

@@ -224,7 +224,7 @@ def test_time_limit_stops_cleanly_and_resume_continues(tmp_path, tokenizer):
     first = run(cfg, tmp_path, tokenizer, time_limit_s=1e-9)   # past the limit after step 1
     assert [r["step"] for r in first] == [1] and "eval_accuracy" in first[0]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["eval"]["after"]["step"] == 1
+    assert summary["eval"]["after"]["step"] == 1 and summary["steps_done"] == 1
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
     rest = run(cfg, tmp_path, tokenizer, resume=True)
     assert [r["step"] for r in rest] == [2, 3]
