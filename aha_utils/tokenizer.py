@@ -200,9 +200,16 @@ def _proto_from_gguf(reader) -> bytes:
 
 
 def _match_specials(proto) -> None:
-    """Trap 2: retype control pieces as user-defined so that they match inside text."""
-    for p in proto.pieces:
-        if p.type == _Piece.CONTROL:
+    """Trap 2: retype control pieces as user-defined so that they match inside text.
+
+    The unk id is the exception: it must be SentencePiece's one UNKNOWN piece (this file types
+    `<unk>` as control). sentencepiece 0.2.3 loads a model without one; 0.2.2 refuses it with
+    "unk is not defined"."""
+    unk = proto.trainer_spec.unk_id
+    for i, p in enumerate(proto.pieces):
+        if i == unk:
+            p.type = _Piece.UNKNOWN
+        elif p.type == _Piece.CONTROL:
             p.type = _Piece.USER_DEFINED
     # Decoding the unk id yields unk_surface; make that the literal "<unk>" the text held.
     proto.trainer_spec.unk_surface = _UNK_TEXT
