@@ -177,6 +177,18 @@ def test_bos_and_special_ids_match_reference(built):
     assert tok.vocab_size == 262144
 
 
+def test_unk_is_the_one_unknown_piece(built):
+    """sentencepiece 0.2.2 refuses a model without an UNKNOWN piece ("unk is not defined"); this
+    file types <unk> as control, so the builder must retype it (0.2.3 loads either way)."""
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb
+    tok, _ = built
+    proto = sp_pb.ModelProto()
+    proto.ParseFromString(tok.serialized_model_proto())
+    unknown = [i for i, p in enumerate(proto.pieces) if p.type == sp_pb.ModelProto.SentencePiece.UNKNOWN]
+    assert unknown == [tok.unk_id] == [proto.trainer_spec.unk_id]
+    assert tok.encode("a <unk> b", add_bos=False).count(tok.unk_id) == 1
+
+
 def test_round_trip(built, corpus):
     tok, _ = built
     bad = [s for group in corpus.values() for s in group
