@@ -417,11 +417,12 @@ def _eval_summary(row: dict) -> dict:
 
 
 def plot_rewards(metrics: list[dict], evals: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")   # no display on servers and TPU VMs
-    import matplotlib.pyplot as plt
+    # A bare Figure needs no display and, unlike `matplotlib.use("Agg")`, leaves the process's
+    # backend alone, so a notebook that calls `train()` keeps its inline plots.
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     steps = [m["step"] for m in metrics]
     ax.plot(steps, [m["reward_mean"] for m in metrics], label="train reward (mean)")
     for key, label in (("accuracy", "eval accuracy"), ("format_rate", "eval format rate")):
@@ -431,7 +432,6 @@ def plot_rewards(metrics: list[dict], evals: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------
