@@ -629,10 +629,7 @@ print(list(history[0]))
 # rate, the greedy held-out accuracy and format rate, and the completion length.
 
 # %%
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from aha_utils.analysis import read_jsonl  # the run-file reader notebook 06 uses too
 
 
 def plot_run(run_dir: Path):
