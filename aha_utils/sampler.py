@@ -59,7 +59,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from aha_utils.model import Gemma, init_cache
 from aha_utils.sampling import select_tokens
-from aha_utils.sharding import DATA, model_mesh
+from aha_utils.sharding import DATA, fetch, model_mesh, put
 
 PAD_ID = 0            # Gemma's <pad>: fills `.tokens` after the end and the left of prompts
 MIN_PROMPT_BUCKET = 16
@@ -302,8 +302,9 @@ def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: Sa
     `config` is static. B must be a multiple of the mesh's data axis when the model is sharded.
     The batch is put on the mesh here when it is not there already.
     """
-    tokens = jnp.asarray(prompt_tokens)
-    positions = jnp.asarray(prompt_positions)
+    tokens = prompt_tokens if isinstance(prompt_tokens, jax.Array) else np.asarray(prompt_tokens)
+    positions = (prompt_positions if isinstance(prompt_positions, jax.Array)
+                 else np.asarray(prompt_positions))
     if tokens.ndim != 2 or tokens.shape != positions.shape:
         raise ValueError(f"prompt_tokens and prompt_positions must both be [batch, time]; got "
                          f"{tokens.shape} and {positions.shape}")
@@ -315,14 +316,15 @@ def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: Sa
                          f"{mesh.shape[DATA]} data-parallel devices; pad it (padding rows: "
                          "positions all -1) to a multiple of that")
     table = padded_stop_table(stop_table, model.config.vocab_size)
-    if mesh is not None:
+    scalars = np.float32(temperature), np.float32(top_p)
+    if mesh is not None:   # `put`, not `device_put`: the mesh may span several processes
         rows = NamedSharding(mesh, P(DATA, None))
-        tokens, positions = jax.device_put(tokens, rows), jax.device_put(positions, rows)
+        tokens, positions = put(tokens, rows), put(positions, rows)
         replicated = NamedSharding(mesh, P())
-        rng, table = jax.device_put(rng, replicated), jax.device_put(table, replicated)
+        rng, table = put(rng, replicated), put(table, replicated)
+        scalars = tuple(put(x, replicated) for x in scalars)
     return _sample_jit(model, tokens.astype(jnp.int32), positions.astype(jnp.int32), rng,
-                       jnp.float32(temperature), jnp.float32(top_p), jnp.asarray(table),
-                       config=config, mesh=mesh)
+                       *scalars, table, config=config, mesh=mesh)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,7 +422,7 @@ def generate(model: Gemma, tokenizer, prompts: Sequence[str], *, max_new_tokens:
     out = sample_tokens(model, tokens, positions, jax.random.key(seed), config,
                         temperature=temperature if not greedy else 1.0,
                         top_p=1.0 if top_p is None else top_p, stop_table=table)
-    out = jax.device_get(out)
+    out = fetch(out)   # every process gets every row (multi-process runs)
 
     n = len(prompts) * num_samples                  # real rows come first; padding rows follow
     toks, lps, lens, stopped = (np.asarray(x[:n]) for x in out)

@@ -111,7 +111,38 @@ def shard_batch(x, mesh: Mesh):
     if x.shape[0] % n:
         raise ValueError(f"batch of {x.shape[0]} rows does not split over {n} data-parallel "
                          f"devices; use a multiple of {n} (pad the batch)")
-    return jax.device_put(x, batch_sharding(mesh, x.ndim))
+    return put(x, batch_sharding(mesh, x.ndim))
+
+
+def put(x, sharding: NamedSharding):
+    """`jax.device_put` that also works when `sharding` spans several processes.
+
+    Multi-process (`jax.distributed`) runs cannot `device_put` a `jax.Array` that lives on one
+    local device onto a mesh with other processes' devices; a host (numpy) value that every
+    process holds identically can be. So a local jax value goes through the host first (typed
+    PRNG keys through their key data). Single-process calls take the plain path unchanged."""
+    if isinstance(x, jax.Array) and x.sharding == sharding:
+        return x
+    if jax.process_count() == 1 or not isinstance(x, jax.Array):
+        return jax.device_put(np.asarray(x) if not isinstance(x, jax.Array) else x, sharding)
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = jax.device_put(np.asarray(jax.random.key_data(x)), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    return jax.device_put(np.asarray(x), sharding)
+
+
+def fetch(tree):
+    """Host numpy copies of every array in `tree`, including rows held by other processes
+    (`jax.device_get` can only read this process's devices)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+            return np.asarray(jax.device_get(x))
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return jax.tree.map(one, tree)
 
 
 def describe(mesh: Mesh) -> str:

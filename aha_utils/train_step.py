@@ -50,13 +50,14 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from aha_utils import grpo
 from aha_utils.lora import LoRAParam, apply_lora, has_lora, zero_adapters
-from aha_utils.sharding import DATA, model_mesh
+from aha_utils.sharding import DATA, model_mesh, put, shard_batch
 
 F32 = jnp.float32
 BATCH_KEYS = ("tokens", "positions", "completion_mask", "old_logprobs", "advantages", "truncated")
@@ -127,7 +128,29 @@ def init_training(model: nnx.Module, train_cfg: TrainConfig, grpo_cfg: grpo.GRPO
     ref_params = None
     if grpo_cfg.beta > 0 and train_cfg.lora_rank is None:
         ref_params = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
-    return nnx.Optimizer(model, make_optimizer(train_cfg), wrt=train_cfg.trainable), ref_params
+    optimizer = nnx.Optimizer(model, make_optimizer(train_cfg), wrt=train_cfg.trainable)
+    mesh = model_mesh(model)
+    if mesh is not None:
+        _replicate_loose_state(optimizer, mesh)
+    return optimizer, ref_params
+
+
+def _replicate_loose_state(optimizer: nnx.Optimizer, mesh) -> None:
+    """Put the optimizer's scalars (step and AdamW counts) on `mesh`, replicated.
+
+    optax creates them on the default device while the moments follow the parameters' shardings.
+    The first jitted update would return them replicated on the mesh, so the second call would
+    see new input shardings and compile the whole step again; with several processes an array on
+    one local device cannot even be passed next to the mesh's arrays."""
+    state = nnx.state(optimizer)
+    replicated = NamedSharding(mesh, P())
+
+    def place(x):
+        if isinstance(x, jax.Array) and not (isinstance(x.sharding, NamedSharding)
+                                              and x.sharding.mesh == mesh):
+            return put(x, replicated)
+        return x
+    nnx.update(optimizer, jax.tree.map(place, state))
 
 
 def completion_logprobs(model: nnx.Module, tokens, positions, completion_start: int, *,
@@ -240,9 +263,9 @@ def validate(model, batch: dict, grpo_cfg: grpo.GRPOConfig, train_cfg: TrainConf
     if unknown or missing:
         raise ValueError(f"batch keys: missing {sorted(missing)}, unexpected {sorted(unknown)}; "
                          f"expected {BATCH_KEYS} ('truncated' optional)")
-    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    batch = {k: v if isinstance(v, jax.Array) else np.asarray(v) for k, v in batch.items()}
     tokens, mask = batch["tokens"], batch["completion_mask"]
-    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+    if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
         raise ValueError(f"tokens must be int [B, P+C]; got {tokens.dtype}{tokens.shape}")
     rows, cols = tokens.shape
     if mask.ndim != 2 or mask.shape[0] != rows or not 1 <= mask.shape[1] < cols:
@@ -264,6 +287,10 @@ def validate(model, batch: dict, grpo_cfg: grpo.GRPOConfig, train_cfg: TrainConf
     if mb % n_data:
         raise ValueError(f"micro-batch of {mb} rows does not split over the {n_data} data-"
                          f"parallel devices; use a micro_batch_size that is a multiple of {n_data}")
+    if mesh is not None:   # rows over `data`; `put` also works when the mesh spans processes
+        batch = {k: shard_batch(v, mesh) for k, v in batch.items()}
+    else:
+        batch = {k: jnp.asarray(v) for k, v in batch.items()}
     if (train_cfg.lora_rank is not None) != has_lora(model):
         raise ValueError(f"train_cfg.lora_rank={train_cfg.lora_rank} but the model "
                          f"{'has' if has_lora(model) else 'has no'} LoRA adapters; build both "

@@ -306,3 +306,22 @@ def test_grpo_learns_a_verifiable_reward():
     print("reward per step", np.round(rewards_per_step, 3), "final", np.round(final, 3))
     assert 0.35 < np.mean(rewards_per_step[:2]) < 0.65   # chance
     assert np.mean(final) >= 0.9
+
+
+def test_second_step_on_a_mesh_does_not_compile_again():
+    """The optimizer's counters start on the mesh (`init_training`), so the state the first
+    update returns has the same shardings as the one it took: step 2 reuses step 1's program."""
+    from aha_utils.sharding import make_mesh, shard_model
+    model = shard_model(make_model(), make_mesh())
+    gcfg, tcfg = grpo.GRPOConfig(), TrainConfig(learning_rate=1e-3, total_steps=10,
+                                                compute_dtype="float32")
+    optimizer, _ = init_training(model, tcfg, gcfg)
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: compiles.append(event)
+        if event == "/jax/core/compile/backend_compile_duration" else None)
+    train_step(model, optimizer, make_batch(0), gcfg, tcfg)
+    first = len(compiles)
+    metrics = train_step(model, optimizer, make_batch(1), gcfg, tcfg)
+    assert first >= 1 and len(compiles) == first, "the second update compiled again"
+    assert int(optimizer.step[...]) == 2 and np.isfinite(float(metrics["loss"]))
