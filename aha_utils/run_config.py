@@ -10,6 +10,10 @@ Presets (`RunConfig.preset(task, backend)`; `quick()` shrinks any of them for `A
   so the two can be compared: 16 prompts x G=8, 256 new tokens, full fine-tuning at lr 1e-5,
   no KL (beta=0, TRL's default), mu=1, float32 master weights (AdamW steps of 1e-5 vanish in
   bfloat16) with bfloat16 compute, micro-batches of 32 rows so 128 completions fit a 16 GB chip.
+- Per device (`RunConfig.for_device(task, device_kind, n_devices, memory_bytes)`, or
+  `named(task, name)` with a name of `DEVICE_PRESETS`): `cpu` and `gpu` are the two above;
+  `tpu_v5e_1` / `tpu_v5e_8` run Gemma 3 1B-IT (Kaggle) with LoRA and the chat template, sized
+  with `aha_utils.memory.estimate_memory` to fit 16 GB per chip with room to spare.
 - Learning rate: linear warmup, then constant. A decaying schedule depends on the total number
   of steps, so extending a run (`--resume --steps 2N` after `--steps N`) would change the steps
   already taken; constant keeps "N, then resume to 2N" identical to "2N straight".
@@ -30,6 +34,9 @@ DTYPES = ("float32", "bfloat16")
 class RunConfig:
     task: str = "countdown"
     model: str = "gemma3-270m"
+    # Warm start (aha_utils.sft): an SFT --out folder (or its params/) loaded into the model
+    # before LoRA and the optimizer, also on --resume (a LoRA checkpoint holds adapters only).
+    init_from: str | None = None
     steps: int = 100                    # GRPO steps (sample -> score -> mu updates)
     # data and prompts
     prompts_per_step: int = 4
@@ -144,6 +151,48 @@ class RunConfig:
         kind = "cpu" if backend == "cpu" else "gpu"
         return getattr(cls, f"{task}_{kind}")(**overrides)
 
+    # ----- presets per device (sized with aha_utils.memory.estimate_memory) ------------------
+    @classmethod
+    def tpu_v5e_1(cls, task: str = "countdown", **overrides) -> "RunConfig":
+        """One TPU v5e chip (16 GB, free Colab): Gemma 3 1B-IT from Kaggle with its chat turn,
+        LoRA rank 16 on a bfloat16 base (full fine-tuning needs ~28 GB before activations:
+        float32 weights, moments, gradients and the updated copy), 16 prompts x 8 samples of 256
+        new tokens in 8-row micro-batches with remat. `estimate_memory`: 4.8 GB (Countdown) and
+        5.7 GB (GSM8K) of 16, room for the 2x by which it under-counted LoRA on an H100."""
+        base = dict(task=task, model="gemma3-1b-it", template="chat", prompts_per_step=16,
+                    num_samples=8, max_new_tokens=256, learning_rate=3e-5, lora_rank=16,
+                    lora_alpha=32.0, param_dtype="bfloat16", compute_dtype="bfloat16",
+                    micro_batch_size=8, remat=True, eval_every=10, eval_n=128, sample_every=10,
+                    checkpoint_every=10)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def tpu_v5e_8(cls, task: str = "countdown", **overrides) -> "RunConfig":
+        """Eight TPU v5e chips (Kaggle), data parallel: the v5e-1 recipe with 4x the prompts
+        (64 x 8 = 512 rows, 64 per chip) and 64-row micro-batches (8 per chip). Still LoRA: data
+        parallelism replicates weights and optimizer state on every chip, so full fine-tuning of
+        the 1B needs as much per chip as on one."""
+        return cls.tpu_v5e_1(task, **{"prompts_per_step": 64, "micro_batch_size": 64,
+                                      **overrides})
+
+    @classmethod
+    def named(cls, task: str, name: str, **overrides) -> "RunConfig":
+        """The device preset `name` (one of `DEVICE_PRESETS`) for `task`."""
+        if name not in DEVICE_PRESETS:
+            raise ValueError(f"unknown device preset {name!r}; choose one of {DEVICE_PRESETS}")
+        if name in ("cpu", "gpu"):
+            return cls.preset(task, name, **overrides)
+        return getattr(cls, name)(task, **overrides)
+
+    @classmethod
+    def for_device(cls, task: str, device_kind: str, n_devices: int = 1,
+                   memory_bytes: int | None = None, **overrides) -> "RunConfig":
+        """The preset for `n_devices` devices of `device_kind` (`jax.devices()[0].device_kind`,
+        e.g. "TPU v5 lite", "NVIDIA H100 80GB HBM3", "cpu"), each with `memory_bytes` (from
+        `memory_stats()["bytes_limit"]`; None = unknown). See `device_preset_name`."""
+        name = device_preset_name(task, device_kind, n_devices, memory_bytes, **overrides)
+        return cls.named(task, name, **overrides)
+
     def quick(self) -> "RunConfig":
         """`AHA_QUICK=1`: the same code path at CI size (2 prompts x 4, 32 tokens, 4 eval problems,
         every step logged, sampled and checkpointed)."""
@@ -151,3 +200,35 @@ class RunConfig:
             self, prompts_per_step=2, num_samples=4, max_new_tokens=32, eval_n=4, eval_every=1,
             sample_every=1, checkpoint_every=1,
             micro_batch_size=None if self.micro_batch_size is None else 8)
+
+
+DEVICE_PRESETS = ("cpu", "gpu", "tpu_v5e_1", "tpu_v5e_8")
+
+
+def device_preset_name(task: str, device_kind: str, n_devices: int = 1,
+                       memory_bytes: int | None = None, **overrides) -> str:
+    """Which of `DEVICE_PRESETS` suits `n_devices` devices of `device_kind`.
+
+    "cpu" -> `cpu`. Any TPU ("TPU v5 lite", "TPU v5e", "TPU v6 lite", ...) -> `tpu_v5e_8` from
+    8 chips on, else `tpu_v5e_1`. Anything else is taken for a GPU -> `gpu`. When
+    `memory_bytes` (per device) is known, the first candidate whose `estimate_memory` fits 90%
+    of it wins, falling back to smaller presets (`tpu_v5e_8` -> `tpu_v5e_1` -> `cpu`;
+    `gpu` -> `cpu`)."""
+    if n_devices < 1:
+        raise ValueError(f"n_devices={n_devices} must be >= 1")
+    kind = device_kind.strip().lower()
+    if kind == "cpu":
+        return "cpu"
+    if "tpu" in kind:
+        candidates = (["tpu_v5e_8"] if n_devices >= 8 else []) + ["tpu_v5e_1", "cpu"]
+    else:
+        candidates = ["gpu", "cpu"]
+    if memory_bytes is None:
+        return candidates[0]
+    from aha_utils.config import config_for
+    from aha_utils.memory import estimate_memory
+    for name in candidates:
+        cfg = RunConfig.named(task, name, **overrides)
+        if estimate_memory(config_for(cfg.model), cfg, n_data=n_devices).fits(memory_bytes):
+            return name
+    return candidates[-1]

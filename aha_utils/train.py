@@ -68,6 +68,7 @@ from aha_utils.data.prompts import make_prompt
 from aha_utils.rewards import TASKS, get_scheme, reward_terms
 from aha_utils.run_config import RunConfig
 from aha_utils.sampler import Completions, generate
+from aha_utils.sft import load_params
 from aha_utils.train_step import grpo_updates, init_training
 
 STOP_STRINGS = ("</answer>",)
@@ -267,6 +268,8 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
     if model is None:
         from aha_utils.weights import load_model   # heavy: only when not injected
         model, tokenizer = load_model(cfg.model, dtype=jnp.dtype(cfg.param_dtype))
+    if cfg.init_from:   # the warm-start arm: SFT weights, before LoRA and the optimizer
+        load_params(model, cfg.init_from)
     reward_fn = reward_fn or task_reward_fn(cfg.task, cfg.reward_scheme)
     grpo_cfg, train_cfg = cfg.grpo_config(), cfg.train_config()
     optimizer, ref_params = init_training(model, train_cfg, grpo_cfg, seed=cfg.seed)
@@ -516,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"jax {jax.__version__} on {jax.default_backend()} ({len(jax.devices())} devices); "
           f"{'resuming' if args.resume else 'starting'} {cfg.task} / {cfg.model} up to step "
           f"{cfg.steps} in {args.out}")
+    if jax.process_index() == 0:   # shapes only: says before loading anything whether it fits
+        from aha_utils.memory import describe
+        print(describe(cfg))
     train(cfg, args.out, resume=args.resume,
           time_limit_s=None if args.time_limit is None else 60 * args.time_limit)
     return 0

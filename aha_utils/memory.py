@@ -1,0 +1,229 @@
+"""How much accelerator memory a GRPO run needs, per device, before it starts.
+
+`estimate_memory(model_cfg, run_cfg, n_data=1)` returns a `MemoryEstimate` (bytes per device):
+`.table()` prints one line per term, `.fits(device_bytes)` says whether the total leaves room.
+The notebooks and the CLI print it before a run, and `RunConfig.for_device` picks presets that
+fit it. It is arithmetic on shapes: no JAX array is created.
+
+The terms (N = parameters, `ModelConfig.num_params()`; n = trainable parameters: N for full
+fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `compute_dtype`):
+- params: N x p. With LoRA the frozen base is N x p and the adapters n x 4 (always float32).
+- gradients: n x 4, the float32 accumulator of `lax.scan` over micro-batches (XLA adds each
+  micro-batch's gradient into it layer by layer, so a second full copy is not counted).
+- optimizer: AdamW's two moments, 2 x n x (bytes of the trainable dtype).
+- step_outputs: `train_step` does not donate its inputs, so the updated trainable weights and
+  moments are new buffers while the old ones are still alive: n x (trainable bytes) x 3.
+- reference: a frozen copy of the weights, N x p, only with beta > 0 and full fine-tuning (LoRA's
+  reference is its base with the adapters zeroed: no copy).
+- activations (one micro-batch of r = micro_batch_size / n_data rows, T = prompt bucket +
+  max_new_tokens tokens, L layers):
+  * a layer's saved tensors per token: `c x (8 D + 4 F + 4 H hd + 4 K hd)` (block input, norms,
+    q/k/v before and after QK-norm and RoPE, attention output, the MLP's gate, GELU, up and
+    product) plus the attention scores and probabilities, `H x T x (4 + c)`;
+  * without remat every layer keeps them (L layers, plus one layer's worth of gradients in the
+    backward pass); with remat each block keeps only its input `[r, T, D]` and one block is
+    live at a time (its tensors and their gradients: 2 layers' worth);
+  * weights in compute dtype: full fine-tuning with c != p casts every weight once per micro-
+    batch (N x c, alive through the backward pass); LoRA builds the merged weights W + s A B of
+    every layer (without remat all of them are kept for the backward pass; with remat one layer);
+  * the log-prob chunks: `[r, logprob_chunk, V]` float32 logits, their exponentials and their
+    gradient, 3 buffers (`train_step.completion_logprobs` never holds a `[r, T, V]` one);
+  * the final hidden states and their gradient, `[r, T, D]` x (c + 4).
+- kv_cache (sampler, `model.init_cache`): per layer, `rows x slots x K x hd x 2 (k and v) x p`
+  plus the int32 slot positions, with slots = min(window, P + M) for sliding-window layers and
+  P + M for global ones; rows = batch bucket of the prompts x num_samples / n_data, and the
+  prefill's un-repeated cache (1/G of it) on top. Plus the sampler's per-step float32 logits
+  `[rows, V]`, 3 buffers (logits, probabilities, the sort or Gumbel noise of the draw).
+- total: params + optimizer + reference (alive all run long) + the larger of the train step's
+  transients (gradients, step outputs, activations) and the sampler's (kv_cache): the two
+  programs never run at the same time.
+
+Checked against reality: on toy models compiled by XLA for the CPU (`tests/test_memory.py`) the
+train-step estimate is 1.2x-1.4x of XLA's argument + output + temp bytes; against the peak
+memory measured on an H100 (README, `bench/grpo_step.py`, 1B, 64 x 640 tokens, remat) it is
+1.06x and 0.99x for full fine-tuning (micro-batches 8 and 16) but only 0.51x and 0.46x for LoRA:
+something in the LoRA backward pass keeps ~0.6 GB per row that this model of remat does not
+count. Presets are therefore sized with room for 2x. XLA's CPU compiler does not honour remat
+(its temp bytes are the same with and without), so remat is checked only on the estimate.
+
+What is approximated: XLA fuses and schedules differently on TPU, GPU and CPU, so activation
+counts are a model of what must be saved, not a count of XLA's buffers; the test
+(`tests/test_memory.py`) holds the train-step part within a stated factor of XLA's own
+`memory_analysis()` on compiled toy models. Not counted: the compiled program itself, XLA's
+scratch for collectives, allocator fragmentation (keep ~10% free: `fits` does), the host side.
+With a mesh the parameters are assumed replicated on every device (pure data parallelism,
+`sharding.make_mesh()`'s default); only rows are divided by `n_data`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from aha_utils.config import ModelConfig
+from aha_utils.sampler import DEFAULT_MAX_PROMPT_LEN, batch_bucket, prompt_bucket
+
+GB = 1e9
+# Longest prompt in tokens (BOS included, Gemma tokenizer) by task and template: Countdown over
+# 200 problems, GSM8K over 3,000 train questions (`data.prompts.prompt_token_stats`, max).
+PROMPT_TOKENS = {("countdown", "base"): 144, ("countdown", "chat"): 116,
+                 ("countdown", "few_shot"): 448, ("gsm8k", "base"): 288,
+                 ("gsm8k", "chat"): 266, ("gsm8k", "few_shot"): 556}
+LOGPROB_BUFFERS = 3     # float32 [rows, chunk, V]: logits, exp(logits - max), d logits
+SAMPLER_LOGIT_BUFFERS = 3
+TRAIN_TERMS = ("gradients", "step_outputs", "activations")
+
+
+def lora_param_count(cfg: ModelConfig, rank: int) -> int:
+    """Adapter parameters of rank `rank` on the seven projections of every layer:
+    rank x (fan-in + fan-out) each (`aha_utils.lora`'s A `[in..., r]` and B `[r, out...]`)."""
+    q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    d, f = cfg.d_model, cfg.ffn_dim
+    per_layer = (d + q) + 2 * (d + kv) + (q + d) + 2 * (d + f) + (f + d)
+    return rank * cfg.num_layers * per_layer
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes per device, one field per term (see the module docstring)."""
+    params: int
+    gradients: int
+    optimizer: int
+    step_outputs: int
+    reference: int
+    activations: int
+    kv_cache: int
+    n_data: int = 1
+    note: str = ""
+
+    @property
+    def persistent(self) -> int:
+        return self.params + self.optimizer + self.reference
+
+    @property
+    def train_step(self) -> int:
+        """What the compiled train step holds: arguments, outputs and temporaries."""
+        return self.persistent + sum(getattr(self, k) for k in TRAIN_TERMS)
+
+    @property
+    def total(self) -> int:
+        return self.persistent + max(sum(getattr(self, k) for k in TRAIN_TERMS), self.kv_cache)
+
+    def fits(self, device_bytes: int | float | None, margin: float = 0.9) -> bool:
+        """True when the total is at most `margin` of `device_bytes` (None: unknown, True)."""
+        return device_bytes is None or self.total <= margin * device_bytes
+
+    def table(self, device_bytes: int | float | None = None) -> str:
+        rows = [("parameters", self.params), ("gradients (float32 accumulator)", self.gradients),
+                ("AdamW moments", self.optimizer),
+                ("updated weights + moments (not donated)", self.step_outputs),
+                ("reference policy copy", self.reference),
+                ("activations (one micro-batch)", self.activations),
+                ("sampler KV cache + logits", self.kv_cache)]
+        head = f"estimated memory per device ({self.n_data} data-parallel)"
+        lines = [head + (f": {self.note}" if self.note else "")]
+        lines += [f"  {name:42} {b / GB:7.2f} GB" for name, b in rows]
+        lines.append(f"  {'train step (persistent + its terms)':42} {self.train_step / GB:7.2f} GB")
+        lines.append(f"  {'total (persistent + max(train, sampler))':42} {self.total / GB:7.2f} GB")
+        if device_bytes:
+            verdict = "fits" if self.fits(device_bytes) else "does NOT fit"
+            lines.append(f"  device memory {device_bytes / GB:.1f} GB: {verdict} (90% budget)")
+        return "\n".join(lines)
+
+
+def _nbytes(dtype: str) -> int:
+    return jnp.dtype(dtype).itemsize
+
+
+def estimate_memory(model_cfg: ModelConfig, run_cfg, *, n_data: int = 1,
+                    prompt_len: int | None = None) -> MemoryEstimate:
+    """Per-device bytes of a GRPO run of `model_cfg` with `run_cfg` (a `RunConfig`) on `n_data`
+    data-parallel devices. `prompt_len`: the longest prompt in tokens (default: the measured
+    maximum for the run's task and template, `PROMPT_TOKENS`)."""
+    if n_data < 1:
+        raise ValueError(f"n_data={n_data} must be >= 1")
+    cfg, run = model_cfg, run_cfg
+    train_cfg = run.train_config()
+    p, c = _nbytes(run.param_dtype), _nbytes(run.compute_dtype)
+    d, f, h, k, hd = cfg.d_model, cfg.ffn_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    L, V = cfg.num_layers, cfg.vocab_size
+    n_all = cfg.num_params()
+    lora = run.lora_rank is not None
+
+    # Parameters, gradients, optimizer state.
+    if lora:
+        n_train, t_bytes = lora_param_count(cfg, run.lora_rank), 4
+        params = n_all * p + n_train * 4
+    else:
+        n_train, t_bytes = n_all, p
+        params = n_all * p
+    gradients = n_train * 4
+    optimizer = 2 * n_train * t_bytes
+    step_outputs = 3 * n_train * t_bytes
+    reference = n_all * p if run.beta > 0 and not lora else 0
+
+    # Activations of one micro-batch.
+    if prompt_len is None:
+        prompt_len = PROMPT_TOKENS.get((run.task, run.template), 512)
+    cols = prompt_bucket(prompt_len, DEFAULT_MAX_PROMPT_LEN)
+    t = cols + run.max_new_tokens
+    rows_total = run.prompts_per_step * run.num_samples
+    r = max(1, -(-(run.micro_batch_size or rows_total) // n_data))
+    per_token_layer = c * (8 * d + 4 * f + 4 * h * hd + 4 * k * hd) + h * t * (4 + c)
+    layer = r * t * per_token_layer
+    n_mats = n_all - V * d                      # the projection weights of all layers
+    if train_cfg.remat:
+        acts = L * r * t * d * c + 2 * layer
+        lora_weights = n_mats // L * c
+    else:
+        acts = (L + 1) * layer
+        lora_weights = n_mats * c
+    if lora:
+        acts += lora_weights
+    elif run.compute_dtype != run.param_dtype:
+        acts += n_all * c
+    chunk = min(train_cfg.logprob_chunk, run.max_new_tokens)
+    acts += LOGPROB_BUFFERS * r * chunk * V * 4 + r * t * d * (c + 4)
+
+    # Sampler: KV cache of prompts x G rows, plus the per-step logits.
+    rows = batch_bucket(run.prompts_per_step, n_data) * run.num_samples // n_data
+    length = cols + run.max_new_tokens
+    slots = sum(min(cfg.sliding_window, length) if kind == "local" else length
+                for kind in cfg.layer_kinds)
+    cache_row = slots * (2 * k * hd * p + 4)
+    kv = rows * cache_row + -(-rows // run.num_samples) * cache_row
+    kv += SAMPLER_LOGIT_BUFFERS * rows * V * 4
+
+    return MemoryEstimate(params=params, gradients=gradients, optimizer=optimizer,
+                          step_outputs=step_outputs, reference=reference, activations=acts,
+                          kv_cache=kv, n_data=n_data,
+                          note=f"{cfg.name}, {'LoRA r=' + str(run.lora_rank) if lora else 'full FT'}"
+                               f", {rows_total} rows in micro-batches of "
+                               f"{run.micro_batch_size or rows_total}, {cols}+{run.max_new_tokens}"
+                               f" tokens{', remat' if train_cfg.remat else ''}")
+
+
+def device_summary() -> tuple[str, int, int | None]:
+    """`(device_kind, device count, bytes_limit per device or None)` of the devices present:
+    the arguments `RunConfig.for_device` takes. CPUs usually report no memory limit."""
+    import jax
+
+    dev = jax.devices()[0]
+    try:
+        stats = dev.memory_stats() or {}
+    except Exception:   # some backends raise instead of returning None
+        stats = {}
+    return dev.device_kind, jax.device_count(), stats.get("bytes_limit")
+
+
+def describe(run_cfg, *, n_data: int | None = None, memory_bytes: int | None = None) -> str:
+    """The estimate's table for `run_cfg` on the devices present (or `n_data` devices of
+    `memory_bytes`): what the CLI and the notebooks print before a run."""
+    from aha_utils.config import config_for
+
+    kind, n, limit = device_summary()
+    n = n if n_data is None else n_data
+    limit = limit if memory_bytes is None else memory_bytes
+    est = estimate_memory(config_for(run_cfg.model), run_cfg, n_data=n)
+    return f"{n} x {kind}\n" + est.table(limit)

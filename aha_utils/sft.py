@@ -1,0 +1,411 @@
+"""The warm-start arm: a short supervised phase on solver-written Countdown solutions, then GRPO.
+
+SimpleRL-Zoo's two-stage recipe next to the zero arm: `python -m aha_utils.sft ... --out DIR`
+fine-tunes the base model on `make_problems` solutions written out as short reasoning, saves
+`DIR/params`, and `python -m aha_utils.train ... --set init_from=DIR` runs the same GRPO from
+there. `countdown_sft_example` writes one (prompt, completion); `sft` trains; `load_params` puts
+the parameters back into a model.
+
+Design decisions:
+- The completion is what the reward wants and nothing more. Base and few_shot templates (the
+  prompt ends in `<think>`): ` STEPS </think>\\n<answer> EXPR </answer>`, the few-shot shots'
+  layout; chat: `<think>\\nSTEPS\\n</think>\\n<answer>\\nEXPR\\n</answer>`, the system
+  instruction's. Every example scores `correct` and `format_strict` (tested).
+- The reasoning names each intermediate result of the solver's expression in evaluation order
+  ("44 + 19 = 63. 63 - 35 = 28."), in a few phrasings picked by a seeded RNG. It never uses a
+  reflection phrase (`aha_utils.analysis.REFLECTION_PHRASES`: "wait", "verify", "again", ...):
+  those are what the analysis counts as emergent behaviour, so SFT must not teach them.
+- No EOS after `</answer>`: GRPO's sampler stops on the stop string `</answer>`, so its rollouts
+  end with the token that closes `</answer>`; SFT trains exactly that token sequence. (Sampled
+  without stop strings, a warm-started model may ramble after `</answer>`; the reward ignores it.)
+- Prompt and completion are encoded separately (`<bos>` + prompt, then the completion without
+  `<bos>`), as the sampler sees them: the prompt is encoded alone and the model continues it.
+- The batch layout is the GRPO batch's (`train.build_batch`): left-padded prompt, completion
+  padded on the right, positions -1 on padding, `completion_mask` over completion tokens; the
+  columns are fixed over the data set, so one program serves every step. Loss: the token-mean
+  cross-entropy of the completion tokens of the whole batch (prompt tokens are never targets),
+  from `train_step.completion_logprobs` (no `[B, T, V]` logits), float32 master weights cast to
+  `compute_dtype`, micro-batches accumulated by `lax.scan` under the whole batch's token count
+  (exactly the full-batch loss whatever the micro-batch).
+- `token_accuracy` is the share of completion tokens the model gives probability > 1/2. Such a
+  token is its greedy choice, so this is a lower bound of greedy token accuracy that needs no
+  logits beyond the log-probs (an exact argmax would need a second vocabulary pass).
+- Full fine-tuning only, AdamW with warmup and cosine decay (`make_optimizer`): SFT has a known
+  length. Parameters are saved with orbax's `StandardCheckpointer` as a pure dict of every
+  `nnx.Param`; `load_params` restores into abstract targets with the live model's shapes,
+  dtypes and shardings and refuses a checkpoint of another shape with a ValueError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from aha_utils.arith import tokenize
+from aha_utils.data.countdown import make_problems, solve
+from aha_utils.data.prompts import make_prompt
+from aha_utils.sampler import PAD_ID, left_pad
+from aha_utils.grpo import GRPOConfig
+from aha_utils.sharding import DATA, model_mesh, shard_batch
+from aha_utils.train_step import TrainConfig, completion_logprobs, init_training, make_schedule
+
+# ----------------------------------------------------------------------------------------------
+# Examples
+# ----------------------------------------------------------------------------------------------
+OPENERS = ("", "We need {target} from {nums}.", "Target {target}, numbers {nums}.",
+           "The numbers are {nums} and the target is {target}.")
+STEPS = ("{a} {op} {b} = {r}.", "{a} {op} {b} is {r}.", "{a} {op} {b} gives {r}.")
+CLOSERS = ("That is the target.", "That makes {target}.", "So we reach {target}.",
+           "Each number is used once.", "Done.")
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+        "/": lambda a, b: a / b}
+
+
+def _parse(tokens: list[str]):
+    """An expression string's tree: an int, or (op, left, right), with the usual precedence."""
+    def level(ops, sub):
+        node = sub()
+        while tokens and tokens[0] in ops:
+            node = (tokens.pop(0), node, sub())
+        return node
+
+    def factor():
+        tok = tokens.pop(0)
+        if tok != "(":
+            return int(tok)
+        node = level("+-", lambda: level("*/", factor))
+        tokens.pop(0)   # ")"
+        return node
+    return level("+-", lambda: level("*/", factor))
+
+
+def _steps(node, out: list) -> Fraction:
+    """Append (a, op, b, result) for every operation of `node` in evaluation order."""
+    if isinstance(node, int):
+        return Fraction(node)
+    op, left, right = node
+    a, b = _steps(left, out), _steps(right, out)
+    out.append((a, op, b, _OPS[op](a, b)))
+    return out[-1][3]
+
+
+def countdown_sft_example(problem: dict, *, template: str = "base", seed: int = 0
+                          ) -> tuple[str, str]:
+    """(prompt, completion) for one Countdown problem, the completion reasoning through the
+    solver's expression (`problem["solution"]`, else `countdown.solve`). `seed` picks phrasings."""
+    nums, target = problem["nums"], problem["target"]
+    expr = problem.get("solution") or solve(nums, target)
+    if expr is None:
+        raise ValueError(f"countdown problem {nums} -> {target} has no solution to write out")
+    steps: list = []
+    value = _steps(_parse(tokenize(expr)), steps)
+    if value != target:
+        raise ValueError(f"solution {expr!r} equals {value}, not the target {target}")
+    rng = random.Random(f"sft/{seed}/{sorted(nums)}/{target}")
+    fmt = dict(nums=", ".join(map(str, nums)), target=target)
+    say = rng.choice(STEPS)
+    lines = [rng.choice(OPENERS).format(**fmt)]
+    lines += [say.format(a=a, op=op, b=b, r=r) for a, op, b, r in steps]
+    lines.append(rng.choice(CLOSERS).format(**fmt))
+    reasoning = " ".join(line for line in lines if line)
+    prompt = make_prompt("countdown", problem, template=template)
+    if template == "chat":
+        return prompt, f"<think>\n{reasoning}\n</think>\n<answer>\n{expr}\n</answer>"
+    return prompt, f" {reasoning} </think>\n<answer> {expr} </answer>"
+
+
+def build_sft_batch(tokenizer, examples: list[tuple[str, str]], *, prompt_len: int | None = None,
+                    completion_len: int | None = None) -> dict:
+    """`tokens`, `positions`, `completion_mask` in the GRPO batch layout (module doc). Columns
+    default to the longest prompt and the longest completion, each rounded up to 16 (no power-of-
+    two bucket as the sampler's: the columns are fixed over the data set, one compile anyway)."""
+    prompts = [tokenizer.encode(p, add_bos=True) for p, _ in examples]
+    comps = [tokenizer.encode(c, add_bos=False) for _, c in examples]
+    longest_p, longest_c = max(map(len, prompts)), max(map(len, comps))
+    p = prompt_len or -(-longest_p // 16) * 16
+    c = completion_len or -(-longest_c // 16) * 16
+    if longest_p > p or longest_c > c:
+        raise ValueError(f"examples need {longest_p} prompt and {longest_c} completion columns; "
+                         f"got prompt_len={p}, completion_len={c}")
+    tokens_p, pos_p = left_pad(prompts, p, len(examples))
+    tokens_c = np.full((len(examples), c), PAD_ID, np.int32)
+    pos_c = np.full((len(examples), c), -1, np.int32)
+    for r, (ids, prompt) in enumerate(zip(comps, prompts)):
+        tokens_c[r, :len(ids)] = ids
+        pos_c[r, :len(ids)] = len(prompt) + np.arange(len(ids))
+    return dict(tokens=np.concatenate([tokens_p, tokens_c], 1),
+                positions=np.concatenate([pos_p, pos_c], 1),
+                completion_mask=(pos_c >= 0).astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# The step
+# ----------------------------------------------------------------------------------------------
+def _cast(state, dtype):
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                        else x, state)
+
+
+def _micro_loss(params, rest, graphdef, mb, num_tokens, cfg: TrainConfig):
+    dtype = jnp.dtype(cfg.compute_dtype)
+    model = nnx.merge(graphdef, _cast(params, dtype), _cast(rest, dtype))
+    start = mb["tokens"].shape[1] - mb["completion_mask"].shape[1]
+    logp = completion_logprobs(model, mb["tokens"], mb["positions"], start,
+                               chunk=cfg.logprob_chunk, remat=cfg.remat)           # [mb, C]
+    mask = mb["completion_mask"]
+    loss = -(logp * mask).sum() / num_tokens
+    acc = ((logp > math.log(0.5)) * mask).sum() / num_tokens
+    return loss, {"loss": loss, "token_accuracy": acc}
+
+
+def _loss_and_grads(model, batch, cfg: TrainConfig, mesh):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    rows = batch["tokens"].shape[0]
+    mb = cfg.micro_batch_size or rows
+    n = rows // mb
+    num_tokens = jnp.maximum(batch["completion_mask"].sum(), 1.0)
+    micro = jax.tree.map(lambda x: x.reshape(mb, n, *x.shape[1:]).swapaxes(0, 1), batch)
+    spec = lambda x: x if mesh is None else jax.lax.with_sharding_constraint(
+        x, NamedSharding(mesh, P(DATA, *([None] * (x.ndim - 1)))))
+    grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
+
+    def body(acc, mb_batch):
+        (_, metrics), grads = grad_fn(params, rest, graphdef, jax.tree.map(spec, mb_batch),
+                                      num_tokens, cfg)
+        return jax.tree.map(lambda a, g: a + g.astype(a.dtype), acc, (grads, metrics)), None
+
+    init = (jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
+            {"loss": jnp.zeros((), jnp.float32), "token_accuracy": jnp.zeros((), jnp.float32)})
+    (grads, metrics), _ = jax.lax.scan(body, init, micro)
+    return grads, metrics
+
+
+@nnx.jit(static_argnames=("cfg", "mesh"))
+def _loss_jit(model, batch, cfg, mesh):
+    return _loss_and_grads(model, batch, cfg, mesh)[1]
+
+
+@nnx.jit(static_argnames=("cfg", "mesh"))
+def _step_jit(model, optimizer, batch, cfg, mesh):
+    lr = make_schedule(cfg)(optimizer.step[...])
+    grads, metrics = _loss_and_grads(model, batch, cfg, mesh)
+    optimizer.update(model, grads)
+    return dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=lr)
+
+
+def _check(model, batch: dict, cfg: TrainConfig) -> dict:
+    if cfg.lora_rank is not None:
+        raise ValueError("SFT here is full fine-tuning: use lora_rank=None")
+    rows, mesh = batch["tokens"].shape[0], model_mesh(model)
+    mb = cfg.micro_batch_size or rows
+    n_data = 1 if mesh is None else mesh.shape[DATA]
+    if rows % mb or mb % n_data:
+        raise ValueError(f"batch of {rows} rows needs a micro_batch_size that divides it and is "
+                         f"a multiple of the {n_data} data-parallel devices; got {mb}")
+    if mesh is not None:   # rows over `data`, as train_step does
+        return {k: shard_batch(np.asarray(v), mesh) for k, v in batch.items()}
+    return {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def sft_loss(model, batch: dict, cfg: TrainConfig = TrainConfig()) -> dict:
+    """`{"loss", "token_accuracy"}` of a batch (no update): completion tokens only."""
+    return _loss_jit(model, _check(model, batch, cfg), cfg, model_mesh(model))
+
+
+def sft_step(model, optimizer: nnx.Optimizer, batch: dict, cfg: TrainConfig) -> dict:
+    """One AdamW update on `batch` in place; device scalars `loss`, `token_accuracy` (before the
+    update), `grad_norm`, `learning_rate`."""
+    return _step_jit(model, optimizer, _check(model, batch, cfg), cfg, model_mesh(model))
+
+
+def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
+        learning_rate: float, template: str = "base", warmup_steps: int | None = None,
+        micro_batch_size: int | None = None, compute_dtype: str = "bfloat16",
+        remat: bool = False, seed: int = 0, progress: bool = False) -> list[dict]:
+    """Fine-tune `model` in place on `problems` (seeded epochs of permutations); returns one dict
+    of host floats per step (`step`, `loss`, `token_accuracy`, `grad_norm`, `learning_rate`)."""
+    if steps < 1 or batch_size < 1 or not problems:
+        raise ValueError(f"need steps >= 1, batch_size >= 1 and problems; got {steps}, "
+                         f"{batch_size}, {len(problems)} problems")
+    cfg = TrainConfig(learning_rate=learning_rate, total_steps=steps,
+                      warmup_steps=steps // 10 if warmup_steps is None else warmup_steps,
+                      micro_batch_size=micro_batch_size, compute_dtype=compute_dtype, remat=remat)
+    examples = [countdown_sft_example(q, template=template, seed=seed) for q in problems]
+    full = build_sft_batch(tokenizer, examples)          # fixed columns: one compiled program
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(examples))
+                            for _ in range(-(-steps * batch_size // len(examples)))])
+    optimizer, _ = init_training(model, cfg, GRPOConfig(beta=0.0), seed=seed)  # AdamW, nnx.Param
+    history = []
+    from tqdm.auto import tqdm
+    for step in tqdm(range(steps), desc="SFT", disable=not progress):
+        idx = order[step * batch_size:(step + 1) * batch_size]
+        out = jax.device_get(sft_step(model, optimizer, {k: v[idx] for k, v in full.items()}, cfg))
+        row = {"step": step + 1, **{k: float(v) for k, v in out.items()}}
+        if not math.isfinite(row["loss"]):
+            raise FloatingPointError(f"SFT loss is {row['loss']} at step {step + 1}: lower the "
+                                     "learning rate")
+        history.append(row)
+    return history
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameters on disk
+# ----------------------------------------------------------------------------------------------
+def save_params(model, path: str | Path) -> Path:
+    """Every `nnx.Param` of `model` to the orbax folder `path` (which must not exist)."""
+    path = Path(path).absolute()
+    if path.exists():
+        raise FileExistsError(f"{path} exists; choose another --out or remove it")
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(path, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    ckpt.wait_until_finished()
+    return path
+
+
+def _shapes(tree) -> dict[str, tuple]:
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): tuple(x.shape)
+            for path, x in flat}
+
+
+def load_params(model, path: str | Path) -> None:
+    """Restore parameters saved by `save_params` (or an SFT `--out` folder holding `params/`)
+    into `model` in place, with the model's dtypes and shardings."""
+    path = Path(path).absolute()
+    if (path / "params").is_dir():
+        path = path / "params"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no saved parameters at {path}: pass the --out folder of a "
+                                "`python -m aha_utils.sft` run (or its params/ folder)")
+    ckpt = ocp.StandardCheckpointer()
+    saved = ckpt.metadata(path).item_metadata
+    state = nnx.state(model, nnx.Param)
+    target = nnx.to_pure_dict(state)
+    want, got = _shapes(target), _shapes(getattr(saved, "tree", saved))
+    if want != got:
+        diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+        raise ValueError(f"parameters in {path} do not fit this model ({len(diff)} differ, e.g. "
+                         f"{[(k, got.get(k), want.get(k)) for k in diff[:3]]} as (name, saved, "
+                         "model)); load the model the SFT run used, before applying LoRA")
+    restored = ckpt.restore(path, jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target))
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(model, state)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m aha_utils.sft",
+        description="Warm start: supervised fine-tuning on solver-written Countdown solutions "
+                    "(train split), greedy held-out accuracy before and after, parameters to "
+                    "OUT/params for `python -m aha_utils.train ... --set init_from=OUT`.")
+    parser.add_argument("--task", required=True, choices=("countdown",))
+    parser.add_argument("--num-numbers", type=int, default=3)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--model", default="gemma3-270m")
+    parser.add_argument("--template", default="base", choices=("base", "chat", "few_shot"))
+    parser.add_argument("--warmup", type=int, default=None, help="default: steps // 10")
+    parser.add_argument("--micro-batch", type=int, default=None)
+    parser.add_argument("--train-problems", type=int, default=None,
+                        help="distinct training problems (default steps x batch: no repeats)")
+    parser.add_argument("--eval-n", type=int, default=None, help="default 512 (cpu: 16)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="for the evaluations; default: the GRPO preset's")
+    parser.add_argument("--seed", type=int, default=0, help="also picks the GRPO run's eval set")
+    args = parser.parse_args(argv)
+    for name in ("steps", "batch", "num_numbers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
+    """Load, evaluate, fine-tune, evaluate, save (`model`/`tokenizer` injected for tests)."""
+    from aha_utils.analysis import wilson_interval
+    from aha_utils.run_config import RunConfig
+    from aha_utils.train import Problems, _write_jsonl, evaluate   # the loop imports this module
+
+    t0 = time.perf_counter()
+    out, is_main = Path(args.out), jax.process_index() == 0
+    if (out / "params").exists():
+        raise FileExistsError(f"{out} already holds SFT parameters; choose another --out")
+    backend = jax.default_backend()
+    overrides = dict(model=args.model, num_numbers=args.num_numbers, template=args.template,
+                     seed=args.seed, eval_n=args.eval_n or (16 if backend == "cpu" else 512))
+    if args.max_new_tokens:
+        overrides["max_new_tokens"] = args.max_new_tokens
+    cfg = RunConfig.preset(args.task, backend, **overrides)
+    if model is None:
+        from aha_utils.weights import load_model
+        model, tokenizer = load_model(cfg.model, dtype=jnp.float32)   # float32 master weights
+    eval_set = Problems(cfg).eval_set                    # the GRPO run's held-out problems
+    train_set = make_problems(args.train_problems or args.steps * args.batch, split="train",
+                              num_numbers=args.num_numbers, seed=args.seed)
+
+    def run_eval(name):
+        result, rows = evaluate(model, tokenizer, cfg, eval_set)
+        if is_main:
+            _write_jsonl(out / "completions" / f"eval_{name}.jsonl", rows, mode="w")
+        for key in ("accuracy", "format_rate"):
+            lo, hi = wilson_interval(round(result[key] * result["n"]), result["n"])
+            result[f"{key}_ci95"] = [round(lo, 4), round(hi, 4)]
+        return result
+
+    before = run_eval("before")
+    t1 = time.perf_counter()
+    history = sft(model, tokenizer, train_set, steps=args.steps, batch_size=args.batch,
+                  learning_rate=args.lr, template=args.template, warmup_steps=args.warmup,
+                  micro_batch_size=args.micro_batch, compute_dtype=cfg.compute_dtype,
+                  seed=args.seed, progress=is_main)
+    sft_minutes = (time.perf_counter() - t1) / 60
+    after = run_eval("after")
+    save_params(model, out / "params")
+    dev = jax.devices()[0]
+    summary = {"task": args.task, "model": cfg.model, "phase": "sft",
+               "hardware": f"{len(jax.devices())} x {dev.device_kind} ({backend})",
+               "wall_minutes": round((time.perf_counter() - t0) / 60, 2),
+               "sft_minutes": round(sft_minutes, 2), "steps": args.steps,
+               "config": {**vars(args), "compute_dtype": cfg.compute_dtype,
+                          "max_new_tokens": cfg.max_new_tokens, "eval_n": cfg.eval_n,
+                          "train_problems": len(train_set)},
+               "final": {k: history[-1][k] for k in ("loss", "token_accuracy")},
+               "eval": {"before": before, "after": after}}
+    if is_main:
+        _write_jsonl(out / "sft_metrics.jsonl", history, mode="w")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"SFT {cfg.model}: {args.steps} steps in {summary['sft_minutes']} min on "
+              f"{summary['hardware']}; loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
+              f"\n  held-out (greedy, n={after['n']}): accuracy {before['accuracy']:.3f} -> "
+              f"{after['accuracy']:.3f}, format {before['format_rate']:.3f} -> "
+              f"{after['format_rate']:.3f}\n  parameters in {out / 'params'}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
