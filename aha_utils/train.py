@@ -116,6 +116,33 @@ def score_completions(reward_fn: RewardFn, texts: list[str], problems: list[Mapp
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
+def step_seed(base_key: jax.Array, step: int) -> int:
+    """The sampling seed of step `step` (0-based): a pure function of the run's key and the
+    step, so a resumed run samples exactly what a straight one would have."""
+    return int(jax.random.bits(jax.random.fold_in(base_key, step), dtype=jnp.uint32) >> 1)
+
+
+def sample_group(model, tokenizer, cfg: RunConfig, problems: list[dict], seed: int
+                 ) -> Completions:
+    """Loop stage 1: G = `cfg.num_samples` completions of each problem's prompt (samples of one
+    prompt adjacent), with the sampler's log-probs."""
+    prompts = [make_prompt(cfg.task, q, template=cfg.template) for q in problems]
+    return generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                    num_samples=cfg.num_samples, seed=seed, stop_strings=STOP_STRINGS)
+
+
+def score_group(comp: Completions, problems: list[dict], cfg: RunConfig, reward_fn: RewardFn
+                ) -> tuple[dict[str, np.ndarray], dict]:
+    """Loop stages 2-3: every reward term per completion, then the group advantages and the
+    `train_step` batch. Returns `(terms, batch)`."""
+    per_completion = [q for q in problems for _ in range(cfg.num_samples)]
+    terms = score_completions(reward_fn, comp.texts, per_completion)
+    advantages = grpo.group_advantages(terms["reward"], cfg.num_samples,
+                                       scale_rewards=cfg.scale_rewards)           # [N]
+    return terms, build_batch(comp, advantages)
+
+
 # ----------------------------------------------------------------------------------------------
 # Data: deterministic per (seed, step)
 # ----------------------------------------------------------------------------------------------
@@ -313,19 +340,11 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
         t0 = time.perf_counter()
         # 1. Sample G completions of each of this step's prompts.
         problems = data.for_step(step)
-        prompts = [make_prompt(cfg.task, q, template=cfg.template) for q in problems]
-        seed = int(jax.random.bits(jax.random.fold_in(base_key, step), dtype=jnp.uint32) >> 1)
-        comp = generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
-                        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                        num_samples=cfg.num_samples, seed=seed, stop_strings=STOP_STRINGS)
+        comp = sample_group(model, tokenizer, cfg, problems, step_seed(base_key, step))
         t1 = time.perf_counter()
         # 2. Score each completion, 3. compare it with its group.
-        per_completion = [q for q in problems for _ in range(cfg.num_samples)]
-        terms = score_completions(reward_fn, comp.texts, per_completion)
-        advantages = grpo.group_advantages(terms["reward"], cfg.num_samples,
-                                           scale_rewards=cfg.scale_rewards)       # [N]
+        terms, batch = score_group(comp, problems, cfg, reward_fn)
         # 4. mu updates against the sampler's log-probs.
-        batch = build_batch(comp, advantages)
         upd = _mean_updates(grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg, ref_params))
         t2 = time.perf_counter()
         finite = _all_finite(nnx.state(model, train_cfg.trainable))

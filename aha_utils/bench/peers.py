@@ -134,13 +134,10 @@ def run_ours(args, mode: str) -> dict:
     import numpy as np
     from flax import nnx
 
-    from aha_utils import grpo
-    from aha_utils.data.prompts import make_prompt
     from aha_utils.model import Gemma
-    from aha_utils.sampler import generate
     from aha_utils.tokenizer import gguf_tokenizer
-    from aha_utils.train import (STOP_STRINGS, _all_finite, _mean_updates, build_batch,
-                                 score_completions, task_reward_fn)
+    from aha_utils.train import (_all_finite, _mean_updates, sample_group, score_group,
+                                 step_seed, task_reward_fn)
     from aha_utils.train_step import grpo_updates, init_training
 
     cfg = run_config(args, mode)
@@ -153,17 +150,9 @@ def run_ours(args, mode: str) -> dict:
     steps = []
     for step, problems in enumerate(step_problems(cfg, args.steps)):   # train._train's body
         t0 = time.perf_counter()
-        prompts = [make_prompt(cfg.task, q, template=cfg.template) for q in problems]
-        seed = int(jax.random.bits(jax.random.fold_in(base_key, step), dtype=jnp.uint32) >> 1)
-        comp = generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
-                        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                        num_samples=cfg.num_samples, seed=seed, stop_strings=STOP_STRINGS)
+        comp = sample_group(model, tokenizer, cfg, problems, step_seed(base_key, step))
         t1 = time.perf_counter()
-        per_completion = [q for q in problems for _ in range(cfg.num_samples)]
-        terms = score_completions(reward_fn, comp.texts, per_completion)
-        advantages = grpo.group_advantages(terms["reward"], cfg.num_samples,
-                                           scale_rewards=cfg.scale_rewards)
-        batch = build_batch(comp, advantages)
+        _, batch = score_group(comp, problems, cfg, reward_fn)
         t2 = time.perf_counter()
         upd = _mean_updates(grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg,
                                          ref_params))
