@@ -135,7 +135,8 @@ def load_run(path: str | Path) -> dict:
     Returns `{"name", "path", "summary", "metrics", "evals", "samples", "eval_completions"}`:
     `summary` is `summary.json` (None while a run is unfinished), `metrics` and `evals` the rows
     of `metrics.jsonl` and `eval.jsonl`, `samples[step]` the sampled completions of that step
-    (`completions/step_XXXXX.jsonl`: `prompt`, `completion`, `reward` and each reward term) and
+    (`completions/step_XXXXX.jsonl`: `problem`, `completion`, `tokens`, `truncated`, `reward`
+    and each reward term) and
     `eval_completions[step]` the greedy held-out ones (`completions/eval_XXXXX.jsonl`: `problem`,
     `completion`, `correct`, `format_soft`), both ordered by step.
 

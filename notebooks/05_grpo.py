@@ -85,7 +85,8 @@ import numpy as np
 from flax import nnx
 
 from aha_utils import grpo
-from aha_utils.run_config import RunConfig
+from aha_utils.memory import device_summary
+from aha_utils.run_config import RunConfig, device_preset_name
 
 print("jax", jax.__version__, "| backend:", jax.default_backend(), "|", jax.devices())
 
@@ -95,20 +96,26 @@ print("jax", jax.__version__, "| backend:", jax.default_backend(), "|", jax.devi
 
 # %%
 AHA_QUICK = os.environ.get("AHA_QUICK") == "1"  # CI's quick mode, read once
-BACKEND = jax.default_backend()  # picks the preset: cpu -> small, LoRA; gpu/tpu -> the real run
-MODEL_NAME = "gemma3-270m"  # @param ["gemma3-270m", "gemma3-1b"]
-# ^ the offline default; gemma3-1b needs Kaggle credentials (see notebook 02)
+BACKEND = jax.default_backend()  # cpu: minutes per step, so one step; gpu/tpu: a real run
+DEVICE_KIND, N_DEVICES, DEVICE_MEMORY = device_summary()  # e.g. "TPU v5 lite", 1, 16 GB
+PRESET = device_preset_name("countdown", DEVICE_KIND, N_DEVICES, DEVICE_MEMORY)
+# ^ cpu (270M, LoRA), gpu (270M, full FT), tpu_v5e_1 / tpu_v5e_8 (1B-IT from Kaggle, LoRA):
+#   the largest preset whose estimated memory fits this device; set a name to override
+MODEL_NAME = None  # @param [None, "gemma3-270m", "gemma3-1b", "gemma3-1b-it"]
+# ^ None: the preset's model; gemma3-1b(-it) needs Kaggle credentials (see notebook 02)
 TASK = "countdown"  # generated locally, so no download; GSM8K works the same way
 if BACKEND == "cpu":
     TRAIN_STEPS = 1  # minutes per step here: one shows the loop end to end, it cannot show learning
 else:
     TRAIN_STEPS = 2 if AHA_QUICK else 30  # GPU/TPU: a short real run (the CLI goes further)
 SEED = 0  # the problems, the samples and the LoRA init are pure functions of it
-RUN = RunConfig.preset(TASK, BACKEND, model=MODEL_NAME, steps=TRAIN_STEPS, seed=SEED)
+RUN = RunConfig.named(TASK, PRESET, steps=TRAIN_STEPS, seed=SEED,
+                      **({"model": MODEL_NAME} if MODEL_NAME else {}))
 if AHA_QUICK:
     RUN = RUN.quick()  # 2 prompts x 4 samples, 32 new tokens, 4 eval problems
 G = RUN.num_samples  # the group size: completions per prompt
-print(f"AHA_QUICK={AHA_QUICK}, backend {BACKEND}: steps={RUN.steps}, each {RUN.prompts_per_step} "
+print(f"AHA_QUICK={AHA_QUICK}, {N_DEVICES} x {DEVICE_KIND} -> preset {PRESET!r}, {RUN.model}: "
+      f"steps={RUN.steps}, each {RUN.prompts_per_step} "
       f"prompts x G={G} samples of up to {RUN.max_new_tokens} tokens; "
       f"{'LoRA rank ' + str(RUN.lora_rank) if RUN.lora_rank else 'full fine-tuning'}, "
       f"lr {RUN.learning_rate}, loss {RUN.loss_type!r}, beta {RUN.beta}, mu {RUN.num_iterations}")
@@ -499,6 +506,26 @@ for backend in ("cpu", "gpu"):
 # on one. The CPU preset uses LoRA, so the notebook shows both paths; its learning rate is ten
 # times larger, the usual scale for adapters, which start at $B = 0$.
 #
+# Those counts leave out what grows with the batch: the activations of a micro-batch, the
+# log-prob chunks over the 262k vocabulary, and the sampler's KV cache. `estimate_memory` adds
+# every term up from the shapes alone, per device, so a run that cannot fit says so before
+# anything is loaded. Here: this notebook's run on the devices found, then the total of each
+# device preset (`RunConfig.for_device` picks one from the device kind, count and memory).
+
+# %%
+from aha_utils.memory import describe, estimate_memory
+from aha_utils.run_config import DEVICE_PRESETS
+
+print(describe(RUN))
+print(f"\nthe hyperparameter cell picked {PRESET!r} for {N_DEVICES} x {DEVICE_KIND}")
+for name in DEVICE_PRESETS:
+    p, n = RunConfig.named(TASK, name), 8 if name == "tpu_v5e_8" else 1
+    est = estimate_memory(config_for(p.model), p, n_data=n)
+    print(f"  {name:10} {p.model:13} {'LoRA' if p.lora_rank else 'full FT':7} "
+          f"{p.prompts_per_step:3} x {p.num_samples} rows, micro-batch {p.micro_batch_size}: "
+          f"{est.total / GB:5.1f} GB per device")
+
+# %% [markdown]
 # ### Sample, score, compare within the group
 
 # %%
@@ -689,7 +716,8 @@ print(eval_line(plot_run(out_dir)[0]))
 
 # %%
 runs_dir = ROOT / "notebooks" / "runs"
-run_dirs = sorted(d for d in runs_dir.glob("*") if (d / "summary.json").exists()) \
+run_dirs = sorted(d for d in runs_dir.glob("*")   # GRPO runs (SFT phases have no metrics)
+                  if (d / "summary.json").exists() and (d / "metrics.jsonl").exists()) \
     if runs_dir.is_dir() else []
 if not run_dirs:
     print(f"No finished run is committed under {runs_dir.relative_to(ROOT)} yet.")
