@@ -53,7 +53,6 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from aha_utils.arith import tokenize
 from aha_utils.data.countdown import make_problems, solve
@@ -61,7 +60,8 @@ from aha_utils.data.prompts import make_prompt
 from aha_utils.sampler import PAD_ID, left_pad
 from aha_utils.grpo import GRPOConfig
 from aha_utils.sharding import DATA, model_mesh, shard_batch
-from aha_utils.train_step import TrainConfig, completion_logprobs, init_training, make_schedule
+from aha_utils.train_step import (TrainConfig, accumulate_micro_batches, cast_floats,
+                                  completion_logprobs, init_training, make_schedule)
 
 # ----------------------------------------------------------------------------------------------
 # Examples
@@ -155,14 +155,9 @@ def build_sft_batch(tokenizer, examples: list[tuple[str, str]], *, prompt_len: i
 # ----------------------------------------------------------------------------------------------
 # The step
 # ----------------------------------------------------------------------------------------------
-def _cast(state, dtype):
-    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
-                        else x, state)
-
-
 def _micro_loss(params, rest, graphdef, mb, num_tokens, cfg: TrainConfig):
     dtype = jnp.dtype(cfg.compute_dtype)
-    model = nnx.merge(graphdef, _cast(params, dtype), _cast(rest, dtype))
+    model = nnx.merge(graphdef, cast_floats(params, dtype), cast_floats(rest, dtype))
     start = mb["tokens"].shape[1] - mb["completion_mask"].shape[1]
     logp = completion_logprobs(model, mb["tokens"], mb["positions"], start,
                                chunk=cfg.logprob_chunk, remat=cfg.remat)           # [mb, C]
@@ -174,24 +169,10 @@ def _micro_loss(params, rest, graphdef, mb, num_tokens, cfg: TrainConfig):
 
 def _loss_and_grads(model, batch, cfg: TrainConfig, mesh):
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    rows = batch["tokens"].shape[0]
-    mb = cfg.micro_batch_size or rows
-    n = rows // mb
-    num_tokens = jnp.maximum(batch["completion_mask"].sum(), 1.0)
-    micro = jax.tree.map(lambda x: x.reshape(mb, n, *x.shape[1:]).swapaxes(0, 1), batch)
-    spec = lambda x: x if mesh is None else jax.lax.with_sharding_constraint(
-        x, NamedSharding(mesh, P(DATA, *([None] * (x.ndim - 1)))))
-    grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
-
-    def body(acc, mb_batch):
-        (_, metrics), grads = grad_fn(params, rest, graphdef, jax.tree.map(spec, mb_batch),
-                                      num_tokens, cfg)
-        return jax.tree.map(lambda a, g: a + g.astype(a.dtype), acc, (grads, metrics)), None
-
-    init = (jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
-            {"loss": jnp.zeros((), jnp.float32), "token_accuracy": jnp.zeros((), jnp.float32)})
-    (grads, metrics), _ = jax.lax.scan(body, init, micro)
-    return grads, metrics
+    num_tokens = jnp.maximum(batch["completion_mask"].sum(), 1.0)   # the whole batch's count
+    return accumulate_micro_batches(
+        lambda p, mb: _micro_loss(p, rest, graphdef, mb, num_tokens, cfg),
+        params, batch, cfg.micro_batch_size, mesh)
 
 
 @nnx.jit(static_argnames=("cfg", "mesh"))

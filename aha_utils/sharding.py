@@ -121,10 +121,12 @@ def put(x, sharding: NamedSharding):
     local device onto a mesh with other processes' devices; a host (numpy) value that every
     process holds identically can be. So a local jax value goes through the host first (typed
     PRNG keys through their key data). Single-process calls take the plain path unchanged."""
-    if isinstance(x, jax.Array) and x.sharding == sharding:
+    if not isinstance(x, jax.Array):
+        return jax.device_put(np.asarray(x), sharding)
+    if x.sharding == sharding:
         return x
-    if jax.process_count() == 1 or not isinstance(x, jax.Array):
-        return jax.device_put(np.asarray(x) if not isinstance(x, jax.Array) else x, sharding)
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
     if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
         data = jax.device_put(np.asarray(jax.random.key_data(x)), sharding)
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))

@@ -184,7 +184,8 @@ def completion_logprobs(model: nnx.Module, tokens, positions, completion_start: 
     return out.swapaxes(0, 1).reshape(b, n * chunk)[:, :c]               # [B, C]
 
 
-def _cast(state: nnx.State, dtype) -> nnx.State:
+def cast_floats(state: nnx.State, dtype) -> nnx.State:
+    """Every floating-point array of `state` in `dtype` (integer ones as they are)."""
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
                         else x, state)
 
@@ -196,25 +197,26 @@ def _micro_loss(params, rest, graphdef, ref_params, mb, counts, grpo_cfg, train_
     start = tokens.shape[1] - mb["completion_mask"].shape[1]
     logprobs = lambda m: completion_logprobs(m, tokens, positions, start,
                                              chunk=train_cfg.logprob_chunk, remat=train_cfg.remat)
-    logp = logprobs(nnx.merge(graphdef, _cast(params, dtype), _cast(rest, dtype)))  # [mb, C]
+    logp = logprobs(nnx.merge(graphdef, cast_floats(params, dtype), cast_floats(rest, dtype)))  # [mb, C]
     ref_logp = None
     if grpo_cfg.beta > 0:
         frozen = zero_adapters(params) if ref_params is None else ref_params
-        ref_model = nnx.merge(graphdef, _cast(frozen, dtype), _cast(rest, dtype))
+        ref_model = nnx.merge(graphdef, cast_floats(frozen, dtype), cast_floats(rest, dtype))
         ref_logp = jax.lax.stop_gradient(logprobs(ref_model))            # [mb, C]
     return grpo.policy_loss(logp, mb["old_logprobs"], ref_logp, mb["advantages"],
                             mb["completion_mask"], grpo_cfg, truncated=mb.get("truncated"),
                             num_sequences=counts[0], num_tokens=counts[1])
 
 
-def _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh):
-    graphdef, params, rest = nnx.split(model, train_cfg.trainable, ...)
+def accumulate_micro_batches(loss_fn, params, batch: dict, micro_batch_size: int | None, mesh):
+    """`(grads, metrics)` of `loss_fn(params, micro_batch) -> (loss, metrics)`, summed over the
+    micro-batches of `batch` by one `lax.scan` in float32 accumulators. `loss_fn` must normalise
+    by the whole batch (then the sums are the full-batch values). Micro-batch k takes rows k,
+    k+n, k+2n, ... (a reshape `[mb, n]`), so with a mesh each one stays spread over the `data`
+    axis without moving data; it is constrained to `P("data")` inside the scan."""
     rows = batch["tokens"].shape[0]
-    mb = train_cfg.micro_batch_size or rows
+    mb = micro_batch_size or rows
     n = rows // mb
-    mask = grpo.loss_mask(batch["completion_mask"], batch.get("truncated"), grpo_cfg)
-    counts = (rows, jnp.maximum(mask.sum(), 1.0))          # the whole batch's normalisers
-    # [B, ...] -> [n, mb, ...] with micro-batch k = rows k, k+n, ...: the sharded axis stays put.
     micro = jax.tree.map(lambda x: x.reshape(mb, n, *x.shape[1:]).swapaxes(0, 1), batch)
 
     def constrain(x):
@@ -223,22 +225,27 @@ def _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh):
         return jax.lax.with_sharding_constraint(
             x, NamedSharding(mesh, P(DATA, *([None] * (x.ndim - 1)))))
 
-    grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def body(carry, mb_batch):
-        grads_acc, metrics_acc = carry
-        mb_batch = jax.tree.map(constrain, mb_batch)
-        (_, metrics), grads = grad_fn(params, rest, graphdef, ref_params, mb_batch, counts,
-                                      grpo_cfg, train_cfg)
-        add = lambda a, g: a + g.astype(a.dtype)
-        return (jax.tree.map(add, grads_acc, grads), jax.tree.map(add, metrics_acc, metrics)), None
+        (_, metrics), grads = grad_fn(params, jax.tree.map(constrain, mb_batch))
+        return jax.tree.map(lambda a, g: a + g.astype(a.dtype), carry, (grads, metrics)), None
 
     first = jax.tree.map(lambda x: x[0], micro)
-    metric_shapes = jax.eval_shape(lambda: _micro_loss(params, rest, graphdef, ref_params, first,
-                                                       counts, grpo_cfg, train_cfg)[1])
+    metric_shapes = jax.eval_shape(lambda: loss_fn(params, first)[1])
     init = (jax.tree.map(lambda p: jnp.zeros(p.shape, F32), params),
             jax.tree.map(lambda s: jnp.zeros(s.shape, F32), metric_shapes))
     (grads, metrics), _ = jax.lax.scan(body, init, micro)
+    return grads, metrics
+
+
+def _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh):
+    graphdef, params, rest = nnx.split(model, train_cfg.trainable, ...)
+    mask = grpo.loss_mask(batch["completion_mask"], batch.get("truncated"), grpo_cfg)
+    counts = (batch["tokens"].shape[0], jnp.maximum(mask.sum(), 1.0))   # whole-batch normalisers
+    grads, metrics = accumulate_micro_batches(
+        lambda p, mb: _micro_loss(p, rest, graphdef, ref_params, mb, counts, grpo_cfg, train_cfg),
+        params, batch, train_cfg.micro_batch_size, mesh)
     return metrics["loss"], grads, metrics
 
 
