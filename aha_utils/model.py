@@ -9,9 +9,10 @@ Design decisions (each one is load-bearing for a later notebook):
   serves left-padded batches, prefill, single-token decode, and a ring-buffer KV cache.
 - The KV cache is a list of `LayerCache(k, v, pos)` per layer. Sliding-window layers keep only
   `window` slots, written at `pos % window` (a ring buffer); global layers keep the full length.
-  Attention reads the cache and the chunk's own keys as two blocks under one softmax, so a chunk
-  never has to be written before it is read (a prompt longer than the window would overwrite
-  keys its own early queries still need).
+  A chunk of several tokens (prefill) reads the cache and its own keys as two blocks under one
+  softmax, so it never has to be written before it is read (a prompt longer than the window
+  would overwrite keys its own early queries still need). A single token (decode) is written
+  first and attends over the cache alone: fewer kernels per step, and an in-place write.
 - Numerics follow the reference implementations: RMSNorm, softmax, RoPE angles and logits in
   float32; matmuls in the parameter dtype (bfloat16 by default) with float32 accumulation.
 - `model(tokens)` returns float32 logits `[B, T, V]`. Code that only needs a few log-probs
@@ -130,6 +131,8 @@ class Attention(nnx.Module):
         k = rope(k, positions, self.rope_base, self.rope_scale)
         n_kv = k.shape[2]
         q = q.reshape(b, t, n_kv, -1, q.shape[-1])             # [B, T, K, G, hd]
+        if cache is not None and t == 1:
+            return self._decode(q, k, v, positions, cache)
 
         # The chunk's own keys, plus (when decoding) the cached ones, under one softmax.
         s = self._scores(q, k)                                  # [B, K, G, T, T]
@@ -146,6 +149,21 @@ class Attention(nnx.Module):
 
         new_cache = None if cache is None else self._write(cache, k, v, positions)
         return y, new_cache
+
+    def _decode(self, q, k, v, positions, cache: LayerCache):
+        """One token per row: write it into the cache first, then attend over the cache alone.
+        Its slot held position `pos - S`, outside the window, so nothing still needed is lost,
+        and reading only the updated cache lets XLA write the cache in place and skip the
+        concatenation the chunk path needs (one fewer kernel per layer and token)."""
+        b = q.shape[0]
+        cache = self._write(cache, k, v, positions)
+        s = self._scores(q, cache.k)                            # [B, K, G, 1, S]
+        m = attention_mask(positions, cache.pos, self.window)   # [B, 1, S]
+        p = jax.nn.softmax(jnp.where(m[:, None, None], s, NEG_INF), axis=-1).astype(v.dtype)
+        out = jnp.einsum("bkgts,bskh->btkgh", p, cache.v)      # [B, 1, K, G, hd]
+        y = jnp.einsum("bthk,hkd->btd", out.reshape(b, 1, -1, out.shape[-1]),
+                       self.o_proj[...])                        # [B, 1, D]
+        return y, cache
 
     @staticmethod
     def _write(cache: LayerCache, k, v, positions) -> LayerCache:

@@ -20,7 +20,7 @@ from aha_utils.model import Gemma, forward
 from aha_utils.sampler import (SampleConfig, batch_bucket, generate, left_pad, prompt_bucket,
                                sample_tokens, stop_table, token_bytes, truncate_at_stop)
 from aha_utils.sampling import select_tokens as _select_tokens
-from aha_utils.sampling import token_logprobs, top_p_mask
+from aha_utils.sampling import block_size, token_logprobs, top_p_mask, two_level_gumbel_max
 
 # one compiled program per variant instead of dozens of op-by-op ones
 select_tokens = jax.jit(_select_tokens, static_argnames=("greedy", "top_k"))
@@ -160,6 +160,19 @@ def test_select_tokens_distribution_and_truncation():
                                    np.array([0.5, 0.25, 0.15, 0, 0]) / 0.9, atol=0.015)
     tok, lp = select_tokens(logits[:3], keys, greedy=True)
     assert tok.tolist() == [0, 0, 0]
+
+
+def test_two_level_gumbel_draws_the_softmax():
+    assert [block_size(v) for v in (5, 64, 96, 262_144)] == [1, 8, 8, 512]
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.full(64, 0.3))
+    p[8:16] = 0.0                                    # a whole block that must never be drawn
+    p /= p.sum()
+    scores = jnp.log(jnp.asarray(np.tile(p, (40000, 1)), jnp.float32))   # [N, 64], -inf inside
+    tok = np.asarray(jax.jit(two_level_gumbel_max)(scores, jax.random.key(5)))
+    freq = np.bincount(tok, minlength=64) / len(tok)
+    assert freq[8:16].sum() == 0
+    np.testing.assert_allclose(freq, p, atol=0.01)
 
 
 def test_top_p_keeps_the_top_token_and_everything_at_one():

@@ -12,11 +12,17 @@ attends to (`min(len, window)` slots on local layers, `len` on global ones), so
 and `% roofline` = that floor over the measured time. Bandwidth: the datasheet figure for a
 known device (H100 SXM 3.35 TB/s, H200 4.8 TB/s), else a measured device-to-device copy (also
 printed). Compile time = first call minus a timed call.
+
+`--profile DIR` traces one more call of each JAX row with the JAX profiler and prints where the
+device time goes: the ten kernels (XLA fusions, cuBLAS calls) that took the most of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
 import json
 import sys
 import time
@@ -70,7 +76,27 @@ def roofline_seconds(cfg: ModelConfig, batch: int, prompt: int, new: int, bw: fl
     return total / bw
 
 
-def bench_jax(cfg, batch, prompt, new, reps=2):
+def kernel_table(trace_dir: str, top: int = 10) -> list[tuple[str, float, int]]:
+    """`(kernel, share of device time, calls)` of the newest trace under `trace_dir`, largest
+    first: events of the `/device:` processes of the Perfetto trace the profiler writes."""
+    found = sorted(glob.glob(f"{trace_dir}/plugins/profile/*/perfetto_trace.json.gz"))
+    if not found:
+        raise FileNotFoundError(f"no perfetto_trace.json.gz under {trace_dir}/plugins/profile")
+    with gzip.open(found[-1]) as f:
+        events = json.load(f)["traceEvents"]
+    device = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+              and e["args"]["name"].startswith("/device:")}
+    time_by, calls = collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("pid") in device:
+            name = (e.get("args") or {}).get("hlo_op") or e["name"]
+            time_by[name] += e.get("dur", 0)
+            calls[name] += 1
+    total = sum(time_by.values()) or 1
+    return [(k, t / total, calls[k]) for k, t in time_by.most_common(top)]
+
+
+def bench_jax(cfg, batch, prompt, new, reps=2, profile_dir=None):
     model = Gemma(cfg, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     rng = np.random.default_rng(0)
     tokens = rng.integers(3, cfg.vocab_size, (batch, prompt)).astype(np.int32)
@@ -88,9 +114,14 @@ def bench_jax(cfg, batch, prompt, new, reps=2):
     first = once(0)
     times = [once(1 + i) for i in range(reps)]
     stats = jax.devices()[0].memory_stats() or {}
+    kernels = None
+    if profile_dir:
+        with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
+            once(reps + 1)
+        kernels = kernel_table(profile_dir)
     del model
     return dict(seconds=min(times), compile_s=first - min(times),
-                peak_gb=stats.get("peak_bytes_in_use", float("nan")) / 1e9)
+                peak_gb=stats.get("peak_bytes_in_use", float("nan")) / 1e9, kernels=kernels)
 
 
 def hf_config(cfg: ModelConfig):
@@ -157,6 +188,9 @@ def main(argv=None) -> None:
     ap.add_argument("--budget-s", type=float, default=1e9,
                     help="skip the remaining HF runs once this many seconds have passed")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
+    ap.add_argument("--profile", default=None,
+                    help="trace one more call of each JAX row into DIR/<model>_<batch> and print "
+                         "its ten most expensive kernels")
     args = ap.parse_args(argv)
     start = time.perf_counter()
 
@@ -180,7 +214,9 @@ def main(argv=None) -> None:
                     print(f"skipped {name} B={b} {impl}: over --budget-s", flush=True)
                     continue
                 try:
-                    r = (bench_jax(cfg, b, args.prompt, args.new) if impl == "jax" else
+                    trace = args.profile and f"{args.profile}/{name}_{b}"
+                    r = (bench_jax(cfg, b, args.prompt, args.new, profile_dir=trace)
+                         if impl == "jax" else
                          bench_hf(cfg, b, args.prompt, args.new, impl == "hf-compile"))
                 except Exception as e:  # report and go on: one failing variant is a result too
                     print(f"{name} B={b} {impl}: FAILED {type(e).__name__}: {str(e)[:300]}",
@@ -190,7 +226,10 @@ def main(argv=None) -> None:
                          tok_s=b * args.new / r["seconds"], roof_tok_s=b * args.new / roof)
                 r["pct_roof"] = 100 * r["tok_s"] / r["roof_tok_s"]
                 rows.append(r)
+                kernels = r.pop("kernels", None)
                 print(json.dumps(r), flush=True)
+                for kernel, share, calls in kernels or []:
+                    print(f"    {100 * share:5.1f}%  {calls:6d} calls  {kernel[:110]}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(device=kind, bandwidth=bw, measured_bandwidth=measured, rows=rows), f)
