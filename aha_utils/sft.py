@@ -1,20 +1,17 @@
-"""The warm-start arm: a short supervised phase on solver-written Countdown solutions, then GRPO.
+"""The warm-start arm: a short supervised phase on written-out solutions, then GRPO.
 
-SimpleRL-Zoo's two-stage recipe next to the zero arm: `python -m aha_utils.sft ... --out DIR`
-fine-tunes the base model on `make_problems` solutions written out as short reasoning, saves
-`DIR/params`, and `python -m aha_utils.train ... --set init_from=DIR` runs the same GRPO from
-there. `countdown_sft_example` writes one (prompt, completion); `sft` trains; `load_params` puts
-the parameters back into a model.
+SimpleRL-Zoo's two-stage recipe next to the zero arm: `python -m aha_utils.sft --task T ...
+--out DIR` fine-tunes the base model on worked solutions (Countdown: `make_problems` solutions
+written out as short reasoning; GSM8K: the train split's own worked solutions), saves
+`DIR/params`, and `python -m aha_utils.train --task T ... --set init_from=DIR` runs the same GRPO
+from there. The examples are `aha_utils.sft_data`'s (`countdown_sft_example` is re-exported here
+for its old importers); `sft` trains; `load_params` puts the parameters back into a model.
 
 Design decisions:
-- The completion is what the reward wants and nothing more. Base and few_shot templates (the
-  prompt ends in `<think>`): ` STEPS </think>\\n<answer> EXPR </answer>`, the few-shot shots'
-  layout; chat: `<think>\\nSTEPS\\n</think>\\n<answer>\\nEXPR\\n</answer>`, the system
-  instruction's. Every example scores `correct` and `format_strict` (tested).
-- The reasoning names each intermediate result of the solver's expression in evaluation order
-  ("44 + 19 = 63. 63 - 35 = 28."), in a few phrasings picked by a seeded RNG. It never uses a
-  reflection phrase (`aha_utils.analysis.REFLECTION_PHRASES`: "wait", "verify", "again", ...):
-  those are what the analysis counts as emergent behaviour, so SFT must not teach them.
+- Examples (`aha_utils.sft_data`): the completion is exactly what the reward scores correct and
+  strictly formatted, with no reflection phrase; GSM8K rows whose solution has one (42 of
+  7,473) or whose completion is longer than the run's `max_new_tokens` (29 at the GPU preset's
+  256) are left out of the training set, and the counts go to `summary.json`'s config.
 - No EOS after `</answer>`: GRPO's sampler stops on the stop string `</answer>`, so its rollouts
   end with the token that closes `</answer>`; SFT trains exactly that token sequence. (Sampled
   without stop strings, a warm-started model may ramble after `</answer>`; the reward ignores it.)
@@ -41,10 +38,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import jax
@@ -54,80 +49,20 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from aha_utils.arith import tokenize
-from aha_utils.data.countdown import make_problems, solve
-from aha_utils.data.prompts import make_prompt
+from aha_utils import sft_data
+from aha_utils.data.countdown import make_problems
+from aha_utils.data.gsm8k import load_gsm8k
 from aha_utils.sampler import PAD_ID, left_pad
 from aha_utils.grpo import GRPOConfig
 from aha_utils.sharding import DATA, model_mesh, shard_batch
 from aha_utils.train_step import (TrainConfig, accumulate_micro_batches, cast_floats,
                                   completion_logprobs, init_training, make_schedule)
 
+countdown_sft_example = sft_data.countdown_sft_example   # its first home: kept importable here
+
 # ----------------------------------------------------------------------------------------------
-# Examples
+# Batches
 # ----------------------------------------------------------------------------------------------
-OPENERS = ("", "We need {target} from {nums}.", "Target {target}, numbers {nums}.",
-           "The numbers are {nums} and the target is {target}.")
-STEPS = ("{a} {op} {b} = {r}.", "{a} {op} {b} is {r}.", "{a} {op} {b} gives {r}.")
-CLOSERS = ("That is the target.", "That makes {target}.", "So we reach {target}.",
-           "Each number is used once.", "Done.")
-_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-        "/": lambda a, b: a / b}
-
-
-def _parse(tokens: list[str]):
-    """An expression string's tree: an int, or (op, left, right), with the usual precedence."""
-    def level(ops, sub):
-        node = sub()
-        while tokens and tokens[0] in ops:
-            node = (tokens.pop(0), node, sub())
-        return node
-
-    def factor():
-        tok = tokens.pop(0)
-        if tok != "(":
-            return int(tok)
-        node = level("+-", lambda: level("*/", factor))
-        tokens.pop(0)   # ")"
-        return node
-    return level("+-", lambda: level("*/", factor))
-
-
-def _steps(node, out: list) -> Fraction:
-    """Append (a, op, b, result) for every operation of `node` in evaluation order."""
-    if isinstance(node, int):
-        return Fraction(node)
-    op, left, right = node
-    a, b = _steps(left, out), _steps(right, out)
-    out.append((a, op, b, _OPS[op](a, b)))
-    return out[-1][3]
-
-
-def countdown_sft_example(problem: dict, *, template: str = "base", seed: int = 0
-                          ) -> tuple[str, str]:
-    """(prompt, completion) for one Countdown problem, the completion reasoning through the
-    solver's expression (`problem["solution"]`, else `countdown.solve`). `seed` picks phrasings."""
-    nums, target = problem["nums"], problem["target"]
-    expr = problem.get("solution") or solve(nums, target)
-    if expr is None:
-        raise ValueError(f"countdown problem {nums} -> {target} has no solution to write out")
-    steps: list = []
-    value = _steps(_parse(tokenize(expr)), steps)
-    if value != target:
-        raise ValueError(f"solution {expr!r} equals {value}, not the target {target}")
-    rng = random.Random(f"sft/{seed}/{sorted(nums)}/{target}")
-    fmt = dict(nums=", ".join(map(str, nums)), target=target)
-    say = rng.choice(STEPS)
-    lines = [rng.choice(OPENERS).format(**fmt)]
-    lines += [say.format(a=a, op=op, b=b, r=r) for a, op, b, r in steps]
-    lines.append(rng.choice(CLOSERS).format(**fmt))
-    reasoning = " ".join(line for line in lines if line)
-    prompt = make_prompt("countdown", problem, template=template)
-    if template == "chat":
-        return prompt, f"<think>\n{reasoning}\n</think>\n<answer>\n{expr}\n</answer>"
-    return prompt, f" {reasoning} </think>\n<answer> {expr} </answer>"
-
-
 def build_sft_batch(tokenizer, examples: list[tuple[str, str]], *, prompt_len: int | None = None,
                     completion_len: int | None = None) -> dict:
     """`tokens`, `positions`, `completion_mask` in the GRPO batch layout (module doc). Columns
@@ -214,18 +149,20 @@ def sft_step(model, optimizer: nnx.Optimizer, batch: dict, cfg: TrainConfig) -> 
 
 
 def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
-        learning_rate: float, template: str = "base", warmup_steps: int | None = None,
-        micro_batch_size: int | None = None, compute_dtype: str = "bfloat16",
-        remat: bool = False, seed: int = 0, progress: bool = False) -> list[dict]:
-    """Fine-tune `model` in place on `problems` (seeded epochs of permutations); returns one dict
-    of host floats per step (`step`, `loss`, `token_accuracy`, `grad_norm`, `learning_rate`)."""
+        learning_rate: float, task: str = "countdown", template: str = "base",
+        warmup_steps: int | None = None, micro_batch_size: int | None = None,
+        compute_dtype: str = "bfloat16", remat: bool = False, seed: int = 0,
+        progress: bool = False) -> list[dict]:
+    """Fine-tune `model` in place on `problems` of `task` (seeded epochs of permutations; GSM8K
+    rows filtered by `sft_data.gsm8k_sft_rows` first); returns one dict of host floats per step
+    (`step`, `loss`, `token_accuracy`, `grad_norm`, `learning_rate`)."""
     if steps < 1 or batch_size < 1 or not problems:
         raise ValueError(f"need steps >= 1, batch_size >= 1 and problems; got {steps}, "
                          f"{batch_size}, {len(problems)} problems")
     cfg = TrainConfig(learning_rate=learning_rate, total_steps=steps,
                       warmup_steps=steps // 10 if warmup_steps is None else warmup_steps,
                       micro_batch_size=micro_batch_size, compute_dtype=compute_dtype, remat=remat)
-    examples = [countdown_sft_example(q, template=template, seed=seed) for q in problems]
+    examples = [sft_data.sft_example(task, q, template=template, seed=seed) for q in problems]
     full = build_sft_batch(tokenizer, examples)          # fixed columns: one compiled program
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(examples))
@@ -295,11 +232,16 @@ def load_params(model, path: str | Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m aha_utils.sft",
-        description="Warm start: supervised fine-tuning on solver-written Countdown solutions "
-                    "(train split), greedy held-out accuracy before and after, parameters to "
-                    "OUT/params for `python -m aha_utils.train ... --set init_from=OUT`.")
-    parser.add_argument("--task", required=True, choices=("countdown",))
-    parser.add_argument("--num-numbers", type=int, default=3)
+        description="Warm start: supervised fine-tuning on worked solutions (Countdown: "
+                    "solver-written; GSM8K: the train split's own), greedy held-out accuracy "
+                    "before and after, parameters to OUT/params for `python -m aha_utils.train "
+                    "... --set init_from=OUT`.")
+    parser.add_argument("--task", required=True, choices=sft_data.TASKS)
+    parser.add_argument("--num-numbers", type=int, default=None,
+                        help="Countdown numbers per problem (countdown only; default 3)")
+    parser.add_argument("--gsm8k-path", default=None,
+                        help="gsm8k only: folder with GSM8K train.jsonl/test.jsonl (default: "
+                             "the HF Hub), as `python -m aha_utils.train --gsm8k-path` takes")
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-5)
@@ -309,16 +251,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="default: steps // 10")
     parser.add_argument("--micro-batch", type=int, default=None)
     parser.add_argument("--train-problems", type=int, default=None,
-                        help="distinct training problems (default steps x batch: no repeats)")
+                        help="distinct training problems (default steps x batch: no repeats; "
+                             "gsm8k: at most the usable train rows, ~7,400 at 256 new tokens)")
     parser.add_argument("--eval-n", type=int, default=None, help="default 512 (cpu: 16)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="for the evaluations; default: the GRPO preset's")
+                        help="for the evaluations, and gsm8k's longest training completion; "
+                             "default: the GRPO preset's")
     parser.add_argument("--seed", type=int, default=0, help="also picks the GRPO run's eval set")
     args = parser.parse_args(argv)
-    for name in ("steps", "batch", "num_numbers"):
-        if getattr(args, name) < 1:
+    if args.task == "gsm8k" and args.num_numbers is not None:
+        parser.error("--num-numbers is for --task countdown; GSM8K problems have no numbers "
+                     "to choose")
+    if args.task == "countdown" and args.gsm8k_path is not None:
+        parser.error("--gsm8k-path is for --task gsm8k")
+    if args.task == "countdown" and args.num_numbers is None:
+        args.num_numbers = 3
+    for name in ("steps", "batch", "num_numbers", "train_problems"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
+
+
+def gsm8k_train_set(tokenizer, cfg, n: int | None = None) -> tuple[list[dict], dict[str, int]]:
+    """The SFT training rows of GSM8K's train split (`cfg.gsm8k_path`): those
+    `sft_data.gsm8k_sft_rows` keeps under `cfg.max_new_tokens`, in a seeded shuffle
+    (`cfg.seed`), the first `n` (default all); also the skipped counts."""
+    rows, skipped = sft_data.gsm8k_sft_rows(load_gsm8k("train", path=cfg.gsm8k_path), tokenizer,
+                                            max_completion_tokens=cfg.max_new_tokens,
+                                            template=cfg.template)
+    if not rows or (n or 0) > len(rows):
+        raise ValueError(f"{len(rows)} GSM8K train rows are usable for SFT at max_new_tokens="
+                         f"{cfg.max_new_tokens} (skipped: {skipped}), {n or 'some'} wanted: "
+                         "raise --max-new-tokens or ask for fewer --train-problems")
+    order = np.random.default_rng(cfg.seed).permutation(len(rows))
+    return [rows[i] for i in order[:n]], skipped
 
 
 def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
@@ -332,8 +298,11 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
     if (out / "params").exists():
         raise FileExistsError(f"{out} already holds SFT parameters; choose another --out")
     backend = jax.default_backend()
-    overrides = dict(model=args.model, num_numbers=args.num_numbers, template=args.template,
-                     seed=args.seed, eval_n=args.eval_n or (16 if backend == "cpu" else 512))
+    overrides = dict(model=args.model, template=args.template, seed=args.seed,
+                     gsm8k_path=args.gsm8k_path,
+                     eval_n=args.eval_n or (16 if backend == "cpu" else 512))
+    if args.task == "countdown":
+        overrides["num_numbers"] = args.num_numbers
     if args.max_new_tokens:
         overrides["max_new_tokens"] = args.max_new_tokens
     cfg = RunConfig.preset(args.task, backend, **overrides)
@@ -341,8 +310,17 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
         from aha_utils.weights import load_model
         model, tokenizer = load_model(cfg.model, dtype=jnp.float32)   # float32 master weights
     eval_set = Problems(cfg).eval_set                    # the GRPO run's held-out problems
-    train_set = make_problems(args.train_problems or args.steps * args.batch, split="train",
-                              num_numbers=args.num_numbers, seed=args.seed)
+    n_train, skipped = args.train_problems or args.steps * args.batch, None
+    if args.task == "countdown":
+        train_set = make_problems(n_train, split="train", num_numbers=args.num_numbers,
+                                  seed=args.seed)
+    else:                                                # at most the usable rows by default
+        train_set, skipped = gsm8k_train_set(tokenizer, cfg, args.train_problems)
+        train_set = train_set[:n_train]
+        if is_main:
+            print(f"GSM8K SFT: {len(train_set)} train rows; skipped {skipped['reflection']} "
+                  f"with a reflection phrase, {skipped['too_long']} longer than "
+                  f"{cfg.max_new_tokens} tokens")
 
     def run_eval(name):
         result, rows = evaluate(model, tokenizer, cfg, eval_set)
@@ -356,7 +334,8 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
     before = run_eval("before")
     t1 = time.perf_counter()
     history = sft(model, tokenizer, train_set, steps=args.steps, batch_size=args.batch,
-                  learning_rate=args.lr, template=args.template, warmup_steps=args.warmup,
+                  learning_rate=args.lr, task=args.task, template=args.template,
+                  warmup_steps=args.warmup,
                   micro_batch_size=args.micro_batch, compute_dtype=cfg.compute_dtype,
                   seed=args.seed, progress=is_main)
     sft_minutes = (time.perf_counter() - t1) / 60
@@ -369,7 +348,8 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
                "sft_minutes": round(sft_minutes, 2), "steps": args.steps,
                "config": {**vars(args), "compute_dtype": cfg.compute_dtype,
                           "max_new_tokens": cfg.max_new_tokens, "eval_n": cfg.eval_n,
-                          "train_problems": len(train_set)},
+                          "train_problems": len(train_set),
+                          **({} if skipped is None else {"train_skipped": skipped})},
                "final": {k: history[-1][k] for k in ("loss", "token_accuracy")},
                "eval": {"before": before, "after": after}}
     if is_main:

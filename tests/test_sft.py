@@ -1,13 +1,16 @@
-"""The warm-start (SFT) arm: examples the reward accepts, a completion-only loss equal to an
-independent cross-entropy, memorisation on a toy model, parameters on disk, GRPO from them.
+"""The warm-start (SFT) arm: examples the reward accepts (Countdown, and GSM8K from the real
+train file), a completion-only loss equal to an independent cross-entropy, memorisation on a toy
+model, parameters on disk, GRPO from them, for both tasks.
 
 Model-running tests use a toy word-level tokenizer over a 512-token vocabulary with a tiny
 Gemma-3-shaped model, so a step costs milliseconds on a CPU; the batch layout is also checked
 with the real Gemma tokenizer, whose prompt/completion boundary is what matters on real runs."""
 
+import argparse
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,11 +18,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from aha_utils import sft
+from aha_utils import sft, sft_data
 from aha_utils import train as train_module
 from aha_utils.analysis import has_reflection
 from aha_utils.config import ModelConfig
 from aha_utils.data.countdown import make_problems
+from aha_utils.data.gsm8k import load_gsm8k
 from aha_utils.data.prompts import make_prompt
 from aha_utils.lora import apply_lora
 from aha_utils.model import Gemma, forward
@@ -30,19 +34,59 @@ from aha_utils.train import evaluate, parse_overrides, train
 from aha_utils.train_step import TrainConfig
 
 F32 = TrainConfig(compute_dtype="float32")
+GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+needs_gsm8k = pytest.mark.skipif(
+    not (GSM8K_DIR / "train.jsonl").is_file(),
+    reason=f"the real GSM8K release files are not at {GSM8K_DIR} (../shared/data/gsm8k)")
+
+# A small GSM8K in the release's JSONL format: (question, answer field). Train row 4 has a
+# reflection phrase in its solution, row 5 a completion longer than the CLI test's 64 tokens.
+GSM8K_TRAIN = [
+    ("Tom has 3 boxes with 12 pencils in each box. He gives away 10 pencils. How many pencils "
+     "does he have left?",
+     "Tom has 3*12 = <<3*12=36>>36 pencils.\nHe has 36-10 = <<36-10=26>>26 pencils left\n#### 26"),
+    ("A shirt costs $25 and is on sale for 20% off. How many dollars does it cost on sale?",
+     "The discount is 25*0.2 = <<25*0.2=5>>5 dollars.\nIt costs 25-5 = <<25-5=20>>20.\n#### 20"),
+    ("Ann reads 5 pages a day for 7 days. How many pages does she read?",
+     "She reads 5*7 = <<5*7=35>>35 pages.\n#### 35"),
+    ("A farm has 1,200 hens and sells 200 of them. How many hens are left?",
+     "The farm has 1200-200 = <<1200-200=1000>>1000 hens left.\n#### 1,000"),
+    ("Sam had 4 apples and then bought 4 apples. How many apples does he have?",
+     "Sam bought 4 apples again, so he has 4+4 = <<4+4=8>>8 apples.\n#### 8"),
+    ("A baker makes 2 cakes a day. How many cakes does she make in 12 days?",
+     "".join(f"On day {d} she has made {2 * d} cakes.\n" for d in range(1, 13)) + "#### 24"),
+]
+GSM8K_TEST = [
+    ("Bob has 6 cars and sells 2 of them. How many cars does he have left?",
+     "He has 6-2 = <<6-2=4>>4 cars left.\n#### 4"),
+    ("A box holds 4 pens. How many pens are in 3 boxes?",
+     "There are 3*4 = <<3*4=12>>12 pens.\n#### 12"),
+]
+
+
+def write_gsm8k(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", GSM8K_TRAIN), ("test", GSM8K_TEST)):
+        (folder / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in rows))
+    return folder
 
 
 class WordTokenizer:
     """A toy tokenizer with a fixed vocabulary: the words (with their leading space) of the
-    prompts and SFT phrasings, then single characters, so a prompt is ~170 tokens, not ~560.
-    Ids 0-3 are pad, eos, bos, end_of_turn; the vocabulary fits a 512-row embedding."""
+    prompts, SFT phrasings and GSM8K rows above, then single characters, so a prompt is ~170
+    tokens, not ~560. Ids 0-3 are pad, eos, bos, end_of_turn; the vocabulary fits a 512-row
+    embedding."""
     pad_id, eos_id, bos_id, end_of_turn_id, vocab_size = 0, 1, 2, 3, 512
     PIECE = re.compile(r" ?[A-Za-z_]+|\s|.", re.S)
 
     def __init__(self):
         q = {"nums": [1, 2], "target": 3}
-        texts = [make_prompt("countdown", q, template=t) for t in ("base", "chat", "few_shot")]
-        texts += [*sft.OPENERS, *sft.STEPS, *sft.CLOSERS, " </think> <answer> </answer>"]
+        texts = [make_prompt(task, p, template=t) for t in ("base", "chat", "few_shot")
+                 for task, p in (("countdown", q), ("gsm8k", {"question": ""}))]
+        texts += [*sft_data.OPENERS, *sft_data.STEPS, *sft_data.CLOSERS,
+                  " </think> <answer> </answer>"]
+        texts += [text for row in GSM8K_TRAIN + GSM8K_TEST for text in row]
         words = sorted({w for t in texts for w in self.PIECE.findall(t) if len(w) > 1})
         self.pieces = ["<pad>", "<eos>", "<bos>", "<end_of_turn>"] + [chr(i) for i in range(128)]
         self.pieces += words
@@ -91,13 +135,70 @@ def test_examples_score_full_reward_without_reflection(num_numbers):
             assert prompt.rstrip().endswith("<think>") != (template == "chat")
             texts.add(completion.split("</think>")[0].split(".")[0])
     assert len(texts) > 4                               # the phrasings vary
-    for phrase in sft.OPENERS + sft.STEPS + sft.CLOSERS:  # every variant, not only those drawn
+    for phrase in sft_data.OPENERS + sft_data.STEPS + sft_data.CLOSERS:  # every variant
         assert not has_reflection(phrase), phrase
     # a problem without a stored solution is solved; an impossible one is an error
     q = {"nums": [3, 5, 2], "target": 16}
     assert reward_terms("countdown", sft.countdown_sft_example(q)[1], q)["correct"] == 1.0
     with pytest.raises(ValueError, match="no solution"):
         sft.countdown_sft_example({"nums": [1, 1, 1], "target": 97})
+
+
+def test_gsm8k_example_layout_and_refusals(tmp_path):
+    rows = load_gsm8k("train", path=write_gsm8k(tmp_path))
+    q = rows[0]
+    prompt, completion = sft_data.gsm8k_sft_example(q)
+    assert prompt == make_prompt("gsm8k", q) and prompt.endswith("<think>")
+    # annotations out, lines joined, a period where a line ended without one
+    assert completion == (" Tom has 3*12 = 36 pencils. He has 36-10 = 26 pencils left. </think>"
+                          "\n<answer> 26 </answer>")
+    assert sft_data.gsm8k_sft_example(q, template="chat")[1] == (
+        "<think>\nTom has 3*12 = 36 pencils. He has 36-10 = 26 pencils left.\n</think>\n"
+        "<answer>\n26\n</answer>")
+    assert sft_data.gsm8k_sft_example(q, template="few_shot", seed=3)[1] == completion
+    assert sft_data.sft_example("gsm8k", q) == (prompt, completion)
+    assert sft_data.gsm8k_sft_example(rows[3])[1].endswith("<answer> 1000 </answer>")  # canonical
+    with pytest.raises(ValueError, match="reflection phrase"):
+        sft_data.gsm8k_sft_example(rows[4])
+    with pytest.raises(ValueError, match="no worked solution"):
+        sft_data.gsm8k_sft_example(dict(q, solution="\n"))
+    with pytest.raises(ValueError, match="does not score correct"):   # a tag in the solution
+        sft_data.gsm8k_sft_example(dict(q, solution="3*12 = 36 <answer> 36 </answer>"))
+    with pytest.raises(ValueError, match="task must be"):
+        sft_data.sft_example("math", q)
+    kept, skipped = sft_data.gsm8k_sft_rows(rows, TOK, max_completion_tokens=64)
+    assert kept == rows[:4] and skipped == {"reflection": 1, "too_long": 1}
+
+
+@needs_gsm8k
+def test_every_real_gsm8k_train_example_scores_full_reward_without_reflection():
+    rows = load_gsm8k("train", path=GSM8K_DIR)
+    reflective = 0
+    for template, part in (("base", rows), ("chat", rows[::8])):   # chat: the same reasoning
+        for q in part:
+            try:
+                completion = sft_data.gsm8k_sft_example(q, template=template)[1]
+            except ValueError as err:
+                assert "reflection phrase" in str(err) and has_reflection(q["solution"])
+                reflective += template == "base"
+                continue
+            terms = reward_terms("gsm8k", completion, q)
+            assert terms["correct"] == terms["format_strict"] == 1.0, (completion, terms)
+            assert terms["xml_count"] == 0.5 and extract_answer(completion) == q["answer"]
+            assert "<<" not in completion and ">>" not in completion
+            assert not has_reflection(completion)
+            assert completion.count("\n") == (5 if template == "chat" else 1)   # one paragraph
+    assert reflective == 42                              # the module doc's count
+
+
+@needs_gsm8k
+def test_real_gsm8k_training_set_and_lengths():
+    from aha_utils.tokenizer import gguf_tokenizer
+    budget = RunConfig.preset("gsm8k", "gpu").max_new_tokens
+    kept, skipped = sft_data.gsm8k_sft_rows(load_gsm8k("train", path=GSM8K_DIR), gguf_tokenizer(),
+                                            max_completion_tokens=budget)
+    assert budget == 256 and skipped == {"reflection": 42, "too_long": 29}   # the module doc's
+    assert len(kept) == 7473 - 42 - 29
 
 
 def test_batch_layout_with_the_real_tokenizer():
@@ -201,6 +302,7 @@ def test_sft_memorises_a_handful_of_examples(sft_run):
 def test_cli_files_and_summary(sft_run):
     out, args, model, summary = sft_run
     assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["config"]["num_numbers"] == 3 and "train_skipped" not in summary["config"]
     assert summary["config"]["train_problems"] == 4 and summary["steps"] == 20
     assert {"task", "model", "hardware", "wall_minutes", "sft_minutes"} <= set(summary)
     for when in ("before", "after"):
@@ -218,15 +320,62 @@ def test_cli_files_and_summary(sft_run):
         sft.parse_args(["--task", "countdown", "--steps", "0", "--out", "x"])
 
 
+@pytest.fixture(scope="module")
+def gsm8k_sft_run(tmp_path_factory):
+    """The CLI's run with --task gsm8k on a toy model and the small GSM8K folder above: 20 steps
+    over its 4 usable training rows."""
+    data = write_gsm8k(tmp_path_factory.mktemp("gsm8k"))
+    out = tmp_path_factory.mktemp("sft_gsm8k")
+    args = sft.parse_args(["--task", "gsm8k", "--gsm8k-path", str(data), "--steps", "20",
+                           "--batch", "4", "--lr", "2e-2", "--out", str(out), "--eval-n", "2",
+                           "--max-new-tokens", "64"])
+    model = tiny_model(seed=1)
+    return out, args, model, sft.run(args, model=model, tokenizer=TOK)
+
+
+def test_gsm8k_cli(gsm8k_sft_run, tmp_path):
+    out, args, model, summary = gsm8k_sft_run
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["task"] == "gsm8k" and summary["steps"] == 20
+    config = summary["config"]
+    assert (config["train_problems"], config["num_numbers"]) == (4, None)
+    assert config["max_new_tokens"] == 64 and config["gsm8k_path"] == args.gsm8k_path
+    assert config["train_skipped"] == {"reflection": 1, "too_long": 1}
+    rows = [json.loads(x) for x in (out / "sft_metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss"] < 0.3 * rows[0]["loss"], (rows[0], rows[-1])   # memorised
+    for when in ("before", "after"):                 # the GRPO run's held-out set: test rows
+        evals = [json.loads(x) for x in
+                 (out / "completions" / f"eval_{when}.jsonl").read_text().splitlines()]
+        assert [r["problem"]["question"] for r in evals] == [q for q, _ in GSM8K_TEST]
+        assert summary["eval"][when]["n"] == 2
+    restored = tiny_model(seed=5)
+    sft.load_params(restored, out)
+    jax.tree.map(np.testing.assert_array_equal, params_of(restored), params_of(model))
+    with pytest.raises(ValueError, match="4 GSM8K train rows are usable"):
+        sft.run(argparse.Namespace(**dict(vars(args), out=str(tmp_path), train_problems=5)),
+                model=model, tokenizer=TOK)
+    for bad in (["--task", "gsm8k", "--num-numbers", "3"], ["--task", "countdown",
+                                                              "--gsm8k-path", "x"]):
+        with pytest.raises(SystemExit):
+            sft.parse_args(bad + ["--steps", "1", "--out", "x"])
+
+
 class StopAfterEval(Exception):
     pass
 
 
-def test_grpo_starts_from_the_sft_weights(sft_run, tmp_path, monkeypatch):
-    out, _, sft_model, _ = sft_run
-    cfg = RunConfig(steps=1, prompts_per_step=2, num_samples=2, max_new_tokens=8, lora_rank=None,
-                    eval_n=2, **parse_overrides([f"init_from={out}"]))     # --set init_from=DIR
+@pytest.mark.parametrize("arm", ["sft_run", "gsm8k_sft_run"])
+def test_grpo_starts_from_the_sft_weights(arm, request, tmp_path, monkeypatch):
+    out, args, sft_model, _ = request.getfixturevalue(arm)
+    # `python -m aha_utils.train --task T [--gsm8k-path DIR] --set init_from=OUT`, at toy size
+    argv = ["--task", args.task, "--steps", "1", "--out", str(tmp_path)]
+    argv += ["--gsm8k-path", args.gsm8k_path] if args.gsm8k_path else []
+    for item in (f"init_from={out}", "prompts_per_step=2", "num_samples=2", "max_new_tokens=8",
+                 "lora_rank=none", "eval_n=2"):
+        argv += ["--set", item]
+    cfg, _ = train_module.parse_args(argv)
     assert cfg.init_from == str(out) and parse_overrides(["init_from=none"]) == {"init_from": None}
+    assert (cfg.task, cfg.gsm8k_path) == (args.task, args.gsm8k_path)
     grpo_model = tiny_model(seed=2)                    # another random model: loading replaces it
 
     def greedy_only(model, tokenizer, prompts, **kw):   # stop the run at its first sampling

@@ -1,0 +1,185 @@
+"""What the supervised phase trains on: one (prompt, completion) per problem, written out.
+
+`countdown_sft_example` and `gsm8k_sft_example` write one example; `sft_example(task, ...)`
+picks between them; `gsm8k_sft_rows` is the GSM8K training-set filter. `aha_utils.sft` trains
+on the examples. Pure Python (no JAX): the tokenizer is anything with `encode(text, add_bos)`.
+
+Design decisions:
+- The completion is what the reward wants and nothing more. Base and few_shot templates (the
+  prompt ends in `<think>`): ` REASONING </think>\\n<answer> ANSWER </answer>`, the few-shot
+  shots' layout; chat: `<think>\\nREASONING\\n</think>\\n<answer>\\nANSWER\\n</answer>`, the
+  system instruction's. Every example scores `correct` and `format_strict` (tested for
+  Countdown; for GSM8K, external data, also checked as each example is written).
+- No example teaches a reflection phrase (`aha_utils.analysis.REFLECTION_PHRASES`: "wait",
+  "again", "however", ...): those are what the analysis counts as emergent behaviour. Only the
+  completion matters; the prompt (the question) is never a target.
+- Countdown: the reasoning names each intermediate result of the solver's expression in
+  evaluation order ("44 + 19 = 63. 63 - 35 = 28."), in a few phrasings picked by a seeded RNG.
+- GSM8K: the reasoning is the release's own worked solution (`load_gsm8k`'s `solution`), the
+  answer its canonical `answer`. The `<<48/2=24>>` annotations are removed: they are the
+  release's calculator protocol (a tool call whose result follows), not prose, and a model that
+  learns them writes them with no calculator behind. The solution's lines become one paragraph,
+  as Countdown's reasoning and the few-shot shots are: runs of whitespace become one space and a
+  line that does not end in punctuation gets a period ("... = 240" + "When he ..." reads
+  "... = 240. When he ..."). `seed` picks nothing: the words are the release's.
+- GSM8K rows the examples skip (`gsm8k_sft_rows`), measured on the release's train split (7,473
+  rows) with the Gemma 3 tokenizer and the base template:
+  - 42 solutions use a reflection phrase ("again" in 16, "wait" in 14, "however" in 13);
+    `gsm8k_sft_example` raises ValueError on them, the filter skips them.
+  - the other 7,431 completions are 32 to 352 tokens: median 90, p90 155, p95 179, p99 223
+    (chat: 6 tokens more). 29 are longer than the GPU preset's 256 new tokens (35 in chat) and
+    dropped: SFT must not teach an answer the sampler would cut off. The limit is the run's
+    sampling budget (`max_new_tokens`), so at the CPU preset's 128 it drops 1,468, a fifth:
+    SFT on GSM8K is meant for the GPU preset.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from fractions import Fraction
+
+from aha_utils.analysis import has_reflection
+from aha_utils.arith import tokenize
+from aha_utils.data.countdown import solve
+from aha_utils.data.prompts import make_prompt
+from aha_utils.rewards import reward_terms
+
+TASKS = ("countdown", "gsm8k")
+
+# ----------------------------------------------------------------------------------------------
+# Countdown
+# ----------------------------------------------------------------------------------------------
+OPENERS = ("", "We need {target} from {nums}.", "Target {target}, numbers {nums}.",
+           "The numbers are {nums} and the target is {target}.")
+STEPS = ("{a} {op} {b} = {r}.", "{a} {op} {b} is {r}.", "{a} {op} {b} gives {r}.")
+CLOSERS = ("That is the target.", "That makes {target}.", "So we reach {target}.",
+           "Each number is used once.", "Done.")
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+        "/": lambda a, b: a / b}
+
+
+def _parse(tokens: list[str]):
+    """An expression string's tree: an int, or (op, left, right), with the usual precedence."""
+    def level(ops, sub):
+        node = sub()
+        while tokens and tokens[0] in ops:
+            node = (tokens.pop(0), node, sub())
+        return node
+
+    def factor():
+        tok = tokens.pop(0)
+        if tok != "(":
+            return int(tok)
+        node = level("+-", lambda: level("*/", factor))
+        tokens.pop(0)   # ")"
+        return node
+    return level("+-", lambda: level("*/", factor))
+
+
+def _steps(node, out: list) -> Fraction:
+    """Append (a, op, b, result) for every operation of `node` in evaluation order."""
+    if isinstance(node, int):
+        return Fraction(node)
+    op, left, right = node
+    a, b = _steps(left, out), _steps(right, out)
+    out.append((a, op, b, _OPS[op](a, b)))
+    return out[-1][3]
+
+
+def _layout(prompt: str, reasoning: str, answer: str, template: str) -> tuple[str, str]:
+    if template == "chat":
+        return prompt, f"<think>\n{reasoning}\n</think>\n<answer>\n{answer}\n</answer>"
+    return prompt, f" {reasoning} </think>\n<answer> {answer} </answer>"
+
+
+def countdown_sft_example(problem: dict, *, template: str = "base", seed: int = 0
+                          ) -> tuple[str, str]:
+    """(prompt, completion) for one Countdown problem, the completion reasoning through the
+    solver's expression (`problem["solution"]`, else `countdown.solve`). `seed` picks phrasings."""
+    nums, target = problem["nums"], problem["target"]
+    expr = problem.get("solution") or solve(nums, target)
+    if expr is None:
+        raise ValueError(f"countdown problem {nums} -> {target} has no solution to write out")
+    steps: list = []
+    value = _steps(_parse(tokenize(expr)), steps)
+    if value != target:
+        raise ValueError(f"solution {expr!r} equals {value}, not the target {target}")
+    rng = random.Random(f"sft/{seed}/{sorted(nums)}/{target}")
+    fmt = dict(nums=", ".join(map(str, nums)), target=target)
+    say = rng.choice(STEPS)
+    lines = [rng.choice(OPENERS).format(**fmt)]
+    lines += [say.format(a=a, op=op, b=b, r=r) for a, op, b, r in steps]
+    lines.append(rng.choice(CLOSERS).format(**fmt))
+    reasoning = " ".join(line for line in lines if line)
+    return _layout(make_prompt("countdown", problem, template=template), reasoning, expr,
+                   template)
+
+
+# ----------------------------------------------------------------------------------------------
+# GSM8K
+# ----------------------------------------------------------------------------------------------
+_ANNOTATION = re.compile(r"<<[^<>]*>>")     # `<<48/2=24>>`: the release's calculator calls
+_SENTENCE_END = (".", "!", "?", ":", ";", ",")
+
+
+def gsm8k_reasoning(solution: str) -> str:
+    """A GSM8K worked solution as one paragraph of prose (module doc): annotations removed,
+    lines joined, a period after a line that does not end in punctuation."""
+    lines = [" ".join(_ANNOTATION.sub("", line).split()) for line in solution.splitlines()]
+    lines = [line if line.endswith(_SENTENCE_END) else line + "." for line in lines if line]
+    return " ".join(lines)
+
+
+def gsm8k_sft_example(problem: dict, *, template: str = "base", seed: int = 0
+                      ) -> tuple[str, str]:
+    """(prompt, completion) for one `load_gsm8k` row: its worked solution as the reasoning, its
+    canonical `answer` as the answer. ValueError if the solution uses a reflection phrase or the
+    completion would not score correct and strictly formatted. `seed` is unused (module doc)."""
+    del seed
+    reasoning = gsm8k_reasoning(problem.get("solution", ""))
+    if not reasoning:
+        raise ValueError(f"GSM8K row {problem['question'][:60]!r}... has no worked solution to "
+                         "train on: load it with aha_utils.data.gsm8k.load_gsm8k")
+    if has_reflection(reasoning):
+        raise ValueError(f"the solution {reasoning[:80]!r}... uses a reflection phrase, which SFT "
+                         "must not teach; filter the rows with gsm8k_sft_rows")
+    prompt, completion = _layout(make_prompt("gsm8k", problem, template=template), reasoning,
+                                 problem["answer"], template)
+    terms = reward_terms("gsm8k", completion, problem)
+    if terms["correct"] != 1.0 or terms["format_strict"] != 1.0:
+        raise ValueError(f"the completion written for answer {problem['answer']!r} does not score "
+                         f"correct and strictly formatted ({terms}): {completion[-120:]!r}")
+    return prompt, completion
+
+
+def gsm8k_sft_rows(problems: list[dict], tokenizer, *, max_completion_tokens: int,
+                   template: str = "base") -> tuple[list[dict], dict[str, int]]:
+    """The rows of `problems` that SFT trains on, in order, and how many were skipped:
+    `{"reflection": ..., "too_long": ...}` (a completion over `max_completion_tokens` tokens)."""
+    if max_completion_tokens < 1:
+        raise ValueError(f"max_completion_tokens={max_completion_tokens} must be >= 1")
+    kept, skipped = [], {"reflection": 0, "too_long": 0}
+    for q in problems:
+        if has_reflection(gsm8k_reasoning(q["solution"])):
+            skipped["reflection"] += 1
+            continue
+        completion = gsm8k_sft_example(q, template=template)[1]
+        if len(tokenizer.encode(completion, add_bos=False)) > max_completion_tokens:
+            skipped["too_long"] += 1
+            continue
+        kept.append(q)
+    return kept, skipped
+
+
+# ----------------------------------------------------------------------------------------------
+# Either task
+# ----------------------------------------------------------------------------------------------
+def sft_example(task: str, problem: dict, *, template: str = "base", seed: int = 0
+                ) -> tuple[str, str]:
+    """(prompt, completion) for a problem dict of `task` ("countdown" or "gsm8k")."""
+    if task == "countdown":
+        return countdown_sft_example(problem, template=template, seed=seed)
+    if task == "gsm8k":
+        return gsm8k_sft_example(problem, template=template, seed=seed)
+    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
