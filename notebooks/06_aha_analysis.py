@@ -99,6 +99,8 @@ STALL_FRACTION = 0.8  # a run has stalled when at least 80% of its final steps h
 STALL_RUN = 10  # where a stall starts: the first 10 steps in a row with a zero gradient
 TARGET_ACC = 0.40  # the course's bar for Countdown-3: at least 40% held-out greedy accuracy ...
 TARGET_GAIN = 0.20  # ... and at least 20 points above the base model
+TARGETS = {"countdown-3": (TARGET_ACC, TARGET_GAIN),  # task -> (least accuracy, least gain over the base)
+           "countdown-4": (0.15, 0.0), "gsm8k": (0.0, 0.10)}  # the bars for the harder tasks
 NCOLS = 3  # panels per row in the per-run small multiples
 
 # %% [markdown]
@@ -375,7 +377,7 @@ if runs:
     plt.show()
 
 # %% [markdown]
-# ## 6. Zero start or warm start? Where the Countdown accuracy came from
+# ## 6. Zero start or warm start? Where the accuracy came from
 #
 # The zero arm asks GRPO to find correct answers on its own; the warm start first shows the model
 # a few thousand solved problems. To compare them fairly we need three accuracies on the **same**
@@ -388,7 +390,7 @@ if runs:
 #
 # So the SFT phase's contribution is the jump from the first to the second, and GRPO's the
 # rise from the second to the third. Left: Countdown-3 runs side by side against the GRPO step,
-# with the SFT phase drawn as the arrow at step 0. Middle: the three numbers per Countdown run,
+# with the SFT phase drawn as the arrow at step 0. Middle: the three numbers per run (every task),
 # with Wilson 95% error bars; the dotted line is the course's bar (`TARGET_ACC`). Right: the SFT
 # phase itself, its cross-entropy loss and token accuracy per step.
 
@@ -416,9 +418,10 @@ def base_model_of(run: dict) -> tuple[float, int, str] | None:
     return None
 
 
-countdown = [run for run in runs if task_of(run).startswith("countdown") and run["evals"]]
+compared = [run for run in runs if run["evals"]]  # every task: Countdown-3, Countdown-4, GSM8K
+countdown = [run for run in compared if task_of(run).startswith("countdown")]
 phases = {}  # run name -> {"base", "start", "best", "end"}: (accuracy, n, step or source)
-for run in countdown:
+for run in compared:
     ev = run["evals"]
     best = max(ev, key=lambda e: e["accuracy"])
     phases[run["name"]] = {"base": base_model_of(run),
@@ -426,7 +429,7 @@ for run in countdown:
                            "best": (best["accuracy"], best["n"], best["step"]),
                            "end": (ev[-1]["accuracy"], ev[-1]["n"], ev[-1]["step"])}
 
-if countdown:
+if compared:
     fig, (ax_c3, ax_bar, ax_sft) = plt.subplots(1, 3, figsize=(18, 4.6), gridspec_kw={"width_ratios": [1.3, 1.3, 1]})
     for run in (r for r in countdown if task_of(r) == "countdown-3"):
         ev, name = run["evals"], run["name"]
@@ -447,7 +450,7 @@ if countdown:
     kinds = [("base", "base model"), ("start", "after SFT (GRPO step 0)"), ("best", "best eval in GRPO"), ("end", "end of GRPO")]
     width = 0.2
     for j, (kind, label) in enumerate(kinds):
-        for i, run in enumerate(countdown):
+        for i, run in enumerate(compared):
             p = phases[run["name"]][kind]
             if p is None or (kind == "start" and not config(run).get("init_from")):
                 continue  # a zero-arm run has no SFT phase: its step 0 is the base model
@@ -458,7 +461,8 @@ if countdown:
     keep = dict(zip(labels, handles))  # one legend entry per kind
     ax_bar.legend(keep.values(), keep.keys(), fontsize=8, loc="upper left")
     ax_bar.axhline(TARGET_ACC, color="k", ls=":", lw=1)
-    ax_bar.set_xticks(range(len(countdown)), [f"{r['name']}\n{task_of(r)}" for r in countdown], fontsize=7, rotation=15)
+    ax_bar.set_xticks(range(len(compared)), [f"{r['name']}\n{task_of(r)}" for r in compared], fontsize=6, rotation=30,
+                      ha="right")
     ax_bar.set(title="accuracy before SFT, after SFT, and during/after GRPO", ylim=(0, 0.55))
 
     for f in sft_phases.values():
@@ -476,7 +480,7 @@ if countdown:
     plt.show()
 
     print(f"{'run':26} {'base model':22} {'after SFT':22} {'end of GRPO':22} {'SFT':>7} {'GRPO':>7}  GRPO's change beyond noise?")
-    for run in countdown:
+    for run in compared:
         ph = phases[run["name"]]
         base, start, end = ph["base"], ph["start"], ph["end"]
         warm = bool(config(run).get("init_from"))
@@ -487,7 +491,7 @@ if countdown:
         gain_sft = f"{start[0] - base[0]:+7.1%}" if warm and base else f"{'':7}"
         print(f"{run['name']:26} {base_txt:22} {sft_txt:22} {fmt_rate(end[0], end[1]):22} {gain_sft} "
               f"{end[0] - start[0]:+7.1%}  {beyond}")
-    print("\nbase model from:", {r["name"]: phases[r["name"]]["base"][2] for r in countdown if phases[r["name"]]["base"]})
+    print("\nbase model from:", {r["name"]: phases[r["name"]]["base"][2] for r in compared if phases[r["name"]]["base"]})
 
 # %% [markdown]
 # ## 7. Response length over training
@@ -886,11 +890,12 @@ for run in (r for r in warm if r["name"] in phases):
             f"after {sft_of(run)['summary']['config']['steps'] if sft_of(run) else '?'} SFT steps "
             f"{fmt_rate(start[0], start[1])}, after {end[2]} GRPO steps {fmt_rate(end[0], end[1])} (n={end[1]}). "
             f"SFT added {start[0] - (base[0] if base else 0):+.1%}, GRPO {end[0] - start[0]:+.1%} ({grpo_change}). ")
-    if task_of(run) == "countdown-3":
-        met = end[0] >= TARGET_ACC and gain_total >= TARGET_GAIN
-        text += (f"The course's bar (>= {TARGET_ACC:.0%} and >= {TARGET_GAIN * 100:.0f} points over the base model) "
-                 f"is {'MET' if met else 'NOT met'}: {end[0]:.1%}, {gain_total * 100:+.1f} points. ")
-    elif end[0] < start[0]:
+    if task_of(run) in TARGETS:
+        least, gain = TARGETS[task_of(run)]
+        met = end[0] >= least and gain_total >= gain
+        bar = " and ".join(([f">= {least:.0%}"] if least else []) + ([f">= {gain * 100:.0f} points over the base model"] if gain else []))
+        text += f"The course's bar ({bar}) is {'MET' if met else 'NOT met'}: {end[0]:.1%}, {gain_total * 100:+.1f} points. "
+    if end[0] < start[0]:
         text += (f"GRPO lowered it: the best evaluation was {ph['best'][0]:.1%} at step {ph['best'][2]}"
                  f"{' (the SFT model itself)' if ph['best'][2] == start[2] else ''}. ")
     else:
@@ -981,8 +986,12 @@ elif warm and warm_total:
 #   past the course's bar (section 6 and "In plain words" give the numbers). Most of the
 #   lift from zero is SFT's; GRPO's part is what RL adds on top, and it is beyond noise.
 # - **It does not always work.** The same recipe on Countdown-4 starts much lower after SFT, and
-#   GRPO made it worse, not better: its best evaluation is the SFT model it started from. With
-#   few correct samples per group, and many groups with none, the signal is thin and noisy.
+#   GRPO made it worse, not better: its best evaluation is the SFT model it started from. Three
+#   times the SFT and a third of the learning rate (the third round) left it flat instead. With
+#   few correct samples per group, the signal is thin and noisy. On GSM8K the warm start (SFT
+#   on the train split's own worked solutions) lifts the base model a few points and GRPO then
+#   loses them again, answering shorter; the zero arm with a few-shot prompt gains a point or
+#   two by guessing short. Neither is near +10 points.
 # - **Right answers, wrong working.** The reward reads only the final expression, so RL improves
 #   the answer and leaves the written steps free to be false; after GRPO most written steps are.
 #   An outcome reward teaches outcomes.
