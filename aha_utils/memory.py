@@ -11,8 +11,9 @@ fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `comp
 - gradients: n x 4, the float32 accumulator of `lax.scan` over micro-batches (XLA adds each
   micro-batch's gradient into it layer by layer, so a second full copy is not counted).
 - optimizer: AdamW's two moments, 2 x n x (bytes of the trainable dtype).
-- step_outputs: `train_step` does not donate its inputs, so the updated trainable weights and
-  moments are new buffers while the old ones are still alive: n x (trainable bytes) x 3.
+- no term for the step's outputs: `train_step` donates the model and optimizer, so the updated
+  weights and moments are written into the old buffers (before donation they were a second
+  copy, 3 x n x trainable bytes, which the H100 peaks of full fine-tuning included).
 - reference: a frozen copy of the weights, N x p, only with beta > 0 and full fine-tuning (LoRA's
   reference is its base with the adapters zeroed: no copy).
 - activations (one micro-batch of r = micro_batch_size / n_data rows, T = prompt bucket +
@@ -35,13 +36,14 @@ fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `comp
   prefill's un-repeated cache (1/G of it) on top. Plus the sampler's per-step float32 logits
   `[rows, V]`, 3 buffers (logits, probabilities, the sort or Gumbel noise of the draw).
 - total: params + optimizer + reference (alive all run long) + the larger of the train step's
-  transients (gradients, step outputs, activations) and the sampler's (kv_cache): the two
+  transients (gradients, activations) and the sampler's (kv_cache): the two
   programs never run at the same time.
 
 Checked against reality: on toy models compiled by XLA for the CPU (`tests/test_memory.py`) the
-train-step estimate is 1.2x-1.4x of XLA's argument + output + temp bytes; against the peak
-memory measured on an H100 (README, `bench/grpo_step.py`, 1B, 64 x 640 tokens, remat) it is
-1.06x and 0.99x for full fine-tuning (micro-batches 8 and 16) but only 0.51x and 0.46x for LoRA:
+train-step estimate is 1.1x-1.4x of XLA's argument + unaliased output + temp bytes; against the
+peak memory measured on an H100 before the step donated its inputs (README, `bench/grpo_step.py`,
+1B, 64 x 640 tokens, remat; the estimate then had the output term) it was 1.06x and 0.99x for
+full fine-tuning (micro-batches 8 and 16) but only 0.51x and 0.46x for LoRA:
 something in the LoRA backward pass keeps ~0.6 GB per row that this model of remat does not
 count. Presets are therefore sized with room for 2x. XLA's CPU compiler does not honour remat
 (its temp bytes are the same with and without), so remat is checked only on the estimate.
@@ -72,7 +74,7 @@ PROMPT_TOKENS = {("countdown", "base"): 144, ("countdown", "chat"): 116,
                  ("gsm8k", "chat"): 266, ("gsm8k", "few_shot"): 556}
 LOGPROB_BUFFERS = 3     # float32 [rows, chunk, V]: logits, exp(logits - max), d logits
 SAMPLER_LOGIT_BUFFERS = 3
-TRAIN_TERMS = ("gradients", "step_outputs", "activations")
+TRAIN_TERMS = ("gradients", "activations")
 
 
 def lora_param_count(cfg: ModelConfig, rank: int) -> int:
@@ -90,7 +92,6 @@ class MemoryEstimate:
     params: int
     gradients: int
     optimizer: int
-    step_outputs: int
     reference: int
     activations: int
     kv_cache: int
@@ -117,7 +118,6 @@ class MemoryEstimate:
     def table(self, device_bytes: int | float | None = None) -> str:
         rows = [("parameters", self.params), ("gradients (float32 accumulator)", self.gradients),
                 ("AdamW moments", self.optimizer),
-                ("updated weights + moments (not donated)", self.step_outputs),
                 ("reference policy copy", self.reference),
                 ("activations (one micro-batch)", self.activations),
                 ("sampler KV cache + logits", self.kv_cache)]
@@ -160,7 +160,6 @@ def estimate_memory(model_cfg: ModelConfig, run_cfg, *, n_data: int = 1,
         params = n_all * p
     gradients = n_train * 4
     optimizer = 2 * n_train * t_bytes
-    step_outputs = 3 * n_train * t_bytes
     reference = n_all * p if run.beta > 0 and not lora else 0
 
     # Activations of one micro-batch.
@@ -196,7 +195,7 @@ def estimate_memory(model_cfg: ModelConfig, run_cfg, *, n_data: int = 1,
     kv += SAMPLER_LOGIT_BUFFERS * rows * V * 4
 
     return MemoryEstimate(params=params, gradients=gradients, optimizer=optimizer,
-                          step_outputs=step_outputs, reference=reference, activations=acts,
+                          reference=reference, activations=acts,
                           kv_cache=kv, n_data=n_data,
                           note=f"{cfg.name}, {'LoRA r=' + str(run.lora_rank) if lora else 'full FT'}"
                                f", {rows_total} rows in micro-batches of "

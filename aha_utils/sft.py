@@ -115,7 +115,7 @@ def _loss_jit(model, batch, cfg, mesh):
     return _loss_and_grads(model, batch, cfg, mesh)[1]
 
 
-@nnx.jit(static_argnames=("cfg", "mesh"))
+@nnx.jit(static_argnames=("cfg", "mesh"), donate_argnames=("model", "optimizer"))  # as train_step
 def _step_jit(model, optimizer, batch, cfg, mesh):
     lr = make_schedule(cfg)(optimizer.step[...])
     grads, metrics = _loss_and_grads(model, batch, cfg, mesh)

@@ -254,7 +254,11 @@ def _loss_and_grads_jit(model, batch, ref_params, grpo_cfg, train_cfg, mesh):
     return _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh)
 
 
-@nnx.jit(static_argnames=("grpo_cfg", "train_cfg", "mesh"))
+# The model and optimizer are donated: the update writes the new weights and moments into the
+# old buffers instead of holding both copies at the peak (3 x the trainable bytes: 3.2 GB at
+# 270M full fine-tuning, about 12 GB at 1B). Nothing reads the old state after a step: orbax
+# copies a checkpoint's arrays to host before `save` returns.
+@nnx.jit(static_argnames=("grpo_cfg", "train_cfg", "mesh"), donate_argnames=("model", "optimizer"))
 def _train_step_jit(model, optimizer, batch, ref_params, grpo_cfg, train_cfg, mesh):
     lr = make_schedule(train_cfg)(optimizer.step[...])
     _, grads, metrics = _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh)

@@ -160,6 +160,24 @@ def test_full_finetune_reduces_the_loss_and_keeps_the_reference_frozen():
         np.testing.assert_array_equal(np.asarray(a), b)   # the reference did not move
 
 
+@pytest.mark.parametrize("lora_rank", [None, 4])
+def test_the_step_updates_in_place(lora_rank):
+    """The model and optimizer are donated: the step reuses their buffers (the old arrays are
+    deleted), while the reference copy and the batch stay usable for the next update."""
+    model = make_model()
+    gcfg = grpo.GRPOConfig(beta=0.05 if lora_rank is None else 0.0)
+    tcfg = TrainConfig(learning_rate=1e-3, compute_dtype="float32", lora_rank=lora_rank)
+    optimizer, ref = init_training(model, tcfg, gcfg)
+    old_params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    old_moments = [x for x in jax.tree.leaves(nnx.state(optimizer)) if x.size > 1]
+    batch = make_batch()
+    first = train_step(model, optimizer, batch, gcfg, tcfg, ref)
+    assert old_moments and all(x.is_deleted() for x in old_params + old_moments)
+    assert not any(x.is_deleted() for x in jax.tree.leaves(ref))
+    second = train_step(model, optimizer, batch, gcfg, tcfg, ref)
+    assert np.isfinite(float(second["loss"])) and float(first["loss"]) != float(second["loss"])
+
+
 def test_bfloat16_compute_keeps_float32_master_gradients():
     model, batch = make_model(), make_batch()
     gcfg = grpo.GRPOConfig(beta=0.05)
