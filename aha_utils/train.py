@@ -233,7 +233,8 @@ def _write_jsonl(path: Path, rows: list[dict], mode: str = "a") -> None:
 
 
 @jax.jit
-def _all_finite(state) -> jax.Array:
+def all_finite(state) -> jax.Array:
+    """A device bool: every leaf of `state` (e.g. the trainable parameters) is finite."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state)]))
 
 
@@ -245,8 +246,8 @@ def _agree(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
-def _mean_updates(updates: list[dict]) -> dict:
-    """Host floats, each the mean over the mu updates of one step."""
+def mean_updates(updates: list[dict]) -> dict:
+    """Host floats, each the mean over the mu updates of one step (`grpo_updates`' metrics)."""
     host = jax.device_get(updates)
     return {k: float(np.mean([u[k] for u in host])) for k in host[0]}
 
@@ -345,9 +346,9 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
         # 2. Score each completion, 3. compare it with its group.
         terms, batch = score_group(comp, problems, cfg, reward_fn)
         # 4. mu updates against the sampler's log-probs.
-        upd = _mean_updates(grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg, ref_params))
+        upd = mean_updates(grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg, ref_params))
         t2 = time.perf_counter()
-        finite = _all_finite(nnx.state(model, train_cfg.trainable))
+        finite = all_finite(nnx.state(model, train_cfg.trainable))
         if not (math.isfinite(upd["loss"]) and math.isfinite(upd["grad_norm"]) and finite):
             ckpt.wait_until_finished()
             good = ckpt.latest_step()

@@ -136,8 +136,8 @@ def run_ours(args, mode: str) -> dict:
 
     from aha_utils.model import Gemma
     from aha_utils.tokenizer import gguf_tokenizer
-    from aha_utils.train import (_all_finite, _mean_updates, sample_group, score_group,
-                                 step_seed, task_reward_fn)
+    from aha_utils.train import (all_finite, mean_updates, sample_group, score_group, step_seed,
+                                 task_reward_fn)
     from aha_utils.train_step import grpo_updates, init_training
 
     cfg = run_config(args, mode)
@@ -154,9 +154,9 @@ def run_ours(args, mode: str) -> dict:
         t1 = time.perf_counter()
         _, batch = score_group(comp, problems, cfg, reward_fn)
         t2 = time.perf_counter()
-        upd = _mean_updates(grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg,
+        upd = mean_updates(grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg,
                                          ref_params))
-        finite = bool(_all_finite(nnx.state(model, train_cfg.trainable)))
+        finite = bool(all_finite(nnx.state(model, train_cfg.trainable)))
         t3 = time.perf_counter()
         if not (np.isfinite(upd["loss"]) and finite):
             raise FloatingPointError(f"non-finite update at step {step + 1}: {upd}")

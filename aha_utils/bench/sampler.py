@@ -119,7 +119,6 @@ def bench_jax(cfg, batch, prompt, new, reps=2, profile_dir=None):
         with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
             once(reps + 1)
         kernels = kernel_table(profile_dir)
-    del model
     return dict(seconds=min(times), compile_s=first - min(times),
                 peak_gb=stats.get("peak_bytes_in_use", float("nan")) / 1e9, kernels=kernels)
 
@@ -169,7 +168,7 @@ def bench_hf(cfg, batch, prompt, new, compile_: bool):
     first = once()
     seconds = once()
     peak = torch.cuda.max_memory_allocated() / 1e9 if dev == "cuda" else float("nan")
-    del model
+    model = None   # release it before emptying torch's cache
     if dev == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
