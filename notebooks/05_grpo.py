@@ -440,7 +440,7 @@ from aha_utils.data.prompts import make_prompt
 from aha_utils.lora import LoRAParam
 from aha_utils.sampler import generate
 from aha_utils.train import (STOP_STRINGS, Problems, build_batch, score_completions,
-                             task_reward_fn, train)
+                             step_seed, task_reward_fn, train)
 from aha_utils.train_step import completion_logprobs, grpo_updates, init_training
 from aha_utils.weights import load_model
 
@@ -532,11 +532,10 @@ for name in DEVICE_PRESETS:
 problems = Problems(RUN).for_step(0)                       # train()'s first problems
 prompts = [make_prompt(RUN.task, q, template=RUN.template) for q in problems]
 # train() seeds step s with a key folded from (seed, s), so a resumed run draws as a straight one
-step_key = jax.random.fold_in(jax.random.key(RUN.seed), 0)
-step_seed = int(jax.random.bits(step_key, dtype=jnp.uint32) >> 1)
+seed0 = step_seed(jax.random.key(RUN.seed), 0)
 t0 = time.perf_counter()
 comp = generate(model, tokenizer, prompts, max_new_tokens=RUN.max_new_tokens,
-                temperature=RUN.temperature, num_samples=G, seed=step_seed,
+                temperature=RUN.temperature, num_samples=G, seed=seed0,
                 stop_strings=STOP_STRINGS)
 sample_s = time.perf_counter() - t0
 per_completion = [q for q in problems for _ in range(G)]   # samples of one prompt are adjacent
