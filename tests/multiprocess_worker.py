@@ -6,7 +6,8 @@
 `jax.distributed.initialize` on localhost:PORT (NUM_PROCESSES=1: no coordinator). Trains a tiny
 Gemma with the real tokenizer's vocabulary for 2 GRPO steps on a mesh over all 8 devices, then
 prints one line `RESULT {json}`: the metrics rows (timings dropped) and a fingerprint of every
-trained parameter (float64 sum and sum of squares), gathered from all processes."""
+trained parameter (float64 sum, sum of squares and sum of absolute values), gathered from all
+processes."""
 
 import json
 import os
@@ -54,7 +55,8 @@ history = train(cfg, out, model=model, tokenizer=gguf_tokenizer(), reward_fn=rew
                 progress=False)
 params = fetch(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 fingerprint = {"/".join(map(str, path)): [float(np.sum(x, dtype=np.float64)),
-                                          float(np.sum(np.square(x, dtype=np.float64)))]
+                                          float(np.sum(np.square(x, dtype=np.float64))),
+                                          float(np.sum(np.abs(x), dtype=np.float64))]
                for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
                for path in [[getattr(k, "key", k) for k in path]]}
 rows = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in history]

@@ -78,9 +78,13 @@ def test_two_processes_match_one_process_with_eight_devices(runs):
         assert abs(a["loss"] - b["loss"]) < 1e-6
     assert one["rows"][0]["grad_norm"] > 0    # the model did move, so the comparison is real
     assert one["params"].keys() == two["params"].keys()
-    for name, (s1, q1) in one["params"].items():
-        s2, q2 = two["params"][name]
-        np.testing.assert_allclose([s2, q2], [s1, q1], rtol=1e-5, atol=1e-5, err_msg=name)
+    for name, (s1, q1, a1) in one["params"].items():
+        s2, q2, a2 = two["params"][name]
+        np.testing.assert_allclose([q2, a2], [q1, a1], rtol=1e-5, atol=1e-5, err_msg=name)
+        # A signed sum cancels (the embedding's, over 16.7M weights, is under 1% of their
+        # absolute sum), so float32 reordering of ~1e-7 per weight shows in it as ~1e-5 of its
+        # value. Compare it with the mass it cancels from instead.
+        assert abs(s2 - s1) <= 1e-5 + 1e-6 * a1, (name, s1, s2, a1)
 
 
 def test_only_process_zero_writes_the_run_files_and_all_agree_on_them(runs, tmp_path_factory):
