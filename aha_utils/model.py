@@ -132,9 +132,17 @@ class Attention(nnx.Module):
         n_kv = k.shape[2]
         q = q.reshape(b, t, n_kv, -1, q.shape[-1])             # [B, T, K, G, hd]
         if cache is not None and t == 1:
-            return self._decode(q, k, v, positions, cache)
+            out, new_cache = self._decode(q, k, v, positions, cache)
+        else:
+            out, new_cache = self._chunk(q, k, v, positions, cache)
+        out = out.reshape(b, t, -1, out.shape[-1])              # [B, T, H, hd]
+        y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...])  # [B, T, D]
+        return y, new_cache
 
-        # The chunk's own keys, plus (when decoding) the cached ones, under one softmax.
+    def _chunk(self, q, k, v, positions, cache: LayerCache | None):
+        """Several tokens (or no cache): the chunk's own keys, plus the cached ones when there
+        is a cache, under one softmax; the chunk is written after it is read."""
+        t = q.shape[1]
         s = self._scores(q, k)                                  # [B, K, G, T, T]
         m = attention_mask(positions, positions, self.window)   # [B, T, T]
         if cache is not None:
@@ -142,28 +150,21 @@ class Attention(nnx.Module):
             m = jnp.concatenate([attention_mask(positions, cache.pos, self.window), m], axis=-1)
         p = jax.nn.softmax(jnp.where(m[:, None, None], s, NEG_INF), axis=-1).astype(v.dtype)
         out = jnp.einsum("bkgts,bskh->btkgh", p[..., -t:], v)  # [B, T, K, G, hd]
-        if cache is not None:
-            out += jnp.einsum("bkgts,bskh->btkgh", p[..., :-t], cache.v)
-        out = out.reshape(b, t, -1, out.shape[-1])              # [B, T, H, hd]
-        y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...])  # [B, T, D]
-
-        new_cache = None if cache is None else self._write(cache, k, v, positions)
-        return y, new_cache
+        if cache is None:
+            return out, None
+        out += jnp.einsum("bkgts,bskh->btkgh", p[..., :-t], cache.v)
+        return out, self._write(cache, k, v, positions)
 
     def _decode(self, q, k, v, positions, cache: LayerCache):
         """One token per row: write it into the cache first, then attend over the cache alone.
         Its slot held position `pos - S`, outside the window, so nothing still needed is lost,
         and reading only the updated cache lets XLA write the cache in place and skip the
         concatenation the chunk path needs (one fewer kernel per layer and token)."""
-        b = q.shape[0]
         cache = self._write(cache, k, v, positions)
         s = self._scores(q, cache.k)                            # [B, K, G, 1, S]
         m = attention_mask(positions, cache.pos, self.window)   # [B, 1, S]
         p = jax.nn.softmax(jnp.where(m[:, None, None], s, NEG_INF), axis=-1).astype(v.dtype)
-        out = jnp.einsum("bkgts,bskh->btkgh", p, cache.v)      # [B, 1, K, G, hd]
-        y = jnp.einsum("bthk,hkd->btd", out.reshape(b, 1, -1, out.shape[-1]),
-                       self.o_proj[...])                        # [B, 1, D]
-        return y, cache
+        return jnp.einsum("bkgts,bskh->btkgh", p, cache.v), cache   # [B, 1, K, G, hd]
 
     @staticmethod
     def _write(cache: LayerCache, k, v, positions) -> LayerCache:

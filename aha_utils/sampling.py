@@ -13,7 +13,7 @@ Design decisions:
   exact, one pass over the vocabulary, no cumulative sums. Removed tokens get `-inf`, so they
   can never win. Without top-k/top-p (GRPO's rollouts) it is done in two levels, a block of the
   vocabulary and then a token inside it (`two_level_gumbel_max`): the same distribution with
-  512 Gumbels a row instead of 262144, because generating the random bits was the costliest
+  1,024 Gumbels a row instead of 262,144, because generating the random bits was the costliest
   part of a step's token choice (94 of 2600 us a decode step of the 1B at 64 rows, H100).
 - top-k uses `lax.top_k` and then works on the k survivors only (sorted, small). top-p alone
   needs the whole vocabulary in sorted order; that is one full sort per step, exact but the

@@ -51,7 +51,6 @@ from flax import nnx
 
 from aha_utils import sft_data
 from aha_utils.data.countdown import make_problems
-from aha_utils.data.gsm8k import load_gsm8k
 from aha_utils.sampler import PAD_ID, left_pad
 from aha_utils.grpo import GRPOConfig
 from aha_utils.sharding import DATA, model_mesh, shard_batch
@@ -272,11 +271,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def gsm8k_train_set(tokenizer, cfg, n: int | None = None) -> tuple[list[dict], dict[str, int]]:
-    """The SFT training rows of GSM8K's train split (`cfg.gsm8k_path`): those
+def gsm8k_train_set(pool: list[dict], tokenizer, cfg, n: int | None = None
+                    ) -> tuple[list[dict], dict[str, int]]:
+    """The SFT training rows of GSM8K's train split `pool` (`load_gsm8k("train")`): those
     `sft_data.gsm8k_sft_rows` keeps under `cfg.max_new_tokens`, in a seeded shuffle
     (`cfg.seed`), the first `n` (default all); also the skipped counts."""
-    rows, skipped = sft_data.gsm8k_sft_rows(load_gsm8k("train", path=cfg.gsm8k_path), tokenizer,
+    rows, skipped = sft_data.gsm8k_sft_rows(pool, tokenizer,
                                             max_completion_tokens=cfg.max_new_tokens,
                                             template=cfg.template)
     if not rows or (n or 0) > len(rows):
@@ -309,13 +309,15 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
     if model is None:
         from aha_utils.weights import load_model
         model, tokenizer = load_model(cfg.model, dtype=jnp.float32)   # float32 master weights
-    eval_set = Problems(cfg).eval_set                    # the GRPO run's held-out problems
+    problems = Problems(cfg)                             # GSM8K: loads the train split too
+    eval_set = problems.eval_set                         # the GRPO run's held-out problems
     n_train, skipped = args.train_problems or args.steps * args.batch, None
     if args.task == "countdown":
         train_set = make_problems(n_train, split="train", num_numbers=args.num_numbers,
                                   seed=args.seed)
     else:                                                # at most the usable rows by default
-        train_set, skipped = gsm8k_train_set(tokenizer, cfg, args.train_problems)
+        train_set, skipped = gsm8k_train_set(problems.train_pool, tokenizer, cfg,
+                                             args.train_problems)
         train_set = train_set[:n_train]
         if is_main:
             print(f"GSM8K SFT: {len(train_set)} train rows; skipped {skipped['reflection']} "

@@ -197,7 +197,8 @@ def _micro_loss(params, rest, graphdef, ref_params, mb, counts, grpo_cfg, train_
     start = tokens.shape[1] - mb["completion_mask"].shape[1]
     logprobs = lambda m: completion_logprobs(m, tokens, positions, start,
                                              chunk=train_cfg.logprob_chunk, remat=train_cfg.remat)
-    logp = logprobs(nnx.merge(graphdef, cast_floats(params, dtype), cast_floats(rest, dtype)))  # [mb, C]
+    model = nnx.merge(graphdef, cast_floats(params, dtype), cast_floats(rest, dtype))
+    logp = logprobs(model)                                               # [mb, C]
     ref_logp = None
     if grpo_cfg.beta > 0:
         frozen = zero_adapters(params) if ref_params is None else ref_params
