@@ -23,8 +23,9 @@
 # **Hardware:** sections 1-3 are maths on small arrays and run anywhere in seconds. Sections 4-5
 # load Gemma 3 270M and run real GRPO steps: minutes per step on a CPU, so there they only show
 # the machinery working; on a GPU or TPU (Colab, Kaggle) section 5 runs the real preset and the
-# reward moves. The outputs below come from a shared **2-core CPU**. Section 6 shows runs made
-# on a GPU, when the repository holds them. No account or download beyond PyPI.
+# reward moves. The outputs below come from one **NVIDIA H100 80GB HBM3**, which was running two
+# training runs at the same time, so its step times are slower than an idle GPU's. Section 6
+# shows runs made on a GPU, when the repository holds them. No account or download beyond PyPI.
 #
 # Notebook 03 built the sampler: for every prompt it draws $G$ completions and returns the
 # log-probability of each token it drew. Notebook 04 built the reward: one number per completion.
@@ -701,7 +702,13 @@ print(eval_line(plot_run(out_dir)[0]))
 # %% [markdown]
 # On a CPU these curves are a point or two: the loop works end to end, but learning needs many
 # more samples per step and many more steps, which is a GPU's or TPU's job (there `TRAIN_STEPS`
-# is 30, with the 16 prompts x 8 samples preset).
+# is 30, with the 16 prompts x 8 samples preset). The run above is that GPU branch on the H100,
+# and it shows the zero arm's first lesson and its limit. The format reward is learned within
+# about five steps (format rate 0.10 to 0.99 on the training samples) while completions shrink
+# from 151 to about 11 tokens: the cheapest way to close an `<answer>` tag is to stop thinking.
+# No sample is correct, so after the format every group ties at 0.1 and held-out accuracy stays
+# at 0. That is the wall the committed runs below run into on their own, and the warm start
+# (a short supervised phase first) is how they get past it.
 
 # %% [markdown]
 # ## 6. A full run on a GPU
@@ -711,7 +718,8 @@ print(eval_line(plot_run(out_dir)[0]))
 # drawn here with the same function, one figure per run. Two things from this notebook to look
 # for: the format rate, driven by the 0.1 reward, moves first; and steps with a gradient norm of
 # zero, where every group tied and GRPO had nothing to learn from. The line under each figure
-# counts them. Notebook 06 analyses these runs in depth.
+# counts them. Notebook 06 analyses these runs in depth. (This cell only reads the committed
+# files; its output was refreshed on a CPU after the last runs were added.)
 
 # %%
 runs_dir = ROOT / "notebooks" / "runs"
