@@ -35,7 +35,7 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v5 lite": 197e
 
 
 def one(model_name: str, mode: str, batch: int, prompt: int, new: int, micro: int, remat: bool,
-        lora_rank: int, reps: int) -> dict:
+        lora_rank: int, reps: int, logprob_chunk: int = 64) -> dict:
     """Run in a fresh process: build, compile, time `reps` updates, report peak memory."""
     import jax
     import jax.numpy as jnp
@@ -52,7 +52,7 @@ def one(model_name: str, mode: str, batch: int, prompt: int, new: int, micro: in
     model = Gemma(cfg, dtype=jnp.float32 if full else jnp.bfloat16, rngs=nnx.Rngs(0))
     train_cfg = TrainConfig(learning_rate=1e-5, total_steps=100, micro_batch_size=micro,
                             remat=remat, lora_rank=None if full else lora_rank,
-                            compute_dtype="bfloat16")
+                            compute_dtype="bfloat16", logprob_chunk=logprob_chunk)
     grpo_cfg = grpo.GRPOConfig()
     optimizer, ref = init_training(model, train_cfg, grpo_cfg)
     rng = np.random.default_rng(0)
@@ -80,7 +80,7 @@ def one(model_name: str, mode: str, batch: int, prompt: int, new: int, micro: in
     peak = next((v for k, v in PEAK_BF16.items() if k in dev.device_kind), None)
     trainable = sum(x.size for x in jax.tree.leaves(nnx.state(model, train_cfg.trainable)))
     return dict(model=model_name, mode=mode, batch=batch, tokens=tokens, micro=micro,
-                remat=remat, trainable=int(trainable), device=dev.device_kind,
+                remat=remat, logprob_chunk=logprob_chunk, trainable=int(trainable), device=dev.device_kind,
                 peak_gb=stats.get("peak_bytes_in_use", float("nan")) / 1e9,
                 limit_gb=stats.get("bytes_limit", float("nan")) / 1e9,
                 compile_s=first - step, step_s=step, tokens_per_s=tokens / step,
@@ -99,12 +99,15 @@ def main(argv=None) -> None:
     p.add_argument("--remat", default="1", help="comma-separated 0/1")
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--logprob-chunk", type=int, default=64,
+                   help="completion tokens per vocabulary projection (TrainConfig.logprob_chunk)")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)   # child process
     args = p.parse_args(argv)
     if args.one:
         print("RESULT " + json.dumps(one(args.model, args.modes, args.batch, args.prompt,
                                          args.new, int(args.micro), args.remat == "1",
-                                         args.lora_rank, args.reps)), flush=True)
+                                         args.lora_rank, args.reps, args.logprob_chunk)),
+              flush=True)
         return
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     rows = []
@@ -114,7 +117,8 @@ def main(argv=None) -> None:
                 cmd = [sys.executable, "-m", "aha_utils.bench.grpo_step", "--one", "--model",
                        args.model, "--modes", mode, "--batch", str(args.batch), "--prompt",
                        str(args.prompt), "--new", str(args.new), "--micro", micro, "--remat",
-                       remat, "--lora-rank", str(args.lora_rank), "--reps", str(args.reps)]
+                       remat, "--lora-rank", str(args.lora_rank), "--reps", str(args.reps),
+                       "--logprob-chunk", str(args.logprob_chunk)]
                 res = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")),
                             None)
@@ -126,7 +130,8 @@ def main(argv=None) -> None:
                     rows.append(json.loads(line[len("RESULT "):]))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(f"\nGRPO update: {args.model}, {args.batch} completions x ({args.prompt} prompt + "
-          f"{args.new} new) tokens, bf16 compute, device: {rows[0].get('device', '?')}\n")
+          f"{args.new} new) tokens, bf16 compute, log-prob chunks of {args.logprob_chunk}, "
+          f"device: {rows[0].get('device', '?')}\n")
     print("| mode | micro | remat | trainable params | peak memory (GB) | compile (s) | "
           "step (s) | tokens/s | model TFLOP/s | MFU |")
     print("|---|---|---|---|---|---|---|---|---|---|")
