@@ -20,21 +20,8 @@ set -euo pipefail
 out=${1:?OUT_DIR}
 minutes=${2:?MINUTES}
 gsm8k=${3:-../shared/data/gsm8k}
-mkdir -p "$out"
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.30
-export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jax_cache}
-
-grpo=(python3 -m aha_utils.train --steps 1000 --time-limit "$minutes" --set eval_n=512
-      --set eval_every=50 --set sample_every=10 --set checkpoint_every=50
-      --set micro_batch_size=8)
-sft=(python3 -m aha_utils.sft --batch 32 --lr 2e-5 --micro-batch 8 --eval-n 64)
-
-launch() {   # name, then the shell command of the run (its output goes to OUT_DIR/<name>.log)
-  local name=$1
-  shift
-  setsid nohup bash -c "$*" >"$out/$name.log" 2>&1 </dev/null &
-  echo "started $name (pid $!)"
-}
+source "$(dirname "$0")/rounds_common.sh"   # grpo, sft, launch
 
 launch gsm8k_sft_lr3e-6 "${sft[*]} --task gsm8k --gsm8k-path $gsm8k --steps 300 \
   --out $out/sft_gsm8k && ${grpo[*]} --task gsm8k --gsm8k-path $gsm8k \

@@ -16,26 +16,15 @@
 # Everything else is the GPU preset (Gemma 3 270M base from the GGUF via AHA_GGUF_PATH, full
 # fine-tuning, 16 prompts x G=8, 256 new tokens, mu=1, TinyZero reward), greedy held-out
 # evaluation on 512 problems before and after. MINUTES bounds each run's GRPO; the SFT phase
-# comes on top. The runs take 27% of the GPU's memory each; the notebook allocates on demand.
-# Needs nbclient and ipykernel for the notebook. The script returns at once.
+# comes on top. The runs take 27% of the GPU's memory each and the notebook 40% (allocating on
+# demand beside the runs, it ran out of memory for an 18 GB buffer of its train step). Needs
+# nbclient and ipykernel for the notebook. The script returns at once.
 set -euo pipefail
 out=${1:?OUT_DIR}
 minutes=${2:?MINUTES}
 gsm8k=${3:-../shared/data/gsm8k}
-mkdir -p "$out"
-export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jax_cache}
-
-grpo=(python3 -m aha_utils.train --steps 1000 --time-limit "$minutes" --set eval_n=512
-      --set eval_every=50 --set sample_every=10 --set checkpoint_every=50
-      --set micro_batch_size=8 --set beta=0.04)
-sft=(python3 -m aha_utils.sft --batch 32 --lr 2e-5 --micro-batch 8 --eval-n 64)
-
-launch() {   # name, then the shell command of the run (its output goes to OUT_DIR/<name>.log)
-  local name=$1
-  shift
-  setsid nohup bash -c "$*" >"$out/$name.log" 2>&1 </dev/null &
-  echo "started $name (pid $!)"
-}
+source "$(dirname "$0")/rounds_common.sh"   # grpo, sft, launch
+grpo+=(--set beta=0.04)
 
 runs="export XLA_PYTHON_CLIENT_MEM_FRACTION=0.27;"
 launch countdown4_sft600_kl_lr3e-6 "$runs ${sft[*]} --task countdown --num-numbers 4 \
@@ -45,7 +34,7 @@ launch countdown4_sft600_kl_lr3e-6 "$runs ${sft[*]} --task countdown --num-numbe
 launch gsm8k_sft500_kl_lr1e-6 "$runs ${sft[*]} --task gsm8k --gsm8k-path $gsm8k --steps 500 \
   --out $out/sft500_gsm8k && ${grpo[*]} --task gsm8k --gsm8k-path $gsm8k \
   --set learning_rate=1e-6 --set init_from=$out/sft500_gsm8k --out $out/gsm8k_sft500_kl_lr1e-6"
-launch notebook05 "export XLA_PYTHON_CLIENT_PREALLOCATE=false; python3 -c \"
+launch notebook05 "export XLA_PYTHON_CLIENT_MEM_FRACTION=0.40; python3 -c \"
 import nbformat, time
 from nbclient import NotebookClient
 nb = nbformat.read('notebooks/05_grpo.ipynb', as_version=4)

@@ -22,22 +22,9 @@ set -euo pipefail
 out=${1:?OUT_DIR}
 minutes=${2:?MINUTES}
 gsm8k=${3:-../shared/data/gsm8k}
-mkdir -p "$out"
-export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/jax_cache}
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.27
-
-grpo=(python3 -m aha_utils.train --steps 1000 --time-limit "$minutes" --set eval_n=512
-      --set eval_every=50 --set sample_every=10 --set checkpoint_every=50
-      --set micro_batch_size=8)
-sft=(python3 -m aha_utils.sft --batch 32 --lr 2e-5 --micro-batch 8 --eval-n 64)
+source "$(dirname "$0")/rounds_common.sh"   # grpo, sft, launch
 cd4=(--task countdown --set num_numbers=4 --set init_from=$out/sft600_countdown4)
-
-launch() {   # name, then the shell command of the run (its output goes to OUT_DIR/<name>.log)
-  local name=$1
-  shift
-  setsid nohup bash -c "$*" >"$out/$name.log" 2>&1 </dev/null &
-  echo "started $name (pid $!)"
-}
 
 launch countdown4_round5 "${sft[*]} --task countdown --num-numbers 4 --steps 600 \
   --out $out/sft600_countdown4 && { ${grpo[*]} ${cd4[*]} --set learning_rate=1e-6 \
