@@ -35,6 +35,9 @@ Design decisions:
 - Crash safety: `metrics.jsonl` lines past the restored step are dropped on resume (those steps
   run again); a non-finite loss, gradient or parameter stops before that step is logged or
   saved, so the last good checkpoint is never overwritten with a diverged model.
+- The first step's two compilations overlap: `compile_ahead` compiles the train step for the
+  first batch's shape in a background thread while the first evaluation and the first sampling
+  compile and run, and the first update waits for it (an error in the thread is raised there).
 - Reward functions run per completion (`reward_fn(completion, problem) -> {"reward": r, term:
   value, ...}`) so an exception or a non-finite value is reported with the function's name and
   the offending completion.
@@ -51,6 +54,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -67,9 +71,9 @@ from aha_utils.data.gsm8k import load_gsm8k
 from aha_utils.data.prompts import make_prompt
 from aha_utils.rewards import TASKS, get_scheme, reward_terms
 from aha_utils.run_config import RunConfig
-from aha_utils.sampler import Completions, generate
+from aha_utils.sampler import DEFAULT_MAX_PROMPT_LEN, Completions, generate, prompt_bucket
 from aha_utils.sft import load_params
-from aha_utils.train_step import grpo_updates, init_training
+from aha_utils.train_step import compile_train_step, grpo_updates, init_training
 
 STOP_STRINGS = ("</answer>",)
 RewardFn = Callable[[str, Mapping], Mapping[str, float]]
@@ -130,6 +134,26 @@ def sample_group(model, tokenizer, cfg: RunConfig, problems: list[dict], seed: i
     return generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
                     temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                     num_samples=cfg.num_samples, seed=seed, stop_strings=STOP_STRINGS)
+
+
+def compile_ahead(model, optimizer, tokenizer, cfg: RunConfig, problems: list[dict], grpo_cfg,
+                  train_cfg, ref_params) -> Callable[[], None]:
+    """Start compiling the train step for the batch `problems` will make, in a background
+    thread, and return `wait()`: it waits for the compilation and re-raises its error, if any.
+
+    The first step otherwise compiles the sampler, runs it, then compiles the train step; with
+    this the train step compiles while the sampler compiles and runs (XLA releases the GIL), and
+    its first call finds the program cached. The batch's shape is known before sampling: rows =
+    problems x G, columns = the prompts' bucket + `max_new_tokens` (`build_batch`)."""
+    prompts = [make_prompt(cfg.task, q, template=cfg.template) for q in problems]
+    longest = max(len(tokenizer.encode(text, add_bos=True)) for text in prompts)
+    # Too long a prompt is the sampler's error to raise, with its message; not this thread's.
+    cols = prompt_bucket(min(longest, DEFAULT_MAX_PROMPT_LEN), DEFAULT_MAX_PROMPT_LEN)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compile-train-step")
+    future = pool.submit(compile_train_step, model, optimizer, len(problems) * cfg.num_samples,
+                         cols, cfg.max_new_tokens, grpo_cfg, train_cfg, ref_params)
+    pool.shutdown(wait=False)
+    return future.result   # waits, and re-raises the thread's error
 
 
 def score_group(comp: Completions, problems: list[dict], cfg: RunConfig, reward_fn: RewardFn
@@ -331,6 +355,9 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
         return result
 
     t_run = time.perf_counter()
+    # The train step compiles while the first evaluation and the first sampling run.
+    wait_compiled = compile_ahead(model, optimizer, tokenizer, cfg, data.for_step(start),
+                                  grpo_cfg, train_cfg, ref_params)
     if start == 0:
         run_eval(0)   # "before": the base model's greedy accuracy and format rate
     from tqdm.auto import tqdm
@@ -346,6 +373,9 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
         # 2. Score each completion, 3. compare it with its group.
         terms, batch = score_group(comp, problems, cfg, reward_fn)
         # 4. mu updates against the sampler's log-probs.
+        if wait_compiled is not None:
+            wait_compiled()
+            wait_compiled = None
         upd = mean_updates(grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg, ref_params))
         t2 = time.perf_counter()
         finite = all_finite(nnx.state(model, train_cfg.trainable))

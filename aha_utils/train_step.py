@@ -333,6 +333,32 @@ def train_step(model, optimizer: nnx.Optimizer, batch: dict, grpo_cfg: grpo.GRPO
                            model_mesh(model))
 
 
+def compile_train_step(model, optimizer: nnx.Optimizer, rows: int, prompt_cols: int,
+                       completion_cols: int, grpo_cfg: grpo.GRPOConfig, train_cfg: TrainConfig,
+                       ref_params=None) -> None:
+    """Compile `train_step` for a batch of `rows` x (`prompt_cols` + `completion_cols`) tokens
+    without running it: a later `train_step` / `grpo_updates` on a batch of that shape finds the
+    program in jit's cache and starts at once.
+
+    Meant for a background thread while the sampler produces the first batch, so the two
+    compilations overlap (`train.train` does this). Lowering only reads the model and optimizer
+    (nnx's trace contexts are thread-local, and nothing is donated, because nothing runs), and
+    XLA compiles with the GIL released."""
+    if min(rows, prompt_cols, completion_cols) < 1:
+        raise ValueError(f"rows={rows}, prompt_cols={prompt_cols} and completion_cols="
+                         f"{completion_cols} must all be >= 1")
+    cols = prompt_cols + completion_cols
+    batch = dict(tokens=np.zeros((rows, cols), np.int32),                   # [B, P+C]
+                 positions=np.zeros((rows, cols), np.int32),                # [B, P+C]
+                 completion_mask=np.zeros((rows, completion_cols), np.float32),  # [B, C]
+                 old_logprobs=np.zeros((rows, completion_cols), np.float32),     # [B, C]
+                 advantages=np.zeros((rows,), np.float32),                  # [B]
+                 truncated=np.zeros((rows,), bool))                         # [B]
+    batch = validate(model, batch, grpo_cfg, train_cfg, ref_params)
+    _train_step_jit.lower(model, optimizer, batch, ref_params, grpo_cfg, train_cfg,
+                          model_mesh(model)).compile()
+
+
 def grpo_updates(model, optimizer: nnx.Optimizer, batch: dict, grpo_cfg: grpo.GRPOConfig,
                  train_cfg: TrainConfig, ref_params=None) -> list[dict]:
     """The mu = `grpo_cfg.num_iterations` updates of one sampled batch (one compiled step run mu

@@ -6,6 +6,7 @@ compiled programs are shared between tests and the file stays within a few minut
 
 import dataclasses
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +18,8 @@ from aha_utils import grpo
 from aha_utils.config import ModelConfig
 from aha_utils.lora import LoRABase, LoRAParam, LoRAWeight, apply_lora, merge_lora
 from aha_utils.model import Gemma, forward
-from aha_utils.train_step import (TrainConfig, completion_logprobs, grpo_updates, init_training,
-                                  loss_and_grads, train_step)
+from aha_utils.train_step import (TrainConfig, compile_train_step, completion_logprobs,
+                                  grpo_updates, init_training, loss_and_grads, train_step)
 from tests.conftest import run_with_fake_devices
 
 CFG = ModelConfig.tiny(num_layers=2, vocab_size=128)
@@ -176,6 +177,48 @@ def test_the_step_updates_in_place(lora_rank):
     assert not any(x.is_deleted() for x in jax.tree.leaves(ref))
     second = train_step(model, optimizer, batch, gcfg, tcfg, ref)
     assert np.isfinite(float(second["loss"])) and float(first["loss"]) != float(second["loss"])
+
+
+def backend_compiles(fn) -> int:
+    """How many XLA programs `fn()` compiles."""
+    events = []
+    def listen(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(event)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        fn()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return len(events)
+
+
+@pytest.mark.parametrize("lora_rank", [None, 4])
+def test_compile_train_step_in_a_thread_leaves_nothing_to_compile(lora_rank):
+    """Compiled ahead in a background thread (as train() does while the sampler runs), the step
+    then runs without compiling, changes nothing by itself, and gives the same update as a step
+    compiled on its first call."""
+    gcfg = grpo.GRPOConfig()
+    tcfg = TrainConfig(learning_rate=1e-3, compute_dtype="float32", lora_rank=lora_rank,
+                       micro_batch_size=4, total_steps=7)   # a config no other test compiles
+    model = make_model()
+    optimizer, _ = init_training(model, tcfg, gcfg)
+    before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+    with ThreadPoolExecutor(max_workers=1) as pool:   # result() re-raises the thread's error
+        assert backend_compiles(lambda: pool.submit(compile_train_step, model, optimizer, B, P, C,
+                                                    gcfg, tcfg).result()) >= 1
+    after = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+    assert all(np.array_equal(a, b)
+               for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+    out = {}
+    assert backend_compiles(lambda: out.update(train_step(model, optimizer, make_batch(), gcfg,
+                                                          tcfg))) == 0
+    fresh = make_model()
+    fresh_opt, _ = init_training(fresh, tcfg, gcfg)
+    ref = train_step(fresh, fresh_opt, make_batch(), gcfg, tcfg)
+    assert float(out["loss"]) == float(ref["loss"])
+    with pytest.raises(ValueError, match="must all be >= 1"):
+        compile_train_step(model, optimizer, B, 0, C, gcfg, tcfg)
 
 
 def test_bfloat16_compute_keeps_float32_master_gradients():

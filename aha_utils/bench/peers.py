@@ -136,8 +136,8 @@ def run_ours(args, mode: str) -> dict:
 
     from aha_utils.model import Gemma
     from aha_utils.tokenizer import gguf_tokenizer
-    from aha_utils.train import (all_finite, mean_updates, sample_group, score_group, step_seed,
-                                 task_reward_fn)
+    from aha_utils.train import (all_finite, compile_ahead, mean_updates, sample_group,
+                                 score_group, step_seed, task_reward_fn)
     from aha_utils.train_step import grpo_updates, init_training
 
     cfg = run_config(args, mode)
@@ -147,13 +147,18 @@ def run_ours(args, mode: str) -> dict:
     optimizer, ref_params = init_training(model, train_cfg, grpo_cfg, seed=cfg.seed)
     reward_fn = task_reward_fn(cfg.task, cfg.reward_scheme)
     base_key = jax.random.key(cfg.seed)
-    steps = []
-    for step, problems in enumerate(step_problems(cfg, args.steps)):   # train._train's body
+    steps, all_problems = [], list(step_problems(cfg, args.steps))
+    wait_compiled = compile_ahead(model, optimizer, tokenizer, cfg, all_problems[0], grpo_cfg,
+                                  train_cfg, ref_params)   # as train() does: during step 1
+    for step, problems in enumerate(all_problems):   # train._train's body
         t0 = time.perf_counter()
         comp = sample_group(model, tokenizer, cfg, problems, step_seed(base_key, step))
         t1 = time.perf_counter()
         _, batch = score_group(comp, problems, cfg, reward_fn)
         t2 = time.perf_counter()
+        if wait_compiled is not None:
+            wait_compiled()
+            wait_compiled = None
         upd = mean_updates(grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg,
                                          ref_params))
         finite = bool(all_finite(nnx.state(model, train_cfg.trainable)))
