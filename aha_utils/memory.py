@@ -44,8 +44,9 @@ train-step estimate is 1.1x-1.4x of XLA's argument + unaliased output + temp byt
 peak memory of the donated step on an H100 (README, `bench/grpo_step.py`, 1B, 64 x 640 tokens)
 it is 1.05x (full) and 1.12x (LoRA) without remat, but with remat only 0.82x / 0.74x for full
 fine-tuning (micro-batches 8 / 16) and 0.56x / 0.52x for LoRA: XLA keeps about half a GB per
-row more than "one block live at a time" counts. Presets are therefore sized with room for 2x. XLA's CPU compiler does not honour remat
-(its temp bytes are the same with and without), so remat is checked only on the estimate.
+row more than "one block live at a time" counts. Presets are therefore sized with room for 2x.
+XLA's CPU compiler does not honour remat (its temp bytes are the same with and without), so
+remat is checked only on the estimate.
 
 What is approximated: XLA fuses and schedules differently on TPU, GPU and CPU, so activation
 counts are a model of what must be saved, not a count of XLA's buffers; the test

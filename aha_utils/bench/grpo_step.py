@@ -80,7 +80,8 @@ def one(model_name: str, mode: str, batch: int, prompt: int, new: int, micro: in
     peak = next((v for k, v in PEAK_BF16.items() if k in dev.device_kind), None)
     trainable = sum(x.size for x in jax.tree.leaves(nnx.state(model, train_cfg.trainable)))
     return dict(model=model_name, mode=mode, batch=batch, tokens=tokens, micro=micro,
-                remat=remat, logprob_chunk=logprob_chunk, trainable=int(trainable), device=dev.device_kind,
+                remat=remat, logprob_chunk=logprob_chunk, trainable=int(trainable),
+                device=dev.device_kind,
                 peak_gb=stats.get("peak_bytes_in_use", float("nan")) / 1e9,
                 limit_gb=stats.get("bytes_limit", float("nan")) / 1e9,
                 compile_s=first - step, step_s=step, tokens_per_s=tokens / step,
