@@ -335,6 +335,19 @@ def prompt_bucket(longest: int, max_prompt_len: int) -> int:
     return min(max(MIN_PROMPT_BUCKET, 1 << (longest - 1).bit_length()), max_prompt_len)
 
 
+def encode_prompts(tokenizer, prompts: Sequence[str],
+                   max_prompt_len: int = DEFAULT_MAX_PROMPT_LEN) -> tuple[list[list[int]], int]:
+    """Each prompt's token ids (with `<bos>`) and the batch's prompt columns (its bucket).
+    A prompt longer than `max_prompt_len` tokens is an error, not silently cut."""
+    ids = [tokenizer.encode(t, add_bos=True) for t in prompts]
+    longest = max(len(x) for x in ids)
+    if longest > max_prompt_len:
+        worst = max(range(len(ids)), key=lambda i: len(ids[i]))
+        raise ValueError(f"prompt {worst} has {longest} tokens, more than max_prompt_len="
+                         f"{max_prompt_len}; shorten it or pass a larger max_prompt_len")
+    return ids, prompt_bucket(longest, max_prompt_len)
+
+
 def batch_bucket(n: int, n_data: int = 1) -> int:
     """Rows for `n` prompts: a power of two, and a multiple of the data-parallel devices."""
     rows = 1 << (n - 1).bit_length()
@@ -402,16 +415,10 @@ def generate(model: Gemma, tokenizer, prompts: Sequence[str], *, max_new_tokens:
     """
     _check_args(prompts, max_new_tokens, temperature, top_k, top_p, num_samples, stop_strings,
                 model.config.vocab_size)
-    ids = [tokenizer.encode(t, add_bos=True) for t in prompts]
-    longest = max(len(x) for x in ids)
-    if longest > max_prompt_len:
-        worst = max(range(len(ids)), key=lambda i: len(ids[i]))
-        raise ValueError(f"prompt {worst} has {longest} tokens, more than max_prompt_len="
-                         f"{max_prompt_len}; shorten it or pass a larger max_prompt_len")
+    ids, columns = encode_prompts(tokenizer, prompts, max_prompt_len)
     mesh = model_mesh(model)
     n_data = 1 if mesh is None else mesh.shape[DATA]
-    tokens, positions = left_pad(ids, prompt_bucket(longest, max_prompt_len),
-                                 batch_bucket(len(ids), n_data))
+    tokens, positions = left_pad(ids, columns, batch_bucket(len(ids), n_data))
     greedy = temperature == 0.0
     config = SampleConfig(max_new_tokens=max_new_tokens, num_samples=num_samples, greedy=greedy,
                           top_k=None if greedy else top_k,

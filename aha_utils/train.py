@@ -71,7 +71,7 @@ from aha_utils.data.gsm8k import load_gsm8k
 from aha_utils.data.prompts import make_prompt
 from aha_utils.rewards import TASKS, get_scheme, reward_terms
 from aha_utils.run_config import RunConfig
-from aha_utils.sampler import DEFAULT_MAX_PROMPT_LEN, Completions, generate, prompt_bucket
+from aha_utils.sampler import Completions, encode_prompts, generate
 from aha_utils.sft import load_params
 from aha_utils.train_step import compile_train_step, grpo_updates, init_training
 
@@ -126,29 +126,32 @@ def step_seed(base_key: jax.Array, step: int) -> int:
     return int(jax.random.bits(jax.random.fold_in(base_key, step), dtype=jnp.uint32) >> 1)
 
 
+def prompts_of(cfg: RunConfig, problems: list[dict]) -> list[str]:
+    """The prompt text of each problem, in the run's task and template."""
+    return [make_prompt(cfg.task, q, template=cfg.template) for q in problems]
+
+
 def sample_group(model, tokenizer, cfg: RunConfig, problems: list[dict], seed: int
                  ) -> Completions:
     """Loop stage 1: G = `cfg.num_samples` completions of each problem's prompt (samples of one
     prompt adjacent), with the sampler's log-probs."""
-    prompts = [make_prompt(cfg.task, q, template=cfg.template) for q in problems]
-    return generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
-                    temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+    return generate(model, tokenizer, prompts_of(cfg, problems),
+                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                    top_k=cfg.top_k, top_p=cfg.top_p,
                     num_samples=cfg.num_samples, seed=seed, stop_strings=STOP_STRINGS)
 
 
 def compile_ahead(model, optimizer, tokenizer, cfg: RunConfig, problems: list[dict], grpo_cfg,
                   train_cfg, ref_params) -> Callable[[], None]:
     """Start compiling the train step for the batch `problems` will make, in a background
-    thread, and return `wait()`: it waits for the compilation and re-raises its error, if any.
+    thread, and return `wait()`: it waits for the compilation and re-raises its error, if any
+    (on every call: calling it before each update costs nothing once it is done).
 
     The first step otherwise compiles the sampler, runs it, then compiles the train step; with
     this the train step compiles while the sampler compiles and runs (XLA releases the GIL), and
     its first call finds the program cached. The batch's shape is known before sampling: rows =
     problems x G, columns = the prompts' bucket + `max_new_tokens` (`build_batch`)."""
-    prompts = [make_prompt(cfg.task, q, template=cfg.template) for q in problems]
-    longest = max(len(tokenizer.encode(text, add_bos=True)) for text in prompts)
-    # Too long a prompt is the sampler's error to raise, with its message; not this thread's.
-    cols = prompt_bucket(min(longest, DEFAULT_MAX_PROMPT_LEN), DEFAULT_MAX_PROMPT_LEN)
+    _, cols = encode_prompts(tokenizer, prompts_of(cfg, problems))   # as `generate` will
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compile-train-step")
     future = pool.submit(compile_train_step, model, optimizer, len(problems) * cfg.num_samples,
                          cols, cfg.max_new_tokens, grpo_cfg, train_cfg, ref_params)
@@ -232,8 +235,7 @@ def evaluate(model, tokenizer, cfg: RunConfig, problems: list[dict]) -> tuple[di
     rows, chunk = [], cfg.prompts_per_step * cfg.num_samples   # bounded like a training batch
     for start in range(0, len(problems), chunk):
         part = problems[start:start + chunk]
-        comp = generate(model, tokenizer, [make_prompt(cfg.task, q, template=cfg.template)
-                                           for q in part],
+        comp = generate(model, tokenizer, prompts_of(cfg, part),
                         max_new_tokens=cfg.max_new_tokens, temperature=0.0,
                         stop_strings=STOP_STRINGS)
         for q, text in zip(part, comp.texts):
@@ -373,9 +375,7 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
         # 2. Score each completion, 3. compare it with its group.
         terms, batch = score_group(comp, problems, cfg, reward_fn)
         # 4. mu updates against the sampler's log-probs.
-        if wait_compiled is not None:
-            wait_compiled()
-            wait_compiled = None
+        wait_compiled()
         upd = mean_updates(grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg, ref_params))
         t2 = time.perf_counter()
         finite = all_finite(nnx.state(model, train_cfg.trainable))

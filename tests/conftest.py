@@ -46,6 +46,23 @@ def best_seconds(call, tries=3):
     return best
 
 
+def backend_compiles(call) -> int:
+    """How many XLA programs `call()` compiles (JAX's backend-compile events, in any thread)."""
+    import jax
+
+    events = []
+
+    def listen(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(event)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        call()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return len(events)
+
+
 @pytest.fixture(scope="session")
 def gguf_path():
     from aha_utils.gguf_file import default_gguf_path

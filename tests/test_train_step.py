@@ -20,7 +20,7 @@ from aha_utils.lora import LoRABase, LoRAParam, LoRAWeight, apply_lora, merge_lo
 from aha_utils.model import Gemma, forward
 from aha_utils.train_step import (TrainConfig, compile_train_step, completion_logprobs,
                                   grpo_updates, init_training, loss_and_grads, train_step)
-from tests.conftest import run_with_fake_devices
+from tests.conftest import backend_compiles, run_with_fake_devices
 
 CFG = ModelConfig.tiny(num_layers=2, vocab_size=128)
 B, P, C = 8, 6, 5
@@ -177,20 +177,6 @@ def test_the_step_updates_in_place(lora_rank):
     assert not any(x.is_deleted() for x in jax.tree.leaves(ref))
     second = train_step(model, optimizer, batch, gcfg, tcfg, ref)
     assert np.isfinite(float(second["loss"])) and float(first["loss"]) != float(second["loss"])
-
-
-def backend_compiles(fn) -> int:
-    """How many XLA programs `fn()` compiles."""
-    events = []
-    def listen(event, duration, **kw):
-        if event == "/jax/core/compile/backend_compile_duration":
-            events.append(event)
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        fn()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    return len(events)
 
 
 @pytest.mark.parametrize("lora_rank", [None, 4])

@@ -147,7 +147,7 @@ def run_ours(args, mode: str) -> dict:
     optimizer, ref_params = init_training(model, train_cfg, grpo_cfg, seed=cfg.seed)
     reward_fn = task_reward_fn(cfg.task, cfg.reward_scheme)
     base_key = jax.random.key(cfg.seed)
-    steps, all_problems = [], list(step_problems(cfg, args.steps))
+    steps, all_problems = [], step_problems(cfg, args.steps)
     wait_compiled = compile_ahead(model, optimizer, tokenizer, cfg, all_problems[0], grpo_cfg,
                                   train_cfg, ref_params)   # as train() does: during step 1
     for step, problems in enumerate(all_problems):   # train._train's body
@@ -156,9 +156,7 @@ def run_ours(args, mode: str) -> dict:
         t1 = time.perf_counter()
         _, batch = score_group(comp, problems, cfg, reward_fn)
         t2 = time.perf_counter()
-        if wait_compiled is not None:
-            wait_compiled()
-            wait_compiled = None
+        wait_compiled()
         upd = mean_updates(grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg,
                                          ref_params))
         finite = bool(all_finite(nnx.state(model, train_cfg.trainable)))
