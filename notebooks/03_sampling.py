@@ -206,7 +206,7 @@ print("top-p 0.8:   keeps 0.5 + 0.25 + 0.15 (0.75 < 0.8 was not enough) ->",
 # them costs more than reading the logits. So with no top-k or top-p (GRPO's rollouts) the
 # library draws in two levels: a **block** of $c$ tokens with probability equal to its mass
 # (Gumbel-max over the blocks' $\log\sum e^{\ell}$), then a **token inside it** (Gumbel-max over
-# its $c$ logits). Since $P(v) = P(	ext{block}) \, P(v \mid 	ext{block})$, it is the same
+# its $c$ logits). Since $P(v) = P(\text{block}) \, P(v \mid \text{block})$, it is the same
 # distribution, from $2\sqrt{V} = 1024$ Gumbels instead of 262,144 ($c = 512$). A toy check with
 # 64 tokens in blocks of 8, one block impossible:
 

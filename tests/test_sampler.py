@@ -20,7 +20,8 @@ from aha_utils.model import Gemma, forward
 from aha_utils.sampler import (SampleConfig, batch_bucket, generate, left_pad, prompt_bucket,
                                sample_tokens, stop_table, token_bytes, truncate_at_stop)
 from aha_utils.sampling import select_tokens as _select_tokens
-from aha_utils.sampling import block_size, token_logprobs, top_p_mask, two_level_gumbel_max
+from aha_utils.sampling import (block_size, token_logprobs, top_p_mask, two_level_gumbel_max,
+                                two_level_sample)
 
 # one compiled program per variant instead of dozens of op-by-op ones
 select_tokens = jax.jit(_select_tokens, static_argnames=("greedy", "top_k"))
@@ -173,6 +174,13 @@ def test_two_level_gumbel_draws_the_softmax():
     freq = np.bincount(tok, minlength=64) / len(tok)
     assert freq[8:16].sum() == 0
     np.testing.assert_allclose(freq, p, atol=0.01)
+    # At temperature 2 it draws from p^(1/2), and returns the log-probs at temperature 1, whose
+    # normaliser it builds from the same block sums.
+    tok, lp = jax.jit(two_level_sample)(scores, 2.0, jax.random.key(6))
+    want = np.sqrt(p) / np.sqrt(p).sum()
+    np.testing.assert_allclose(np.bincount(np.asarray(tok), minlength=64) / len(tok), want,
+                               atol=0.01)
+    np.testing.assert_allclose(lp, np.log(p)[np.asarray(tok)], rtol=1e-5, atol=1e-6)
 
 
 def test_top_p_keeps_the_top_token_and_everything_at_one():
