@@ -78,7 +78,8 @@ def _einsum_f32_fwd(spec, x, y):
 
 def _einsum_f32_bwd(spec, res, g):
     x, y = res
-    (xs, ys), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    inputs, out = spec.split("->")
+    xs, ys = inputs.split(",")
     g = g.astype(jnp.result_type(x.dtype, y.dtype))   # float32 operands keep a float32 backward
     dx = jnp.einsum(f"{out},{ys}->{xs}", g, y, preferred_element_type=F32)
     dy = jnp.einsum(f"{out},{xs}->{ys}", g, x, preferred_element_type=F32)
