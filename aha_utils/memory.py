@@ -42,7 +42,7 @@ fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `comp
 Checked against reality: on toy models compiled by XLA for the CPU (`tests/test_memory.py`) the
 train-step estimate is 1.1x-1.4x of XLA's argument + unaliased output + temp bytes. Against the
 peak memory of the donated step on an H100 (README, `bench/grpo_step.py`, 1B, 64 x 640 tokens)
-it is 1.05x (full) and 1.12x (LoRA) without remat, but with remat only 0.82x / 0.74x for full
+it is 1.07x (full) and 1.13x (LoRA) without remat, but with remat only 0.82x / 0.74x for full
 fine-tuning (micro-batches 8 / 16) and 0.56x / 0.52x for LoRA: XLA keeps about half a GB per
 row more than "one block live at a time" counts. Presets are therefore sized with room for 2x.
 XLA's CPU compiler does not honour remat (its temp bytes are the same with and without), so

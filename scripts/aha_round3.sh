@@ -17,11 +17,8 @@
 # 512 problems before and after. MINUTES bounds each run's GRPO; the SFT phase comes on top.
 # Three processes share the GPU, each with 30% of its memory; the script returns at once.
 set -euo pipefail
-out=${1:?OUT_DIR}
-minutes=${2:?MINUTES}
-gsm8k=${3:-../shared/data/gsm8k}
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.30
-source "$(dirname "$0")/rounds_common.sh"   # grpo, sft, launch
+source "$(dirname "$0")/rounds_common.sh"   # out, minutes, gsm8k; grpo, sft, launch
 
 launch gsm8k_sft_lr3e-6 "${sft[*]} --task gsm8k --gsm8k-path $gsm8k --steps 300 \
   --out $out/sft_gsm8k && ${grpo[*]} --task gsm8k --gsm8k-path $gsm8k \

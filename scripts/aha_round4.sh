@@ -20,10 +20,7 @@
 # demand beside the runs, it ran out of memory for an 18 GB buffer of its train step). Needs
 # nbclient and ipykernel for the notebook. The script returns at once.
 set -euo pipefail
-out=${1:?OUT_DIR}
-minutes=${2:?MINUTES}
-gsm8k=${3:-../shared/data/gsm8k}
-source "$(dirname "$0")/rounds_common.sh"   # grpo, sft, launch
+source "$(dirname "$0")/rounds_common.sh"   # out, minutes, gsm8k; grpo, sft, launch
 grpo+=(--set beta=0.04)
 
 runs="export XLA_PYTHON_CLIENT_MEM_FRACTION=0.27;"

@@ -19,11 +19,8 @@
 # phase comes on top. The two Countdown-4 runs share one SFT phase and start when it ends. At
 # most three processes hold the GPU at once, 27% of its memory each. Returns at once.
 set -euo pipefail
-out=${1:?OUT_DIR}
-minutes=${2:?MINUTES}
-gsm8k=${3:-../shared/data/gsm8k}
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.27
-source "$(dirname "$0")/rounds_common.sh"   # grpo, sft, launch
+source "$(dirname "$0")/rounds_common.sh"   # out, minutes, gsm8k; grpo, sft, launch
 cd4=(--task countdown --set num_numbers=4 --set init_from=$out/sft600_countdown4)
 
 launch countdown4_round5 "${sft[*]} --task countdown --num-numbers 4 --steps 600 \
