@@ -30,13 +30,15 @@ fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `comp
   * the log-prob chunks: `[r, logprob_chunk, V]` float32 logits, their exponentials and their
     gradient, 3 buffers (`train_step.completion_logprobs` never holds a `[r, T, V]` one);
   * the final hidden states and their gradient, `[r, T, D]` x (c + 4).
-- kv_cache (sampler, `model.init_cache`): per layer, `rows x slots x K x hd x 2 (k and v) x p`
+- kv_cache (sampler, `model.init_cache`): per layer, `rows x slots x K x hd x 2 (k and v) x c`
   plus the int32 slot positions, with slots = min(window, P + M) for sliding-window layers and
   P + M for global ones; rows = batch bucket of the prompts x num_samples / n_data, and the
   prefill's un-repeated cache (1/G of it) on top. Plus the sampler's per-step float32 logits
   `[rows, V]`, 3 buffers (logits, probabilities, the sort or Gumbel noise of the draw).
+- decode_weights (sampler, `sampler.decode_copy`): the weights the decode loop reads, built
+  once per call: N x c when c != p, the merged projections (N - V x D) x c with LoRA, else 0.
 - total: params + optimizer + reference (alive all run long) + the larger of the train step's
-  transients (gradients, activations) and the sampler's (kv_cache): the two
+  transients (gradients, activations) and the sampler's (kv_cache, decode_weights): the two
   programs never run at the same time.
 
 Checked against reality: on toy models compiled by XLA for the CPU (`tests/test_memory.py`) the
@@ -75,6 +77,7 @@ PROMPT_TOKENS = {("countdown", "base"): 144, ("countdown", "chat"): 116,
 LOGPROB_BUFFERS = 3     # float32 [rows, chunk, V]: logits, exp(logits - max), d logits
 SAMPLER_LOGIT_BUFFERS = 3
 TRAIN_TERMS = ("gradients", "activations")
+SAMPLER_TERMS = ("kv_cache", "decode_weights")
 
 
 def lora_param_count(cfg: ModelConfig, rank: int) -> int:
@@ -95,6 +98,7 @@ class MemoryEstimate:
     reference: int
     activations: int
     kv_cache: int
+    decode_weights: int = 0
     n_data: int = 1
     note: str = ""
 
@@ -109,7 +113,8 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        return self.persistent + max(sum(getattr(self, k) for k in TRAIN_TERMS), self.kv_cache)
+        return self.persistent + max(sum(getattr(self, k) for k in TRAIN_TERMS),
+                                     sum(getattr(self, k) for k in SAMPLER_TERMS))
 
     def fits(self, device_bytes: int | float | None, margin: float = 0.9) -> bool:
         """True when the total is at most `margin` of `device_bytes` (None: unknown, True)."""
@@ -120,7 +125,8 @@ class MemoryEstimate:
                 ("AdamW moments", self.optimizer),
                 ("reference policy copy", self.reference),
                 ("activations (one micro-batch)", self.activations),
-                ("sampler KV cache + logits", self.kv_cache)]
+                ("sampler KV cache + logits", self.kv_cache),
+                ("sampler's decode copy of the weights", self.decode_weights)]
         head = f"estimated memory per device ({self.n_data} data-parallel)"
         lines = [head + (f": {self.note}" if self.note else "")]
         lines += [f"  {name:42} {b / GB:7.2f} GB" for name, b in rows]
@@ -185,18 +191,19 @@ def estimate_memory(model_cfg: ModelConfig, run_cfg, *, n_data: int = 1,
     chunk = min(train_cfg.logprob_chunk, run.max_new_tokens)
     acts += LOGPROB_BUFFERS * r * chunk * V * 4 + r * t * d * (c + 4)
 
-    # Sampler: KV cache of prompts x G rows, plus the per-step logits.
+    # Sampler: KV cache of prompts x G rows, the per-step logits, its copy of the weights.
     rows = batch_bucket(run.prompts_per_step, n_data) * run.num_samples // n_data
     length = cols + run.max_new_tokens
     slots = sum(min(cfg.sliding_window, length) if kind == "local" else length
                 for kind in cfg.layer_kinds)
-    cache_row = slots * (2 * k * hd * p + 4)
+    cache_row = slots * (2 * k * hd * c + 4)
     kv = rows * cache_row + -(-rows // run.num_samples) * cache_row
     kv += SAMPLER_LOGIT_BUFFERS * rows * V * 4
+    decode_weights = n_all * c if c != p else n_mats * c if lora else 0
 
     return MemoryEstimate(params=params, gradients=gradients, optimizer=optimizer,
                           reference=reference, activations=acts,
-                          kv_cache=kv, n_data=n_data,
+                          kv_cache=kv, decode_weights=decode_weights, n_data=n_data,
                           note=f"{cfg.name}, {'LoRA r=' + str(run.lora_rank) if lora else 'full FT'}"
                                f", {rows_total} rows in micro-batches of "
                                f"{run.micro_batch_size or rows_total}, {cols}+{run.max_new_tokens}"

@@ -36,6 +36,13 @@ Design decisions:
   text is then cut right after the stop string (it is kept: rewards look for `</answer>`), while
   `.tokens`/`.lengths` keep the whole last token. End-of-sequence and `<end_of_turn>` are stop
   tokens: they count in `.lengths` but are removed from `.texts`.
+- The loop runs a decode copy of the model, built once per call before the prefill: LoRA
+  adapters folded into their weights (`lora.merge_lora`; otherwise every step would rebuild
+  `W + s A B` of every projection) and, with `compute_dtype`, floating weights cast to it. GRPO
+  samples in its train step's compute dtype (bfloat16 on a float32 master copy): each step then
+  reads half the bytes of weights and cache, and the sampler's log-probs, which GRPO uses as
+  the old policy's, come from the same precision as the update's. The copy is transient: it
+  lives while the call runs (`aha_utils.memory` counts it with the sampler's cache).
 - Sharding: rows over the mesh's `data` axis, parameters wherever their specs put them (the mesh
   is read off the model's parameters). Every per-row array in the loop is constrained to
   `P("data")`, and the random draws use JAX's partitionable threefry, so 1 device and 8 give the
@@ -57,6 +64,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from aha_utils.lora import has_lora, merge_lora
 from aha_utils.model import Gemma, init_cache
 from aha_utils.sampling import select_tokens
 from aha_utils.sharding import DATA, fetch, model_mesh, put
@@ -205,6 +213,12 @@ class SampleConfig:
     top_k: int | None = None
     use_top_p: bool = False
     stop_ids: tuple[int, ...] = ()
+    compute_dtype: str | None = None   # weights and cache in this dtype; None: the model's own
+
+    def __post_init__(self):
+        if self.compute_dtype not in (None, "float32", "bfloat16"):
+            raise ValueError(f"compute_dtype must be None, 'float32' or 'bfloat16'; "
+                             f"got {self.compute_dtype!r}")
 
 
 class SampleOutput(NamedTuple):
@@ -236,9 +250,25 @@ def _rows(mesh: Mesh | None):
     return constrain
 
 
+def decode_copy(model: Gemma, compute_dtype: str | None) -> Gemma:
+    """The model the sampler runs: a clone with LoRA adapters merged and floating weights cast
+    to `compute_dtype` (None: kept). `model` is not changed: `nnx.merge(*nnx.split(model))`
+    would share its variables, and under `nnx.jit` the cast would flow back into it."""
+    copy = nnx.clone(model)
+    if has_lora(copy):
+        merge_lora(copy)
+    if compute_dtype is not None:
+        dtype = jnp.dtype(compute_dtype)
+        cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+        nnx.update(copy, jax.tree.map(cast, nnx.state(copy)))
+        copy.dtype = dtype
+    return copy
+
+
 @functools.partial(nnx.jit, static_argnames=("config", "mesh"))
 def _sample_jit(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
                 config: SampleConfig, mesh: Mesh | None) -> SampleOutput:
+    model = decode_copy(model, config.compute_dtype)   # once, before the loop
     b, p = tokens.shape
     g, m = config.num_samples, config.max_new_tokens
     rows = _rows(mesh)
@@ -406,8 +436,11 @@ def _check_args(prompts, max_new_tokens, temperature, top_k, top_p, num_samples,
 def generate(model: Gemma, tokenizer, prompts: Sequence[str], *, max_new_tokens: int,
              temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
              num_samples: int = 1, seed: int = 0, stop_strings: Sequence[str] | None = None,
-             max_prompt_len: int = DEFAULT_MAX_PROMPT_LEN) -> Completions:
+             max_prompt_len: int = DEFAULT_MAX_PROMPT_LEN,
+             compute_dtype: str | None = None) -> Completions:
     """Complete every prompt `num_samples` times. `temperature=0.0` is greedy.
+    `compute_dtype` (e.g. "bfloat16"): decode with the weights and cache cast to it, once per
+    call; None decodes in the model's own dtype.
 
     Stops a row at `<eos>`, `<end_of_turn>`, or the end of any of `stop_strings`; see the module
     docstring for what `.texts`, `.tokens` and `.lengths` then hold. Prompts are encoded with
@@ -423,7 +456,8 @@ def generate(model: Gemma, tokenizer, prompts: Sequence[str], *, max_new_tokens:
     config = SampleConfig(max_new_tokens=max_new_tokens, num_samples=num_samples, greedy=greedy,
                           top_k=None if greedy else top_k,
                           use_top_p=not greedy and top_p is not None and top_p < 1.0,
-                          stop_ids=(tokenizer.eos_id, tokenizer.end_of_turn_id))
+                          stop_ids=(tokenizer.eos_id, tokenizer.end_of_turn_id),
+                          compute_dtype=compute_dtype)
     stops = tuple(stop_strings) if stop_strings else ()
     table = stop_table(tokenizer, stops) if stops else None
     out = sample_tokens(model, tokens, positions, jax.random.key(seed), config,

@@ -134,11 +134,13 @@ def prompts_of(cfg: RunConfig, problems: list[dict]) -> list[str]:
 def sample_group(model, tokenizer, cfg: RunConfig, problems: list[dict], seed: int
                  ) -> Completions:
     """Loop stage 1: G = `cfg.num_samples` completions of each problem's prompt (samples of one
-    prompt adjacent), with the sampler's log-probs."""
+    prompt adjacent), with the sampler's log-probs, decoded in the train step's compute dtype
+    (the same precision as the update's log-probs, and half the bytes a step for bfloat16)."""
     return generate(model, tokenizer, prompts_of(cfg, problems),
                     max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                     top_k=cfg.top_k, top_p=cfg.top_p,
-                    num_samples=cfg.num_samples, seed=seed, stop_strings=STOP_STRINGS)
+                    num_samples=cfg.num_samples, seed=seed, stop_strings=STOP_STRINGS,
+                    compute_dtype=cfg.compute_dtype)
 
 
 def compile_ahead(model, optimizer, tokenizer, cfg: RunConfig, problems: list[dict], grpo_cfg,
@@ -237,7 +239,7 @@ def evaluate(model, tokenizer, cfg: RunConfig, problems: list[dict]) -> tuple[di
         part = problems[start:start + chunk]
         comp = generate(model, tokenizer, prompts_of(cfg, part),
                         max_new_tokens=cfg.max_new_tokens, temperature=0.0,
-                        stop_strings=STOP_STRINGS)
+                        stop_strings=STOP_STRINGS, compute_dtype=cfg.compute_dtype)
         for q, text in zip(part, comp.texts):
             terms = reward_terms(cfg.task, text, q)
             rows.append({"problem": q, "completion": text, "correct": terms["correct"],

@@ -132,6 +132,20 @@ def test_kv_cache_windows_and_data_parallel():
     assert long.kv_cache > short.kv_cache
 
 
+
+def test_sampler_decode_copy_counts_the_weights_it_builds():
+    """`sampler.decode_copy` casts every weight when the compute dtype differs from the
+    parameters', merges the adapted projections with LoRA, and builds nothing otherwise."""
+    n, mats = TOY.num_params(), TOY.num_params() - TOY.vocab_size * TOY.d_model
+    bf16 = dict(compute_dtype="bfloat16")
+    assert estimate_memory(TOY, toy_run(param_dtype="float32", **bf16)).decode_weights == 2 * n
+    assert estimate_memory(TOY, toy_run(param_dtype="bfloat16", lora_rank=8, **bf16)
+                           ).decode_weights == 2 * mats
+    assert estimate_memory(TOY, toy_run(compute_dtype="float32")).decode_weights == 0
+    est = estimate_memory(TOY, toy_run(param_dtype="float32", **bf16))
+    assert est.total == est.persistent + max(est.gradients + est.activations,
+                                             est.kv_cache + est.decode_weights)
+
 @pytest.mark.parametrize("task", ["countdown", "gsm8k"])
 @pytest.mark.parametrize("name,n_chips", [("tpu_v5e_1", 1), ("tpu_v5e_8", 8)])
 def test_tpu_presets_fit_their_chips(task, name, n_chips):

@@ -7,9 +7,11 @@ Most tests use a tiny random model (window 8, so short prompts already cross it)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -136,6 +138,68 @@ def test_sampled_logprobs_stops_and_padding(model):
         ref = teacher_forced_logprobs(model, PROMPTS[r // 3], free.tokens[r])
         np.testing.assert_allclose(free.logprobs[r], ref, atol=1e-3)
 
+
+
+def _while_body_dots(fn, *args) -> list[int]:
+    """Number of `dot_general`s in the body of every `while` in `fn`'s jaxpr."""
+    def dots(jaxpr):
+        n = 0
+        for eqn in jaxpr.eqns:
+            n += eqn.primitive.name == "dot_general"
+            n += sum(dots(sub.jaxpr if hasattr(sub, "jaxpr") else sub)
+                     for sub in jax.extend.core.jaxprs_in_params(eqn.params))
+        return n
+
+    def bodies(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "while":
+                yield dots(eqn.params["body_jaxpr"].jaxpr)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                yield from bodies(sub.jaxpr if hasattr(sub, "jaxpr") else sub)
+
+    return list(bodies(jax.make_jaxpr(fn)(*args).jaxpr))
+
+
+def test_decode_copy_merges_lora_casts_once_and_leaves_the_model(model):
+    """LoRA adapters are merged and weights cast to `compute_dtype` before the loop: the same
+    samples as a model merged and cast beforehand, no adapter matmul left in the decode loop's
+    body, and the caller's model keeps its adapters and float32 weights."""
+    from aha_utils.lora import apply_lora, has_lora, merge_lora
+
+    adapted = apply_lora(nnx.clone(model), rank=4, alpha=8.0, rngs=nnx.Rngs(1))
+    for _, w in nnx.iter_graph(adapted):    # B = 0 would make the adapters a no-op
+        if hasattr(w, "target"):
+            w.lora_b.set_value(jax.random.normal(jax.random.key(2), w.lora_b[...].shape) * 0.05)
+    tokens, positions = left_pad(PROMPTS[:2], 16, 2)
+    cfg = SampleConfig(max_new_tokens=M, num_samples=2, greedy=False)
+
+    def run(m, dtype=None):
+        c = dataclasses.replace(cfg, compute_dtype=dtype)
+        return jax.device_get(sample_tokens(m, tokens, positions, jax.random.key(4), c))
+
+    merged = merge_lora(nnx.clone(adapted))
+    for dtype in (None, "bfloat16"):
+        ours = run(adapted, dtype)
+        ref = merged if dtype is None else Gemma(TINY, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+        if dtype is not None:   # the merged model cast by hand, outside the sampler
+            nnx.update(ref, jax.tree.map(lambda x: x.astype(jnp.bfloat16), nnx.state(merged)))
+        want = run(ref)
+        np.testing.assert_array_equal(ours.tokens, want.tokens)
+        np.testing.assert_array_equal(ours.logprobs, want.logprobs)
+    in_f32, in_bf16 = run(adapted), run(adapted, "bfloat16")
+    same = np.cumprod(in_f32.tokens == in_bf16.tokens, axis=1).astype(bool)  # shared prefixes
+    assert same[:, 0].all()
+    diff = np.abs(in_f32.logprobs - in_bf16.logprobs)[same]
+    assert 1e-4 < diff.max() < 0.2       # really cast, and only rounded
+    assert has_lora(adapted) and not has_lora(merged)
+    assert {x.dtype for x in jax.tree.leaves(nnx.state(adapted))} == {jnp.dtype("float32")}
+
+    # Per step the loop multiplies by each projection once; merging in the loop would add the
+    # adapters' A @ B (7 per layer) on top.
+    sample = lambda m: sample_tokens(m, tokens, positions, jax.random.key(4), cfg)
+    assert _while_body_dots(sample, adapted) == _while_body_dots(sample, merged)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        SampleConfig(max_new_tokens=4, compute_dtype="float16")
 
 # ----- token selection maths ----------------------------------------------------------------
 def test_select_tokens_distribution_and_truncation():
