@@ -32,8 +32,8 @@ fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `comp
   * the final hidden states and their gradient, `[r, T, D]` x (c + 4).
 - kv_cache (sampler, `model.init_cache`): per layer, `rows x slots x K x hd x 2 (k and v) x c`
   plus the int32 slot positions, with slots = min(window, P + M) for sliding-window layers and
-  P + M for global ones; rows = batch bucket of the prompts x num_samples / n_data, and the
-  prefill's un-repeated cache (1/G of it) on top. Plus the sampler's per-step float32 logits
+  P + M for global ones, rounded up to 16 (`model.cache_slots`); rows = batch bucket of the
+  prompts x num_samples / n_data, and the prefill's un-repeated cache (1/G of it) on top. Plus the sampler's per-step float32 logits
   `[rows, V]`, 3 buffers (logits, probabilities, the sort or Gumbel noise of the draw).
 - decode_weights (sampler, `sampler.decode_copy`): the weights the decode loop reads, built
   once per call: N x c when c != p, the merged projections (N - V x D) x c with LoRA, else 0.
@@ -66,6 +66,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from aha_utils.config import ModelConfig
+from aha_utils.model import cache_slots
 from aha_utils.sampler import DEFAULT_MAX_PROMPT_LEN, batch_bucket, prompt_bucket
 
 GB = 1e9
@@ -194,8 +195,7 @@ def estimate_memory(model_cfg: ModelConfig, run_cfg, *, n_data: int = 1,
     # Sampler: KV cache of prompts x G rows, the per-step logits, its copy of the weights.
     rows = batch_bucket(run.prompts_per_step, n_data) * run.num_samples // n_data
     length = cols + run.max_new_tokens
-    slots = sum(min(cfg.sliding_window, length) if kind == "local" else length
-                for kind in cfg.layer_kinds)
+    slots = sum(cache_slots(cfg, kind, length) for kind in cfg.layer_kinds)
     cache_row = slots * (2 * k * hd * c + 4)
     kv = rows * cache_row + -(-rows // run.num_samples) * cache_row
     kv += SAMPLER_LOGIT_BUFFERS * rows * V * 4

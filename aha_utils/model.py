@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from aha_utils import decode_attention as fused
 from aha_utils.config import ModelConfig
 
 F32 = jnp.float32
@@ -48,8 +49,10 @@ class LayerCache(NamedTuple):
 
 
 def cache_slots(cfg: ModelConfig, kind: str, max_len: int) -> int:
-    """Slots a layer needs to serve sequences up to `max_len` tokens long."""
-    return min(cfg.sliding_window, max_len) if kind == "local" else max_len
+    """Slots a layer needs to serve sequences up to `max_len` tokens long, rounded up to a
+    multiple of 16 for the GPU decode kernel (spare slots stay empty and are masked)."""
+    need = min(cfg.sliding_window, max_len) if kind == "local" else max_len
+    return -(-need // fused.SLOT_MULTIPLE) * fused.SLOT_MULTIPLE
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.bfloat16) -> list[LayerCache]:
@@ -189,8 +192,15 @@ class Attention(nnx.Module):
         """One token per row: write it into the cache first, then attend over the cache alone.
         Its slot held position `pos - S`, outside the window, so nothing still needed is lost,
         and reading only the updated cache lets XLA write the cache in place and skip the
-        concatenation the chunk path needs (one fewer kernel per layer and token)."""
+        concatenation the chunk path needs (one fewer kernel per layer and token). On one GPU
+        the attention is one kernel that reads only each row's filled slots
+        (`aha_utils.decode_attention`)."""
         cache = self._write(cache, k, v, positions)
+        if fused.kernel_available():
+            out = fused.decode_attention(q[:, 0], cache.k, cache.v, cache.pos, positions[:, 0],
+                                         window=self.window, softcap=self.softcap,
+                                         interpret=jax.default_backend() != "gpu")
+            return out[:, None], cache                          # [B, 1, K, G, hd]
         s = self._scores(q, cache.k)                            # [B, K, G, 1, S]
         m = attention_mask(positions, cache.pos, self.window)   # [B, 1, S]
         p = jax.nn.softmax(jnp.where(m[:, None, None], s, NEG_INF), axis=-1).astype(v.dtype)
