@@ -33,8 +33,9 @@ fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `comp
 - kv_cache (sampler, `model.init_cache`): per layer, `rows x slots x K x hd x 2 (k and v) x c`
   plus the int32 slot positions, with slots = min(window, P + M) for sliding-window layers and
   P + M for global ones, rounded up to 16 (`model.cache_slots`); rows = batch bucket of the
-  prompts x num_samples / n_data, and the prefill's un-repeated cache (1/G of it) on top. Plus the sampler's per-step float32 logits
-  `[rows, V]`, 3 buffers (logits, probabilities, the sort or Gumbel noise of the draw).
+  prompts x num_samples / n_data, and the prefill's un-repeated cache (1/G of it) on top.
+  Plus the sampler's per-step float32 logits `[rows, V]`, 3 buffers (logits, probabilities,
+  the sort or Gumbel noise of the draw).
 - decode_weights (sampler, `sampler.decode_copy`): the weights the decode loop reads, built
   once per call: N x c when c != p, the merged projections (N - V x D) x c with LoRA, else 0.
 - total: params + optimizer + reference (alive all run long) + the larger of the train step's

@@ -63,6 +63,16 @@ def backend_compiles(call) -> int:
     return len(events)
 
 
+
+def jaxpr_eqns(jaxpr):
+    """Every equation of `jaxpr` and of the jaxprs inside its equations (jits, loops, conds)."""
+    import jax.extend
+
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from jaxpr_eqns(sub)
+
 @pytest.fixture(scope="session")
 def gguf_path():
     from aha_utils.gguf_file import default_gguf_path

@@ -9,6 +9,7 @@ from flax import nnx
 
 from aha_utils.config import ModelConfig, config_for
 from aha_utils.model import Gemma, einsum_f32, forward, init_cache
+from tests.conftest import jaxpr_eqns
 
 CONFIGS = {"gemma3": ModelConfig.tiny(), "gemma2": ModelConfig.tiny_gemma2(),
            "mqa": ModelConfig.tiny(num_kv_heads=1, global_every=3)}
@@ -140,16 +141,9 @@ def test_unknown_config_name_lists_known_ones():
 
 def _dot_operand_dtypes(fn, *args):
     """The operand dtypes of every dot_general in the jaxpr of `fn(*args)` (sub-jaxprs too)."""
-    found = []
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
-            for sub in jax.core.jaxprs_in_params(eqn.params):
-                walk(sub)
-    walk(jax.make_jaxpr(fn)(*args).jaxpr)
-    return found
+    return [tuple(str(v.aval.dtype) for v in eqn.invars)
+            for eqn in jaxpr_eqns(jax.make_jaxpr(fn)(*args).jaxpr)
+            if eqn.primitive.name == "dot_general"]
 
 
 @pytest.mark.parametrize("spec,x_shape,y_shape", [

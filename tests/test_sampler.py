@@ -11,7 +11,6 @@ import dataclasses
 import json
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ from aha_utils.sampling import (block_size, token_logprobs, top_p_mask, two_leve
 
 # one compiled program per variant instead of dozens of op-by-op ones
 select_tokens = jax.jit(_select_tokens, static_argnames=("greedy", "top_k"))
-from tests.conftest import ROOT, backend_compiles, run_with_fake_devices
+from tests.conftest import ROOT, backend_compiles, jaxpr_eqns, run_with_fake_devices
 
 TINY = ModelConfig.tiny(vocab_size=262_144)
 GOLDEN = ROOT / "tests" / "golden" / "hf_gemma3_270m.npz"
@@ -142,22 +141,10 @@ def test_sampled_logprobs_stops_and_padding(model):
 
 def _while_body_dots(fn, *args) -> list[int]:
     """Number of `dot_general`s in the body of every `while` in `fn`'s jaxpr."""
-    def dots(jaxpr):
-        n = 0
-        for eqn in jaxpr.eqns:
-            n += eqn.primitive.name == "dot_general"
-            n += sum(dots(sub.jaxpr if hasattr(sub, "jaxpr") else sub)
-                     for sub in jax.extend.core.jaxprs_in_params(eqn.params))
-        return n
-
-    def bodies(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "while":
-                yield dots(eqn.params["body_jaxpr"].jaxpr)
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                yield from bodies(sub.jaxpr if hasattr(sub, "jaxpr") else sub)
-
-    return list(bodies(jax.make_jaxpr(fn)(*args).jaxpr))
+    loops = [eqn for eqn in jaxpr_eqns(jax.make_jaxpr(fn)(*args).jaxpr)
+             if eqn.primitive.name == "while"]
+    return [sum(e.primitive.name == "dot_general" for e in jaxpr_eqns(w.params["body_jaxpr"].jaxpr))
+            for w in loops]
 
 
 def test_decode_copy_merges_lora_casts_once_and_leaves_the_model(model):
