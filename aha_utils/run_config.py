@@ -157,8 +157,9 @@ class RunConfig:
         """One TPU v5e chip (16 GB, free Colab): Gemma 3 1B-IT from Kaggle with its chat turn,
         LoRA rank 16 on a bfloat16 base (full fine-tuning needs ~16 GB before activations:
         float32 weights, AdamW moments and gradients), 16 prompts x 8 samples of 256
-        new tokens in 8-row micro-batches with remat. `estimate_memory`: 4.7 GB (Countdown) and
-        5.5 GB (GSM8K) of 16, room for the 2x by which it under-counted LoRA on an H100."""
+        new tokens in 8-row micro-batches with remat. `estimate_memory`: 5.4 GB (Countdown) and
+        6.1 GB (GSM8K) of 16 (the sampler's merged weights included), room for the 2x by which
+        it under-counted LoRA on an H100."""
         base = dict(task=task, model="gemma3-1b-it", template="chat", prompts_per_step=16,
                     num_samples=8, max_new_tokens=256, learning_rate=3e-5, lora_rank=16,
                     lora_alpha=32.0, param_dtype="bfloat16", compute_dtype="bfloat16",
