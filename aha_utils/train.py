@@ -135,7 +135,7 @@ def sample_group(model, tokenizer, cfg: RunConfig, problems: list[dict], seed: i
                  ) -> Completions:
     """Loop stage 1: G = `cfg.num_samples` completions of each problem's prompt (samples of one
     prompt adjacent), with the sampler's log-probs, decoded in the train step's compute dtype
-    (the same precision as the update's log-probs, and half the bytes a step for bfloat16)."""
+    (half the bytes a step for bfloat16; `aha_utils.sampler` says what it costs the log-probs)."""
     return generate(model, tokenizer, prompts_of(cfg, problems),
                     max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                     top_k=cfg.top_k, top_p=cfg.top_p,
