@@ -35,7 +35,6 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
-from jax.experimental.pallas import triton as pl_triton
 
 F32 = jnp.float32
 NEG_INF = float(jnp.finfo(jnp.float32).min)   # finite, as in the model
@@ -120,6 +119,8 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, k_pos: jax.Array,
     `softcap`: attention logit soft-cap or None. `interpret=True` runs the kernel in Pallas's
     interpreter (CPU tests). Tuning: `block`, the largest block of slots per loop step;
     `programs`, how many programs to aim for; Triton's warps and stages."""
+    from jax.experimental.pallas import triton as pl_triton   # here: TPU hosts never need it
+
     b, n_kv, g, hd = q.shape
     slots = k.shape[1]
     if k.shape != (b, slots, n_kv, hd) or v.shape != k.shape or k_pos.shape != (b, slots):
