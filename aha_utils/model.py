@@ -92,6 +92,13 @@ def _einsum_f32_bwd(spec, res, g):
 einsum_f32.defvjp(_einsum_f32_fwd, _einsum_f32_bwd)
 
 
+def cast_floats(state, dtype):
+    """Every floating-point array of `state` (an `nnx.State` or any pytree) in `dtype`, integer
+    ones as they are: the train step's compute-dtype view and the sampler's decode copy."""
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                        else x, state)
+
+
 def rope(x: jax.Array, positions: jax.Array, base: float, scale: float) -> jax.Array:
     """Rotary embedding, half-split convention (first half rotates against the second)."""
     half = x.shape[-1] // 2

@@ -67,7 +67,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from aha_utils.lora import has_lora, merge_lora
-from aha_utils.model import Gemma, init_cache
+from aha_utils.model import Gemma, cast_floats, init_cache
 from aha_utils.sampling import select_tokens
 from aha_utils.sharding import DATA, fetch, model_mesh, put
 
@@ -260,10 +260,8 @@ def decode_copy(model: Gemma, compute_dtype: str | None) -> Gemma:
     if has_lora(copy):
         merge_lora(copy)
     if compute_dtype is not None:
-        dtype = jnp.dtype(compute_dtype)
-        cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-        nnx.update(copy, jax.tree.map(cast, nnx.state(copy)))
-        copy.dtype = dtype
+        copy.dtype = jnp.dtype(compute_dtype)
+        nnx.update(copy, cast_floats(nnx.state(copy), copy.dtype))
     return copy
 
 

@@ -57,6 +57,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from aha_utils import grpo
 from aha_utils.lora import LoRAParam, apply_lora, has_lora, zero_adapters
+from aha_utils.model import cast_floats
 from aha_utils.sharding import DATA, model_mesh, put, shard_batch
 
 F32 = jnp.float32
@@ -182,12 +183,6 @@ def completion_logprobs(model: nnx.Module, tokens, positions, completion_start: 
 
     out = jax.lax.map(one_chunk, (h, targets))                           # [n, B, chunk]
     return out.swapaxes(0, 1).reshape(b, n * chunk)[:, :c]               # [B, C]
-
-
-def cast_floats(state: nnx.State, dtype) -> nnx.State:
-    """Every floating-point array of `state` in `dtype` (integer ones as they are)."""
-    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
-                        else x, state)
 
 
 def _micro_loss(params, rest, graphdef, ref_params, mb, counts, grpo_cfg, train_cfg):

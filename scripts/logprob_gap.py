@@ -21,7 +21,7 @@ from flax import nnx
 
 from aha_utils.data.countdown import make_problems
 from aha_utils.data.prompts import make_prompt
-from aha_utils.sampler import generate
+from aha_utils.sampler import decode_copy, generate
 from aha_utils.train import build_batch
 from aha_utils.train_step import completion_logprobs
 from aha_utils.weights import load_model
@@ -36,10 +36,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     model, tokenizer = load_model(args.model, dtype=jnp.float32)
-    update_model = nnx.clone(model)      # what the train step runs: weights cast to bfloat16
-    nnx.update(update_model, jax.tree.map(
-        lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-        nnx.state(update_model)))
+    update_model = decode_copy(model, "bfloat16")   # the train step's cast: model.cast_floats
     logprobs = nnx.jit(completion_logprobs, static_argnames=("completion_start",))
     prompts = [make_prompt("countdown", q) for q in make_problems(args.prompts, seed=1)]
 
