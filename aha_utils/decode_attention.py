@@ -1,8 +1,9 @@
 """Decode attention as one GPU kernel (Pallas on Triton) that reads only the filled part of each
 row's KV cache: one query token per row, softmax(q k^T) v over that row's cache.
 
-`model.Attention._decode` calls `decode_attention(...)` on a single GPU (`kernel_available()`);
-elsewhere it keeps its XLA path. Both compute the same softmax(q k^T) v.
+`model.Attention._decode` calls `decode_attention(...)` on GPUs where `kernel_available()`: one
+device, or rows split over a data-parallel mesh; elsewhere it keeps its XLA path. Both compute
+the same softmax(q k^T) v.
 
 Design decisions:
 - Why a kernel: XLA's static shapes make every decode step read the whole cache, `P + M`
@@ -24,8 +25,12 @@ Design decisions:
 - The `G` query heads that share a kv head are the rows of one small matmul, padded to 16 rows
   (Triton's smallest dot tile). The extra multiplies are free: the kernel is memory-bound.
 - Slots must be a multiple of 16: `model.cache_slots` rounds up (spare slots stay empty).
-- One device only: XLA cannot partition a Pallas call, so under a multi-device mesh the model
-  keeps the XLA path (rows split over devices would need a `shard_map` around the call).
+- Several devices: XLA cannot partition a Pallas call, so under a mesh the call is wrapped in a
+  `shard_map` over the `data` axis: each device runs the kernel on its own rows, which is all
+  data parallelism needs (attention never mixes rows). The sampler traces its loop under its
+  mesh (`jax.sharding.use_abstract_mesh`), which is how the call learns it. A mesh that also
+  splits heads (`model_parallel > 1`) keeps the XLA path, as does a multi-device process with
+  no mesh in context (its arrays might be split in ways the call cannot see).
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.sharding import PartitionSpec as P
+
+from aha_utils.sharding import DATA
 
 F32 = jnp.float32
 NEG_INF = float(jnp.finfo(jnp.float32).min)   # finite, as in the model
@@ -42,15 +50,20 @@ SLOT_MULTIPLE = 16
 MIN_QUERY_ROWS = 16        # Triton's smallest matmul tile
 TARGET_PROGRAMS = 132      # one program per SM on an H100 (132 SMs)
 
-USE_KERNEL: bool | None = None   # None: on a single GPU. Tests set True to run the kernel,
+USE_KERNEL: bool | None = None   # None: on GPUs. Tests set True to run the kernel,
                                  # interpreted, inside the model on a CPU.
 
 
 def kernel_available() -> bool:
-    """Whether the model's decode steps use this kernel (by default: one GPU, see above)."""
-    if USE_KERNEL is not None:
-        return USE_KERNEL
-    return jax.default_backend() == "gpu" and jax.device_count() == 1
+    """Whether a decode step traced now uses this kernel: on GPUs (or with `USE_KERNEL`), when
+    the rows are on one device (no mesh in context, one device) or split over the `data` axis
+    of the mesh in context with every other axis of size 1 (see the design notes above)."""
+    if not (jax.default_backend() == "gpu" if USE_KERNEL is None else USE_KERNEL):
+        return False
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return jax.device_count() == 1
+    return all(size == 1 for name, size in mesh.shape.items() if name != DATA)
 
 
 def _block(slots: int, largest: int) -> int:
@@ -118,15 +131,35 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, k_pos: jax.Array,
     slot (-1 = empty); q_pos: `[B]` int32 (-1 = padding row). `window`: sliding window or None;
     `softcap`: attention logit soft-cap or None. `interpret=True` runs the kernel in Pallas's
     interpreter (CPU tests). Tuning: `block`, the largest block of slots per loop step;
-    `programs`, how many programs to aim for; Triton's warps and stages."""
-    from jax.experimental.pallas import triton as pl_triton   # here: TPU hosts never need it
-
+    `programs`, how many programs to aim for (per device); Triton's warps and stages. Under a
+    mesh in context, each device takes its own rows (a `shard_map` over `data`)."""
     b, n_kv, g, hd = q.shape
     slots = k.shape[1]
     if k.shape != (b, slots, n_kv, hd) or v.shape != k.shape or k_pos.shape != (b, slots):
         raise ValueError(f"decode_attention: q {q.shape}, k {k.shape}, v {v.shape}, k_pos "
                          f"{k_pos.shape} do not fit [B, K, G, hd], [B, S, K, hd] and [B, S]")
-    block = _block(slots, block)
+    local = functools.partial(_attend, window=window, softcap=softcap, interpret=interpret,
+                              block=_block(slots, block), programs=programs,
+                              num_warps=num_warps, num_stages=num_stages)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return local(q, k, v, k_pos, q_pos)
+    if b % mesh.shape[DATA]:
+        raise ValueError(f"decode_attention: {b} rows do not split over the mesh's "
+                         f"{mesh.shape[DATA]} data-parallel devices; pad the batch")
+    rows = P(DATA)     # every argument and the output: rows split, the rest whole on each device
+    # check_vma=False: pallas_call's output shapes carry no varying-axes annotation to check.
+    return jax.shard_map(local, in_specs=(rows,) * 5, out_specs=rows,
+                         check_vma=False)(q, k, v, k_pos, q_pos)
+
+
+def _attend(q, k, v, k_pos, q_pos, *, window, softcap, interpret, block, programs, num_warps,
+            num_stages):
+    """`decode_attention` on the rows of one device: the kernel, then the merge of its slices."""
+    from jax.experimental.pallas import triton as pl_triton   # here: TPU hosts never need it
+
+    b, n_kv, g, hd = q.shape
+    slots = k.shape[1]
     splits = _splits(b * n_kv, slots, block, programs)
     part = slots // splits
     rows = max(MIN_QUERY_ROWS, g)

@@ -48,12 +48,14 @@ Design decisions:
 - Sharding: rows over the mesh's `data` axis, parameters wherever their specs put them (the mesh
   is read off the model's parameters). Every per-row array in the loop is constrained to
   `P("data")`, and the random draws use JAX's partitionable threefry, so 1 device and 8 give the
-  same tokens.
+  same tokens. The decode step is traced under the mesh, so that on GPUs the decode-attention
+  kernel runs on each device's own rows (`aha_utils.decode_attention`).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import math
@@ -252,6 +254,13 @@ def _rows(mesh: Mesh | None):
     return constrain
 
 
+def _traced_under(mesh: Mesh | None):
+    """Trace under `mesh`'s abstract mesh (where `aha_utils.decode_attention` reads it); a no-op
+    without mesh."""
+    return contextlib.nullcontext() if mesh is None else jax.sharding.use_abstract_mesh(
+        mesh.abstract_mesh)
+
+
 def decode_copy(model: Gemma, compute_dtype: str | None) -> Gemma:
     """The model the sampler runs: a clone with LoRA adapters merged and floating weights cast
     to `compute_dtype` (None: kept). `model` is not changed: `nnx.merge(*nnx.split(model))`
@@ -303,7 +312,8 @@ def _sample_jit(model: Gemma, tokens, positions, rng, temperature, top_p, table,
             length=st.length + live.astype(jnp.int32))
 
     def body(st: _Loop) -> _Loop:
-        h, cache = model.hidden(st.token[:, None], st.pos[:, None], st.cache)  # [N, 1, D]
+        with _traced_under(mesh):     # the decode-attention kernel splits its call by rows
+            h, cache = model.hidden(st.token[:, None], st.pos[:, None], st.cache)  # [N, 1, D]
         st = st._replace(cache=jax.tree.map(rows, cache),
                          pos=jnp.where(st.pos >= 0, st.pos + 1, -1))
         return emit(st, model.logits(h[:, 0]))                         # [N, V]

@@ -4,6 +4,8 @@ read, the same greedy samples inside the model, and clear errors for shapes it c
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,7 +111,54 @@ def test_shapes_it_cannot_take_are_errors():
                                window=None, softcap=None, interpret=True)
 
 
-def test_the_kernel_is_for_a_single_gpu_only():
+def test_the_kernel_runs_on_gpus_with_one_device_or_a_data_parallel_mesh():
     assert fused.USE_KERNEL is None
     assert fused.kernel_available() == (jax.default_backend() == "gpu"
                                         and jax.device_count() == 1)
+
+
+def test_a_data_parallel_mesh_runs_the_kernel_on_each_devices_rows():
+    """8 fake CPU devices: with every device on `data`, the sampler's decode steps call the
+    kernel inside a `shard_map` (each device's 1/8 of the rows), and the greedy tokens and
+    log-probs equal the XLA path's on one device. With 2-way model parallelism (heads split)
+    the kernel is not called and the XLA path runs."""
+    from tests.conftest import run_with_fake_devices
+    from tests.test_sampler import PROMPTS, tiny_model
+
+    tokens, positions = left_pad(PROMPTS * 3, 32, 16)       # 9 prompts, 7 padding rows
+    one = jax.device_get(sample_tokens(tiny_model(), tokens, positions, jax.random.key(0),
+                                       SampleConfig(max_new_tokens=12)))
+    out = run_with_fake_devices("""
+        import json, jax
+        import numpy as np
+        from aha_utils import decode_attention as fused
+        from aha_utils.sampler import SampleConfig, left_pad, sample_tokens
+        from aha_utils.sharding import make_mesh, shard_model
+        from tests.test_sampler import PROMPTS, tiny_model
+
+        fused.USE_KERNEL = True
+        local_rows = []
+        attend = fused._attend
+        def counting(q, *args, **kw):         # called while tracing: one call per layer
+            local_rows.append(q.shape[0])
+            return attend(q, *args, **kw)
+        fused._attend = counting
+        res = {}
+        for mp in (1, 2):
+            local_rows.clear()
+            jax.clear_caches()
+            model = shard_model(tiny_model(), make_mesh(model_parallel=mp))
+            tokens, positions = left_pad(PROMPTS * 3, 32, 16)
+            s = jax.device_get(sample_tokens(model, tokens, positions, jax.random.key(0),
+                                             SampleConfig(max_new_tokens=12)))
+            res[mp] = dict(tokens=s.tokens.tolist(), logprobs=s.logprobs.tolist(),
+                           local_rows=sorted(set(local_rows)), calls=len(local_rows))
+        print("RESULT" + json.dumps(res))
+    """)
+    res = json.loads(out.split("RESULT", 1)[1])
+    data_parallel, model_parallel = res["1"], res["2"]
+    assert data_parallel["calls"] > 0 and data_parallel["local_rows"] == [16 // 8]
+    assert model_parallel["calls"] == 0
+    for r in (data_parallel, model_parallel):
+        np.testing.assert_array_equal(r["tokens"], one.tokens)
+        np.testing.assert_allclose(r["logprobs"], one.logprobs, atol=1e-4)

@@ -128,13 +128,16 @@ def summarise(steps: list[dict], rows: int, new: int) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Ours
 # ----------------------------------------------------------------------------------------------
-def run_ours(args, mode: str) -> dict:
+def run_ours(args, mode: str, data_parallel: bool = False) -> dict:
+    """`data_parallel`: the model on a mesh over every device of every process, rows split
+    (`aha_utils.bench.scaling`); otherwise on the default device, as for the peers."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     from flax import nnx
 
     from aha_utils.model import Gemma
+    from aha_utils.sharding import make_mesh, shard_model
     from aha_utils.tokenizer import gguf_tokenizer
     from aha_utils.train import (all_finite, compile_ahead, mean_updates, sample_group,
                                  score_group, step_seed, task_reward_fn)
@@ -143,6 +146,8 @@ def run_ours(args, mode: str) -> dict:
     cfg = run_config(args, mode)
     tokenizer = gguf_tokenizer()
     model = Gemma(model_config(args.model), dtype=jnp.dtype(cfg.param_dtype), rngs=nnx.Rngs(0))
+    if data_parallel:
+        shard_model(model, make_mesh())
     grpo_cfg, train_cfg = cfg.grpo_config(), cfg.train_config()
     optimizer, ref_params = init_training(model, train_cfg, grpo_cfg, seed=cfg.seed)
     reward_fn = task_reward_fn(cfg.task, cfg.reward_scheme)
@@ -171,7 +176,8 @@ def run_ours(args, mode: str) -> dict:
     dev = jax.devices()[0]
     stats = dev.memory_stats() or {}
     trainable = sum(x.size for x in jax.tree.leaves(nnx.state(model, train_cfg.trainable)))
-    return dict(device=f"{dev.device_kind} ({jax.default_backend()})", version=f"jax "
+    return dict(device=f"{dev.device_kind} ({jax.default_backend()})", devices=jax.device_count(),
+                processes=jax.process_count(), version=f"jax "
                 f"{jax.__version__}", trainable=int(trainable), micro=cfg.micro_batch_size,
                 peak_gb=stats.get("peak_bytes_in_use", float("nan")) / 1e9,
                 **summarise(steps, cfg.prompts_per_step * cfg.num_samples, cfg.max_new_tokens))
