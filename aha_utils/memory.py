@@ -27,8 +27,10 @@ fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `comp
   * weights in compute dtype: full fine-tuning with c != p casts every weight once per micro-
     batch (N x c, alive through the backward pass); LoRA builds the merged weights W + s A B of
     every layer (without remat all of them are kept for the backward pass; with remat one layer);
-  * the log-prob chunks: `[r, logprob_chunk, V]` float32 logits, their exponentials and their
-    gradient, 3 buffers (`train_step.completion_logprobs` never holds a `[r, T, V]` one);
+  * the log-prob chunks: `[r, logprob_chunk, V]` float32 logits, counted as 3 float32 buffers
+    (`train_step.completion_logprobs` never holds a `[r, T, V]` one; since `model.
+    projected_logprobs` the backward holds the recomputed logits and their cotangent in the
+    compute dtype, so 3 is now an upper bound: the 270M's measured peak fell by 1.1 GB);
   * the final hidden states and their gradient, `[r, T, D]` x (c + 4).
 - kv_cache (sampler, `model.init_cache`): per layer, `rows x slots x K x hd x 2 (k and v) x c`
   plus the int32 slot positions, with slots = min(window, P + M) for sliding-window layers and
@@ -76,7 +78,7 @@ GB = 1e9
 PROMPT_TOKENS = {("countdown", "base"): 144, ("countdown", "chat"): 116,
                  ("countdown", "few_shot"): 448, ("gsm8k", "base"): 288,
                  ("gsm8k", "chat"): 266, ("gsm8k", "few_shot"): 556}
-LOGPROB_BUFFERS = 3     # float32 [rows, chunk, V]: logits, exp(logits - max), d logits
+LOGPROB_BUFFERS = 3     # float32 [rows, chunk, V]: an upper bound (see above)
 SAMPLER_LOGIT_BUFFERS = 3
 TRAIN_TERMS = ("gradients", "activations")
 SAMPLER_TERMS = ("kv_cache", "decode_weights")

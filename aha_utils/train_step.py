@@ -17,8 +17,9 @@ The batch is a dict of arrays, rows = completions (samples of one prompt adjacen
 Design decisions:
 - Log-probs without a `[B, T, V]` buffer (`completion_logprobs`): one `model.hidden` pass, then
   the vocabulary projection and log-softmax over chunks of `logprob_chunk` completion tokens in a
-  `lax.map`, each chunk under `jax.checkpoint` so the backward pass recomputes its logits instead
-  of keeping `[B, C, V]` float32 residuals (2 GB for 8 x 256 tokens at Gemma's 262k vocabulary).
+  `lax.map`, each chunk through `model.projected_logprobs`, whose backward recomputes its logits
+  instead of keeping `[B, C, V]` float32 residuals (2 GB for 8 x 256 tokens at Gemma's 262k
+  vocabulary) and forms their cotangent in one pass.
 - Gradient accumulation with `lax.scan` over micro-batches, not a Python loop: the program and
   its compile time stay the size of one micro-batch whatever the batch. Micro-batch k takes rows
   k, k+n, k+2n, ... (a reshape `[mb, n]`), so each micro-batch is spread over all data-parallel
@@ -174,14 +175,8 @@ def completion_logprobs(model: nnx.Module, tokens, positions, completion_start: 
     h = h.reshape(b, n, chunk, -1).swapaxes(0, 1)                        # [n, B, chunk, D]
     targets = targets.reshape(b, n, chunk).swapaxes(0, 1)                # [n, B, chunk]
 
-    @jax.checkpoint  # the backward recomputes this chunk's logits rather than storing them
-    def one_chunk(args):
-        hc, tc = args
-        logits = model.logits(hc)                                        # [B, chunk, V] f32
-        picked = jnp.take_along_axis(logits, tc[..., None], axis=-1)[..., 0]
-        return picked - jax.nn.logsumexp(logits, axis=-1)                # [B, chunk]
-
-    out = jax.lax.map(one_chunk, (h, targets))                           # [n, B, chunk]
+    # Each chunk's backward recomputes its logits rather than keeping them (`token_logprobs`).
+    out = jax.lax.map(lambda a: model.token_logprobs(*a), (h, targets))  # [n, B, chunk]
     return out.swapaxes(0, 1).reshape(b, n * chunk)[:, :c]               # [B, C]
 
 
