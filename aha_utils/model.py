@@ -155,6 +155,10 @@ def rope(x: jax.Array, positions: jax.Array, base: float, scale: float) -> jax.A
     return out.astype(x.dtype)
 
 
+CUDNN_ATTENTION: bool | None = None   # None: on GPUs. Tests set True to run the same call
+                                      # (`jax.nn.dot_product_attention`) in XLA on a CPU.
+
+
 def attention_mask(q_pos: jax.Array, k_pos: jax.Array, window: int | None) -> jax.Array:
     """[B, T, S] bool: key is real, not in the future, and (local layers) inside the window."""
     q, k = q_pos[:, :, None], k_pos[:, None, :]
@@ -218,6 +222,8 @@ class Attention(nnx.Module):
         q = q.reshape(b, t, n_kv, -1, q.shape[-1])             # [B, T, K, G, hd]
         if cache is not None and t == 1:
             out, new_cache = self._decode(q, k, v, positions, cache)
+        elif cache is None and self._cudnn_fits(q):
+            out, new_cache = self._fused(q, k, v, positions), None
         else:
             out, new_cache = self._chunk(q, k, v, positions, cache)
         out = out.reshape(b, t, -1, out.shape[-1])              # [B, T, H, hd]
@@ -239,6 +245,29 @@ class Attention(nnx.Module):
             return out, None
         out += jnp.einsum("bkgts,bskh->btkgh", p[..., :-t], cache.v)
         return out, self._write(cache, k, v, positions)
+
+    def _cudnn_fits(self, q) -> bool:
+        """Whether a cache-less forward (the train step's) goes to cuDNN's fused attention: on
+        GPUs (or with `CUDNN_ATTENTION`), in bfloat16 / float16, with no logit soft-cap (cuDNN
+        has none: Gemma 2 keeps the XLA path) and a head dim cuDNN takes (<= 256, x 8)."""
+        use = jax.default_backend() == "gpu" if CUDNN_ATTENTION is None else CUDNN_ATTENTION
+        return (use and self.softcap is None and q.dtype in (jnp.bfloat16, jnp.float16)
+                and q.shape[-1] <= 256 and q.shape[-1] % 8 == 0)
+
+    def _fused(self, q, k, v, positions):
+        """softmax(q k^T) v as one fused (flash) kernel and its backward, never writing the
+        `[B, K, G, T, T]` float32 scores: in a 270M GRPO update the XLA path's score, softmax
+        and transpose kernels took about a fifth of the update. The mask is the model's own
+        (positions: padding, causal, window), passed as a bias; `is_causal` only lets cuDNN skip
+        blocks above the diagonal, which the mask excludes too (real tokens' positions rise
+        with their columns). Off a GPU, the same call in XLA (tests)."""
+        b, t, n_kv, g, hd = q.shape
+        out = jax.nn.dot_product_attention(
+            q.reshape(b, t, n_kv * g, hd), k, v,                      # head n reads kv n // G
+            mask=attention_mask(positions, positions, self.window)[:, None],   # [B, 1, T, T]
+            scale=1.0, is_causal=True,                                  # q is already scaled
+            implementation="cudnn" if jax.default_backend() == "gpu" else None)
+        return out.reshape(b, t, n_kv, g, hd)                          # [B, T, K, G, hd]
 
     def _decode(self, q, k, v, positions, cache: LayerCache):
         """One token per row: write it into the cache first, then attend over the cache alone.
