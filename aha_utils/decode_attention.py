@@ -28,7 +28,7 @@ Design decisions:
 - Several devices: XLA cannot partition a Pallas call, so under a mesh the call is wrapped in a
   `shard_map` over the `data` axis: each device runs the kernel on its own rows, which is all
   data parallelism needs (attention never mixes rows). The sampler traces its loop under its
-  mesh (`jax.sharding.use_abstract_mesh`), which is how the call learns it. A mesh that also
+  mesh (`sharding.traced_under`), which is how the call learns it. A mesh that also
   splits heads (`model_parallel > 1`) keeps the XLA path, as does a multi-device process with
   no mesh in context (its arrays might be split in ways the call cannot see).
 """
@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
-from aha_utils.sharding import DATA
+from aha_utils.sharding import DATA, rows_split_only
 
 F32 = jnp.float32
 NEG_INF = float(jnp.finfo(jnp.float32).min)   # finite, as in the model
@@ -58,12 +58,8 @@ def kernel_available() -> bool:
     """Whether a decode step traced now uses this kernel: on GPUs (or with `USE_KERNEL`), when
     the rows are on one device (no mesh in context, one device) or split over the `data` axis
     of the mesh in context with every other axis of size 1 (see the design notes above)."""
-    if not (jax.default_backend() == "gpu" if USE_KERNEL is None else USE_KERNEL):
-        return False
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty:
-        return jax.device_count() == 1
-    return all(size == 1 for name, size in mesh.shape.items() if name != DATA)
+    use = jax.default_backend() == "gpu" if USE_KERNEL is None else USE_KERNEL
+    return use and rows_split_only()
 
 
 def _block(slots: int, largest: int) -> int:

@@ -20,6 +20,10 @@ Design decisions (each one is load-bearing for a later notebook):
   JAX's own transpose would multiply it by the bf16 operand upcast to float32, and float32
   matmuls run on an H100 at about a seventh of bf16's rate (the vocabulary projection's
   backward alone took 20% of a 1B GRPO update that way).
+- Attention has three paths: decode (one token, cache) through the Pallas kernel on GPUs
+  (`aha_utils.decode_attention`); a cache-less forward (the update) through cuDNN's fused
+  attention on GPUs (`Attention._fused`); everything else, and TPUs and CPUs, in plain XLA. The
+  GPU paths take the same mask and are tested against the XLA one.
 - `model(tokens)` returns float32 logits `[B, T, V]`. Code that only needs a few log-probs
   (sampling, the GRPO loss) calls `model.hidden(...)` and projects chunks itself, so no
   `[B, T, 262144]` float32 buffer is ever materialised there.
@@ -38,6 +42,7 @@ from flax import nnx
 
 from aha_utils import decode_attention as fused
 from aha_utils.config import ModelConfig
+from aha_utils.sharding import rows_split_only
 
 F32 = jnp.float32
 NEG_INF = float(jnp.finfo(jnp.float32).min)  # finite: a fully masked row (padding) stays NaN-free
@@ -249,10 +254,12 @@ class Attention(nnx.Module):
     def _cudnn_fits(self, q) -> bool:
         """Whether a cache-less forward (the train step's) goes to cuDNN's fused attention: on
         GPUs (or with `CUDNN_ATTENTION`), in bfloat16 / float16, with no logit soft-cap (cuDNN
-        has none: Gemma 2 keeps the XLA path) and a head dim cuDNN takes (<= 256, x 8)."""
+        has none: Gemma 2 keeps the XLA path), a head dim cuDNN takes (<= 256, x 8), and rows
+        the only split axis (`sharding.rows_split_only`: JAX partitions the cuDNN call by
+        batch, but not when q's heads are split and the single kv head is not)."""
         use = jax.default_backend() == "gpu" if CUDNN_ATTENTION is None else CUDNN_ATTENTION
         return (use and self.softcap is None and q.dtype in (jnp.bfloat16, jnp.float16)
-                and q.shape[-1] <= 256 and q.shape[-1] % 8 == 0)
+                and q.shape[-1] <= 256 and q.shape[-1] % 8 == 0 and rows_split_only())
 
     def _fused(self, q, k, v, positions):
         """softmax(q k^T) v as one fused (flash) kernel and its backward, never writing the

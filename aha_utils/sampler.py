@@ -55,7 +55,6 @@ Design decisions:
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import functools
 import math
@@ -71,7 +70,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from aha_utils.lora import has_lora, merge_lora
 from aha_utils.model import Gemma, cast_floats, init_cache
 from aha_utils.sampling import select_tokens
-from aha_utils.sharding import DATA, fetch, model_mesh, put
+from aha_utils.sharding import DATA, fetch, model_mesh, put, traced_under
 
 PAD_ID = 0            # Gemma's <pad>: fills `.tokens` after the end and the left of prompts
 MIN_PROMPT_BUCKET = 16
@@ -254,13 +253,6 @@ def _rows(mesh: Mesh | None):
     return constrain
 
 
-def _traced_under(mesh: Mesh | None):
-    """Trace under `mesh`'s abstract mesh (where `aha_utils.decode_attention` reads it); a no-op
-    without mesh."""
-    return contextlib.nullcontext() if mesh is None else jax.sharding.use_abstract_mesh(
-        mesh.abstract_mesh)
-
-
 def decode_copy(model: Gemma, compute_dtype: str | None) -> Gemma:
     """The model the sampler runs: a clone with LoRA adapters merged and floating weights cast
     to `compute_dtype` (None: kept). `model` is not changed: `nnx.merge(*nnx.split(model))`
@@ -312,7 +304,7 @@ def _sample_jit(model: Gemma, tokens, positions, rng, temperature, top_p, table,
             length=st.length + live.astype(jnp.int32))
 
     def body(st: _Loop) -> _Loop:
-        with _traced_under(mesh):     # the decode-attention kernel splits its call by rows
+        with traced_under(mesh):     # the decode-attention kernel splits its call by rows
             h, cache = model.hidden(st.token[:, None], st.pos[:, None], st.cache)  # [N, 1, D]
         st = st._replace(cache=jax.tree.map(rows, cache),
                          pos=jnp.where(st.pos >= 0, st.pos + 1, -1))

@@ -13,6 +13,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import jax
@@ -131,6 +132,25 @@ def put(x, sharding: NamedSharding):
         data = jax.device_put(np.asarray(jax.random.key_data(x)), sharding)
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
     return jax.device_put(np.asarray(x), sharding)
+
+
+def traced_under(mesh: Mesh | None):
+    """A context that traces under `mesh`'s abstract mesh (a no-op without mesh). The sampler
+    and the train step trace their model calls under it, so that GPU kernels deep in the model
+    can see how the rows are split (`rows_split_only`)."""
+    return contextlib.nullcontext() if mesh is None else jax.sharding.use_abstract_mesh(
+        mesh.abstract_mesh)
+
+
+def rows_split_only() -> bool:
+    """Whether the arrays traced now are whole on each device apart from their rows: no mesh in
+    context and a single device, or a mesh in context whose axes other than `data` are 1. The
+    GPU kernels that XLA cannot split by heads (the decode-attention Pallas call, cuDNN's fused
+    attention) run only then; elsewhere the model keeps its XLA path."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return jax.device_count() == 1
+    return all(size == 1 for name, size in mesh.shape.items() if name != DATA)
 
 
 def fetch(tree):

@@ -59,7 +59,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from aha_utils import grpo
 from aha_utils.lora import LoRAParam, apply_lora, has_lora, zero_adapters
 from aha_utils.model import cast_floats
-from aha_utils.sharding import DATA, model_mesh, put, shard_batch
+from aha_utils.sharding import DATA, model_mesh, put, shard_batch, traced_under
 
 F32 = jnp.float32
 BATCH_KEYS = ("tokens", "positions", "completion_mask", "old_logprobs", "advantages", "truncated")
@@ -234,9 +234,11 @@ def _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh):
     graphdef, params, rest = nnx.split(model, train_cfg.trainable, ...)
     mask = grpo.loss_mask(batch["completion_mask"], batch.get("truncated"), grpo_cfg)
     counts = (batch["tokens"].shape[0], jnp.maximum(mask.sum(), 1.0))   # whole-batch normalisers
-    grads, metrics = accumulate_micro_batches(
-        lambda p, mb: _micro_loss(p, rest, graphdef, ref_params, mb, counts, grpo_cfg, train_cfg),
-        params, batch, train_cfg.micro_batch_size, mesh)
+    with traced_under(mesh):    # cuDNN attention runs where only rows are split
+        grads, metrics = accumulate_micro_batches(
+            lambda p, mb: _micro_loss(p, rest, graphdef, ref_params, mb, counts, grpo_cfg,
+                                      train_cfg),
+            params, batch, train_cfg.micro_batch_size, mesh)
     return metrics["loss"], grads, metrics
 
 

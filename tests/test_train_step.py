@@ -344,6 +344,42 @@ def test_eight_devices_give_the_same_loss_and_gradients(multi_device_report, nam
         r[f"{name}/error"]
 
 
+def test_fused_attention_only_where_rows_are_the_only_split():
+    """8 fake CPU devices, bfloat16 compute, `model.CUDNN_ATTENTION` forced (the XLA version of
+    the same call off a GPU): the train step traces under its mesh, so a data-parallel mesh
+    takes the fused attention (one call per layer and pass) and gives the single device's
+    loss, while a (4 data, 2 model) mesh, whose heads are split, keeps the XLA path."""
+    out = run_with_fake_devices(r"""
+        import json, jax, numpy as np
+        from aha_utils import grpo, model as model_mod
+        from aha_utils.sharding import make_mesh, shard_model, shard_batch
+        from aha_utils.train_step import TrainConfig, init_training, loss_and_grads
+        from tests.test_train_step import make_batch, make_model
+
+        model_mod.CUDNN_ATTENTION = True
+        calls = []
+        dpa = jax.nn.dot_product_attention
+        jax.nn.dot_product_attention = lambda *a, **kw: calls.append(1) or dpa(*a, **kw)
+        gcfg, tcfg = grpo.GRPOConfig(), TrainConfig(compute_dtype="bfloat16", micro_batch_size=8)
+        batch = make_batch(rows=16)
+        res = {}
+        for name, mesh in (("one", make_mesh(devices=jax.devices()[:1])),
+                           ("data", make_mesh()), ("model", make_mesh(model_parallel=2))):
+            calls.clear()
+            model = shard_model(make_model(), mesh)
+            init_training(model, tcfg, gcfg)
+            loss, _, _ = loss_and_grads(model, {k: shard_batch(v, mesh) for k, v in
+                                                batch.items()}, gcfg, tcfg)
+            res[name] = dict(loss=float(loss), calls=len(calls))
+        print("RESULT" + json.dumps(res))
+    """)
+    res = json.loads(out.split("RESULT", 1)[1])
+    assert res["one"]["calls"] > 0 and res["data"]["calls"] == res["one"]["calls"]
+    assert res["model"]["calls"] == 0
+    for name in ("data", "model"):
+        assert abs(res[name]["loss"] - res["one"]["loss"]) <= 1e-2 * abs(res["one"]["loss"])
+
+
 # ----- learning ---------------------------------------------------------------------------------
 @nnx.jit(static_argnames="length")
 def sample(model, prompts, key, length):
