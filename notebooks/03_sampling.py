@@ -348,7 +348,7 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # compiled `generate`. `--profile DIR` shows where a decode step's time goes: about 20 small
 # kernels per layer (matrix products at 64 rows that reach 30-60% of the bandwidth, the
 # attention over the cache, norms, the cache write), each with a fixed cost that a step of
-# 0.8 ms of pure memory traffic cannot hide. One of them is ours: on a single GPU the attention
+# 0.8 ms of pure memory traffic cannot hide. One of them is ours: on GPUs the attention
 # is a Pallas kernel (`aha_utils.decode_attention`) that reads only the filled part of each
 # row's cache, where XLA's fixed shapes read every slot of it.
 
