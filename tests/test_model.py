@@ -183,7 +183,8 @@ def test_fused_attention_path_equals_the_xla_path(monkeypatch):
     """The train step's cache-less attention through `jax.nn.dot_product_attention` (cuDNN on
     GPUs; here the same call in XLA) against the model's own XLA attention: bfloat16 Gemma 3
     tiny, left-padded rows 20 tokens long (past the window of 8), logits and the gradient of
-    a weighted sum of them (bfloat16 rounding: the backward's differ by up to 1.3%). Gemma 2's soft-capped attention never takes the fused path."""
+    a weighted sum of them (bfloat16 rounding: the backward's differ by up to 1.3%). Gemma 2's
+    soft-capped attention never takes the fused path."""
     from aha_utils import model as model_mod
 
     model = Gemma(ModelConfig.tiny(), dtype=jnp.bfloat16, rngs=nnx.Rngs(0))

@@ -69,8 +69,9 @@ def test_completion_logprobs_match_full_forward():
     np.testing.assert_allclose(np.asarray(got)[valid], want[..., 0][valid], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("softcap, dtype, tol", [(None, jnp.float32, 1e-5), (30.0, jnp.float32, 1e-5),
-                                                (None, jnp.bfloat16, 1e-2), (30.0, jnp.bfloat16, 1e-2)])
+@pytest.mark.parametrize("softcap, dtype, tol", [
+    (None, jnp.float32, 1e-5), (30.0, jnp.float32, 1e-5),
+    (None, jnp.bfloat16, 1e-2), (30.0, jnp.bfloat16, 1e-2)])
 def test_projected_logprobs_values_and_gradients_equal_autodiff(softcap, dtype, tol):
     """The hand-written backward (`model.projected_logprobs`) against JAX's own derivative of
     the plain chain (logits in float32, soft-cap, log-softmax, gather), for a loss that weighs

@@ -121,7 +121,8 @@ def gpu_count() -> int:
 def print_table(args, rows: list[dict]) -> None:
     print(f"\nGRPO step, data parallel, {args.model} (random weights): per GPU {args.prompts} "
           f"prompts x {args.samples} samples x {args.new} new tokens, micro-batches of "
-          f"{args.micro} rows (where that divides them); {args.steps} steps: the first, then the median of the rest\n")
+          f"{args.micro} rows (where that divides them); {args.steps} steps: the first, then "
+          f"the median of the rest\n")
     print("| mode | GPUs | processes | rows/step | first step s | median step s | sample s | "
           "score s | update s | gen tokens/s | efficiency | device |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
