@@ -113,13 +113,14 @@ def projected_logprobs(h: jax.Array, emb: jax.Array, targets: jax.Array,
     return _projected_logprobs_fwd(h, emb, targets, softcap)[0]
 
 
-def _capped_logits(h, emb, softcap):
-    z = jnp.einsum("...d,vd->...v", h, emb, preferred_element_type=F32)   # [..., V]
+def capped_logits(h: jax.Array, emb: jax.Array, softcap: float | None) -> jax.Array:
+    """float32 logits `[..., V]` = softcap(h @ emb^T): `Gemma.logits` and `projected_logprobs`."""
+    z = einsum_f32("...d,vd->...v", h, emb)                             # [..., V]
     return z if softcap is None else jnp.tanh(z / softcap) * softcap
 
 
 def _projected_logprobs_fwd(h, emb, targets, softcap):
-    logits = _capped_logits(h, emb, softcap)                            # [..., V]
+    logits = capped_logits(h, emb, softcap)                             # [..., V]
     lse = jax.nn.logsumexp(logits, axis=-1)                             # [...]
     picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return picked - lse, (h, emb, targets, lse)
@@ -127,7 +128,7 @@ def _projected_logprobs_fwd(h, emb, targets, softcap):
 
 def _projected_logprobs_bwd(softcap, res, g):
     h, emb, targets, lse = res
-    logits = _capped_logits(h, emb, softcap)                            # [..., V]
+    logits = capped_logits(h, emb, softcap)                             # [..., V]
     vocab = jnp.arange(logits.shape[-1], dtype=targets.dtype)
     d = g[..., None] * ((targets[..., None] == vocab) - jnp.exp(logits - lse[..., None]))
     if softcap is not None:   # logits = c tanh(z / c): dz = dlogits (1 - (logits / c)^2)
@@ -280,7 +281,7 @@ class Attention(nnx.Module):
         """One token per row: write it into the cache first, then attend over the cache alone.
         Its slot held position `pos - S`, outside the window, so nothing still needed is lost,
         and reading only the updated cache lets XLA write the cache in place and skip the
-        concatenation the chunk path needs (one fewer kernel per layer and token). On one GPU
+        concatenation the chunk path needs (one fewer kernel per layer and token). On GPUs
         the attention is one kernel that reads only each row's filled slots
         (`aha_utils.decode_attention`)."""
         cache = self._write(cache, k, v, positions)
@@ -375,9 +376,7 @@ class Gemma(nnx.Module):
 
     def logits(self, h: jax.Array) -> jax.Array:
         """Project hidden states `[..., D]` to float32 logits `[..., V]` (tied embedding)."""
-        out = einsum_f32("...d,vd->...v", h, self.embedding[...])       # [..., V]
-        cap = self.config.final_softcap
-        return out if cap is None else jnp.tanh(out / cap) * cap
+        return capped_logits(h, self.embedding[...], self.config.final_softcap)
 
     def token_logprobs(self, h: jax.Array, targets: jax.Array) -> jax.Array:
         """float32 `[...]`: log pi(targets | h) for hidden states `[..., D]`, without a `[..., V]`

@@ -53,7 +53,7 @@ from aha_utils import sft_data
 from aha_utils.data.countdown import make_problems
 from aha_utils.sampler import PAD_ID, left_pad
 from aha_utils.grpo import GRPOConfig
-from aha_utils.sharding import DATA, model_mesh, shard_batch, traced_under
+from aha_utils.sharding import DATA, model_mesh, shard_batch
 from aha_utils.train_step import (TrainConfig, accumulate_micro_batches, cast_floats,
                                   completion_logprobs, init_training, make_schedule)
 
@@ -104,10 +104,9 @@ def _micro_loss(params, rest, graphdef, mb, num_tokens, cfg: TrainConfig):
 def _loss_and_grads(model, batch, cfg: TrainConfig, mesh):
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     num_tokens = jnp.maximum(batch["completion_mask"].sum(), 1.0)   # the whole batch's count
-    with traced_under(mesh):    # as the train step: cuDNN attention where only rows are split
-        return accumulate_micro_batches(
-            lambda p, mb: _micro_loss(p, rest, graphdef, mb, num_tokens, cfg),
-            params, batch, cfg.micro_batch_size, mesh)
+    return accumulate_micro_batches(
+        lambda p, mb: _micro_loss(p, rest, graphdef, mb, num_tokens, cfg),
+        params, batch, cfg.micro_batch_size, mesh)
 
 
 @nnx.jit(static_argnames=("cfg", "mesh"))

@@ -204,7 +204,9 @@ def accumulate_micro_batches(loss_fn, params, batch: dict, micro_batch_size: int
     micro-batches of `batch` by one `lax.scan` in float32 accumulators. `loss_fn` must normalise
     by the whole batch (then the sums are the full-batch values). Micro-batch k takes rows k,
     k+n, k+2n, ... (a reshape `[mb, n]`), so with a mesh each one stays spread over the `data`
-    axis without moving data; it is constrained to `P("data")` inside the scan."""
+    axis without moving data; it is constrained to `P("data")` inside the scan. The loss is
+    traced under `mesh` (`sharding.traced_under`), so cuDNN's attention runs where only rows
+    are split (`model.Attention._fused`), for GRPO and SFT alike."""
     rows = batch["tokens"].shape[0]
     mb = micro_batch_size or rows
     n = rows // mb
@@ -223,10 +225,11 @@ def accumulate_micro_batches(loss_fn, params, batch: dict, micro_batch_size: int
         return jax.tree.map(lambda a, g: a + g.astype(a.dtype), carry, (grads, metrics)), None
 
     first = jax.tree.map(lambda x: x[0], micro)
-    metric_shapes = jax.eval_shape(lambda: loss_fn(params, first)[1])
-    init = (jax.tree.map(lambda p: jnp.zeros(p.shape, F32), params),
-            jax.tree.map(lambda s: jnp.zeros(s.shape, F32), metric_shapes))
-    (grads, metrics), _ = jax.lax.scan(body, init, micro)
+    with traced_under(mesh):
+        metric_shapes = jax.eval_shape(lambda: loss_fn(params, first)[1])
+        init = (jax.tree.map(lambda p: jnp.zeros(p.shape, F32), params),
+                jax.tree.map(lambda s: jnp.zeros(s.shape, F32), metric_shapes))
+        (grads, metrics), _ = jax.lax.scan(body, init, micro)
     return grads, metrics
 
 
@@ -234,11 +237,9 @@ def _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh):
     graphdef, params, rest = nnx.split(model, train_cfg.trainable, ...)
     mask = grpo.loss_mask(batch["completion_mask"], batch.get("truncated"), grpo_cfg)
     counts = (batch["tokens"].shape[0], jnp.maximum(mask.sum(), 1.0))   # whole-batch normalisers
-    with traced_under(mesh):    # cuDNN attention runs where only rows are split
-        grads, metrics = accumulate_micro_batches(
-            lambda p, mb: _micro_loss(p, rest, graphdef, ref_params, mb, counts, grpo_cfg,
-                                      train_cfg),
-            params, batch, train_cfg.micro_batch_size, mesh)
+    grads, metrics = accumulate_micro_batches(
+        lambda p, mb: _micro_loss(p, rest, graphdef, ref_params, mb, counts, grpo_cfg, train_cfg),
+        params, batch, train_cfg.micro_batch_size, mesh)
     return metrics["loss"], grads, metrics
 
 

@@ -514,11 +514,25 @@ def run_child(args, framework: str, mode: str) -> dict:
                              subprocess.PIPE, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         return dict(row, error=f"over --timeout {args.timeout} s")
-    line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    return result_row(row, res.stdout, res.stderr, t)
+
+
+def result_row(row: dict, stdout: str, stderr: str | None, started: float) -> dict:
+    """`row` with a child's `RESULT {json}` line merged in, or with the last line of its output
+    as the error; `wall_s` since `started` either way (also `bench.scaling`'s children)."""
+    wall = time.perf_counter() - started
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
-        tail = [ln for ln in (res.stderr or res.stdout or "").strip().splitlines() if ln.strip()]
-        return dict(row, error=(tail or ["no output"])[-1][:300], wall_s=time.perf_counter() - t)
-    return dict(row, **json.loads(line[len("RESULT "):]), wall_s=time.perf_counter() - t)
+        tail = [ln for ln in (stderr or stdout or "").strip().splitlines() if ln.strip()]
+        return dict(row, error=(tail or ["no output"])[-1][:300], wall_s=wall)
+    return dict(row, **json.loads(line[len("RESULT "):]), wall_s=wall)
+
+
+def save_rows(path: str | None, args, rows: list[dict]) -> None:
+    """The rows and the arguments that made them, as JSON (nothing without a path)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(dict(args=vars(args), rows=rows), f, indent=1)
 
 
 def fmt(x, spec=".2f") -> str:
@@ -613,9 +627,7 @@ def main(argv=None) -> None:
                if (r["framework"], r["mode"]) not in done]
         rows = sorted(old + rows, key=lambda r: (FRAMEWORKS.index(r["framework"]),
                                                   MODES.index(r["mode"])))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(args=vars(args), rows=rows), f, indent=1)
+    save_rows(args.json, args, rows)
     print_table(args, rows)
 
 

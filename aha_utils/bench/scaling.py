@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 
-from aha_utils.bench.peers import MODES, fmt, run_ours
+from aha_utils.bench.peers import MODES, fmt, result_row, run_ours, save_rows
 
 
 def per_run(args, n: int) -> argparse.Namespace:
@@ -89,12 +89,7 @@ def run_setup(args, mode: str, gpus: int, processes: int) -> dict:
         for p in procs:
             p.kill()
         return dict(row, error=f"over --timeout {args.timeout} s")
-    line = next((ln for ln in outs[0][0].splitlines() if ln.startswith("RESULT ")), None)
-    if line is None:
-        tail = [ln for out, err in outs for ln in (err or out or "").strip().splitlines()
-                if ln.strip()]
-        return dict(row, error=(tail or ["no output"])[-1][:300])
-    return dict(row, **json.loads(line[len("RESULT "):]), wall_s=time.perf_counter() - t)
+    return result_row(row, outs[0][0], "\n".join(err or out or "" for out, err in outs), t)
 
 
 def one(args) -> dict:
@@ -184,9 +179,7 @@ def main(argv=None) -> None:
             rows.append(run_setup(args, mode, gpus, processes))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "steps"}),
                   file=sys.stderr, flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(args=vars(args), rows=rows), f, indent=1)
+    save_rows(args.json, args, rows)
     print_table(args, rows)
 
 
