@@ -39,7 +39,8 @@ fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `comp
   Plus the sampler's per-step float32 logits `[rows, V]`, 3 buffers (logits, probabilities,
   the sort or Gumbel noise of the draw).
 - decode_weights (sampler, `sampler.decode_copy`): the weights the decode loop reads, built
-  once per call: N x c when c != p, the merged projections (N - V x D) x c with LoRA, else 0.
+  once per call: N x c when c != p, the merged projections (N - V x D) x c with LoRA, else
+  the projections that `model.fuse_projections` concatenates or transposes (all but o).
 - total: params + optimizer + reference (alive all run long) + the larger of the train step's
   transients (gradients, activations) and the sampler's (kv_cache, decode_weights): the two
   programs never run at the same time.
@@ -202,7 +203,8 @@ def estimate_memory(model_cfg: ModelConfig, run_cfg, *, n_data: int = 1,
     cache_row = slots * (2 * k * hd * c + 4)
     kv = rows * cache_row + -(-rows // run.num_samples) * cache_row
     kv += SAMPLER_LOGIT_BUFFERS * rows * V * 4
-    decode_weights = n_all * c if c != p else n_mats * c if lora else 0
+    n_fused = n_mats - L * h * hd * d           # every projection but o is rebuilt
+    decode_weights = n_all * c if c != p else n_mats * c if lora else n_fused * c
 
     return MemoryEstimate(params=params, gradients=gradients, optimizer=optimizer,
                           reference=reference, activations=acts,

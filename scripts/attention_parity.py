@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     cfg = config_for("gemma3-270m")
     ref = model_mod.Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
     ref.embedding[...] = ref.embedding[...] * args.embedding_scale
-    low = decode_copy(ref, "bfloat16")               # the same weights, cast to bf16
+    low = decode_copy(ref, "bfloat16", fuse=False)   # the same weights, cast to bf16
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(3, cfg.vocab_size, (ROWS, COLS)), jnp.int32)
     positions = np.tile(np.arange(COLS, dtype=np.int32), (ROWS, 1))

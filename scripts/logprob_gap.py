@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     model, tokenizer = load_model(args.model, dtype=jnp.float32)
-    update_model = decode_copy(model, "bfloat16")   # the train step's cast: model.cast_floats
+    update_model = decode_copy(model, "bfloat16", fuse=False)   # the train step's cast
     logprobs = nnx.jit(completion_logprobs, static_argnames=("completion_start",))
     prompts = [make_prompt("countdown", q) for q in make_problems(args.prompts, seed=1)]
 

@@ -135,13 +135,16 @@ def test_kv_cache_windows_and_data_parallel():
 
 def test_sampler_decode_copy_counts_the_weights_it_builds():
     """`sampler.decode_copy` casts every weight when the compute dtype differs from the
-    parameters', merges the adapted projections with LoRA, and builds nothing otherwise."""
+    parameters', merges the adapted projections with LoRA, and otherwise builds the fused
+    projections of the decode layout: every projection but o."""
     n, mats = TOY.num_params(), TOY.num_params() - TOY.vocab_size * TOY.d_model
+    o_proj = TOY.num_layers * TOY.num_heads * TOY.head_dim * TOY.d_model
     bf16 = dict(compute_dtype="bfloat16")
     assert estimate_memory(TOY, toy_run(param_dtype="float32", **bf16)).decode_weights == 2 * n
     assert estimate_memory(TOY, toy_run(param_dtype="bfloat16", lora_rank=8, **bf16)
                            ).decode_weights == 2 * mats
-    assert estimate_memory(TOY, toy_run(compute_dtype="float32")).decode_weights == 0
+    assert estimate_memory(TOY, toy_run(compute_dtype="float32")).decode_weights \
+        == 4 * (mats - o_proj)
     est = estimate_memory(TOY, toy_run(param_dtype="float32", **bf16))
     assert est.total == est.persistent + max(est.gradients + est.activations,
                                              est.kv_cache + est.decode_weights)

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from aha_utils.config import ModelConfig, config_for
-from aha_utils.model import Gemma, einsum_f32, forward, init_cache
+from aha_utils.model import Gemma, einsum_f32, forward, fuse_projections, init_cache
 from tests.conftest import jaxpr_eqns
 
 CONFIGS = {"gemma3": ModelConfig.tiny(), "gemma2": ModelConfig.tiny_gemma2(),
@@ -47,6 +47,28 @@ def test_cache_matches_full_forward(name, prefill_len):
     full = forward(model, ids[None])[0]
     cached = decode_with_cache(model, ids, prefill_len, max_len=32)
     np.testing.assert_allclose(cached, full, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_fused_projections_are_the_same_function(name):
+    """The decode layout (q/k/v one matrix, gate/up one, down transposed) against the model's
+    own: full forward and cached decoding, float32, past the window; the same weights in it."""
+    cfg = CONFIGS[name]
+    model = tiny_model(cfg)
+    fused = fuse_projections(nnx.clone(model))
+    attn, mlp, ref = fused.layers[0].attn, fused.layers[0].mlp, model.layers[0]
+    assert not hasattr(attn, "q_proj") and not hasattr(mlp, "gate_proj")
+    d, h, k, hd = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    assert attn.qkv.shape == (d, (h + 2 * k) * hd) and mlp.gate_up.shape == (d, 2 * cfg.ffn_dim)
+    np.testing.assert_array_equal(attn.qkv[...][:, h * hd:(h + k) * hd],
+                                  ref.attn.k_proj[...].reshape(d, -1))
+    np.testing.assert_array_equal(mlp.down_t[...], ref.mlp.down_proj[...].T)
+    ids = np.random.default_rng(3).integers(0, cfg.vocab_size, 24)
+    want = forward(model, ids[None])[0]
+    np.testing.assert_allclose(forward(fused, ids[None])[0], want, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(decode_with_cache(fused, ids, 5, max_len=32), want,
+                               atol=2e-5, rtol=2e-5)
+    assert hasattr(model.layers[0].attn, "q_proj")     # the clone was changed, not the model
 
 
 def test_cache_chunked_prefill_after_decode():

@@ -182,9 +182,12 @@ def test_decode_copy_merges_lora_casts_once_and_leaves_the_model(model):
     assert {x.dtype for x in jax.tree.leaves(nnx.state(adapted))} == {jnp.dtype("float32")}
 
     # Per step the loop multiplies by each projection once; merging in the loop would add the
-    # adapters' A @ B (7 per layer) on top.
+    # adapters' A @ B (7 per layer) on top. In the decode layout (`model.fuse_projections`)
+    # that is 4 matmuls a layer (qkv, o, gate_up, down), 2 for the attention (XLA's path on a
+    # CPU) and the logits; 7 + 2 a layer unfused.
     sample = lambda m: sample_tokens(m, tokens, positions, jax.random.key(4), cfg)
-    assert _while_body_dots(sample, adapted) == _while_body_dots(sample, merged)
+    assert _while_body_dots(sample, adapted) == _while_body_dots(sample, merged) \
+        == [TINY.num_layers * (4 + 2) + 1]
     with pytest.raises(ValueError, match="compute_dtype"):
         SampleConfig(max_new_tokens=4, compute_dtype="float16")
 
