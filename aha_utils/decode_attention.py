@@ -1,9 +1,11 @@
-"""Decode attention as one GPU kernel (Pallas on Triton) that reads only the filled part of each
-row's KV cache: one query token per row, softmax(q k^T) v over that row's cache.
+"""A layer's attention for one decode step as one GPU kernel (Pallas on Triton): qk-norm and
+rotary embedding of this step's q and k, the write of k, v and the position into the KV cache,
+and softmax(q k^T) v over only the filled part of each row's cache.
 
-`model.Attention._decode` calls `decode_attention(...)` on GPUs where `kernel_available()`: one
-device, or rows split over a data-parallel mesh; elsewhere it keeps its XLA path. Both compute
-the same softmax(q k^T) v.
+`model.Attention._decode_kernel` calls `decode_attention(...)` on GPUs where
+`kernel_available(head_dim)`: one device, or rows split over a data-parallel mesh; elsewhere the
+model keeps its XLA path (`Attention.prepare` + `Attention._decode`). Both compute the same
+numbers (tests: the output and the written cache, float32 and bfloat16).
 
 Design decisions:
 - Why a kernel: XLA's static shapes make every decode step read the whole cache, `P + M`
@@ -14,6 +16,17 @@ Design decisions:
   and XLA also splits the attention into five kernels (scores, max, sum, normalise,
   probabilities x values). Here each program stops at its row's last filled block: a loop
   whose trip count is a traced number, which a Triton kernel allows and an XLA program does not.
+- Why the norms, the rotation and the cache write are in it too: around the attention XLA ran
+  about eight small kernels a layer (q-norm, k-norm, the two rotations, three cache scatters,
+  a pad of q to 16 rows), 1.5-2.6 us each on an H100 for a few KB of work: more time than the
+  attention itself. The kernel takes the q/k/v projection's output `[B, H + 2K, hd]` as it is.
+  Each program norms and rotates its kv head's G query heads and the new key in registers
+  (a few hundred flops each), rounding to the model's dtype where the XLA path rounds.
+- The new token is not read from the cache: the old cache is read with the token's own slot
+  masked (it holds an older position, or nothing), and the token's score and value enter the
+  online softmax from registers, in the one slice that owns the slot. That slice's program
+  then writes k, v and the position into the cache, which is donated to the call
+  (`input_output_aliases`), so XLA updates it in place; no program reads a slot another writes.
 - Flash-decoding: each program takes one (row, kv head, slice of the slots), runs an online
   softmax over blocks of `block` slots, and writes its unnormalised output with its running max
   and sum; a few XLA ops merge the slices. Slicing gives the GPU enough programs when rows are
@@ -21,9 +34,11 @@ Design decisions:
 - Masks inside a block come from the slots' stored positions, as in the model: filled
   (`pos >= 0`), not in the future, inside the sliding window. So the last partial block, left
   padding and the ring buffer need no other bookkeeping. A padding row (position -1) reads
-  nothing and gets zeros.
+  nothing, writes nothing and gets zeros.
 - The `G` query heads that share a kv head are the rows of one small matmul, padded to 16 rows
-  (Triton's smallest dot tile). The extra multiplies are free: the kernel is memory-bound.
+  (Triton's smallest dot tile), built in registers; q k^T is two dots over the two halves of a
+  head, the halves the rotation pairs (so heads of at least 32). The extra multiplies are free:
+  the kernel is memory-bound.
 - Slots must be a multiple of 16: `model.cache_slots` rounds up (spare slots stay empty).
 - Several devices: XLA cannot partition a Pallas call, so under a mesh the call is wrapped in a
   `shard_map` over the `data` axis: each device runs the kernel on its own rows, which is all
@@ -48,18 +63,21 @@ F32 = jnp.float32
 NEG_INF = float(jnp.finfo(jnp.float32).min)   # finite, as in the model
 SLOT_MULTIPLE = 16
 MIN_QUERY_ROWS = 16        # Triton's smallest matmul tile
+MIN_HEAD_DIM = 32          # q k^T is two dots over half a head: 16 each at least
 TARGET_PROGRAMS = 132      # one program per SM on an H100 (132 SMs)
 
 USE_KERNEL: bool | None = None   # None: on GPUs. Tests set True to run the kernel,
                                  # interpreted, inside the model on a CPU.
 
 
-def kernel_available() -> bool:
-    """Whether a decode step traced now uses this kernel: on GPUs (or with `USE_KERNEL`), when
+def kernel_available(head_dim: int) -> bool:
+    """Whether a decode step traced now uses this kernel: on GPUs (or with `USE_KERNEL`), for
+    heads of at least 32 (each half of a head is a dot of Triton's smallest size, 16), when
     the rows are on one device (no mesh in context, one device) or split over the `data` axis
     of the mesh in context with every other axis of size 1 (see the design notes above)."""
-    use = jax.default_backend() == "gpu" if USE_KERNEL is None else USE_KERNEL
-    return use and rows_split_only()
+    on_gpu = jax.default_backend() == "gpu"
+    use = on_gpu if USE_KERNEL is None else USE_KERNEL
+    return use and (head_dim >= MIN_HEAD_DIM or not on_gpu) and rows_split_only()
 
 
 def _block(slots: int, largest: int) -> int:
@@ -78,27 +96,72 @@ def _splits(programs: int, slots: int, block: int, target: int) -> int:
     return n
 
 
-def _kernel(q_pos_ref, q_ref, k_ref, v_ref, k_pos_ref, acc_ref, max_ref, sum_ref, *,
-            block: int, slots: int, window: int | None, softcap: float | None):
-    """One (row, kv head, slice): online softmax over the slice's filled blocks, unnormalised."""
-    q = q_ref[...]                                                   # [Gp, hd]
+def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: int, slots: int,
+            window: int | None, softcap: float | None, q_scale: float, eps: float | None):
+    """One (row, kv head, slice): this step's q and k normed and rotated, an online softmax over
+    the slice's filled blocks of the old cache plus (in the slice that owns its slot) the new
+    token, unnormalised; the owner also writes the new k, v and position into the cache."""
+    if eps is None:
+        qkv_ref, k_ref, v_ref, k_pos_ref, acc_ref, max_ref, sum_ref, k_out, v_out, pos_out = refs
+        q_norm_ref = k_norm_ref = None
+    else:
+        (q_norm_ref, k_norm_ref, qkv_ref, k_ref, v_ref, k_pos_ref,
+         acc_ref, max_ref, sum_ref, k_out, v_out, pos_out) = refs
+    row_pad, hd = acc_ref.shape
+    half = hd // 2
+    b, h, j = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     q_pos = q_pos_ref[0]                                             # []
+    sin, cos = sin_ref[...], cos_ref[...]                           # [hd/2] float32
+    dtype = qkv_ref.dtype
+    first = b * (heads + 2 * n_kv)             # this row's first line of the flat qkv
+
+    def halves(line, norm_ref):
+        """One head's vector as float32 halves, RMS-normed (`norm_ref`: Gemma's 1 + w) and
+        rotated, each step rounded to the model's dtype as the XLA path rounds it."""
+        x1 = qkv_ref[first + line, pl.ds(0, half)].astype(F32)       # [hd/2]
+        x2 = qkv_ref[first + line, pl.ds(half, half)].astype(F32)
+        if norm_ref is not None:
+            inv = jax.lax.rsqrt((jnp.sum(x1 * x1) + jnp.sum(x2 * x2)) / hd + eps)
+            x1 = (x1 * inv * (1.0 + norm_ref[pl.ds(0, half)].astype(F32))).astype(dtype)
+            x2 = (x2 * inv * (1.0 + norm_ref[pl.ds(half, half)].astype(F32))).astype(dtype)
+            x1, x2 = x1.astype(F32), x2.astype(F32)
+        return ((x1 * cos - x2 * sin).astype(dtype).astype(F32),
+                (x2 * cos + x1 * sin).astype(dtype).astype(F32))
+
+    # The G query heads of kv head h as the first G rows of a [row_pad, hd/2] x 2 tile (Triton's
+    # dots need 16 rows; the rest stay 0), scaled as the model scales them.
+    g = heads // n_kv
+    line = jax.lax.broadcasted_iota(jnp.int32, (row_pad, half), 0)
+    q1 = q2 = jnp.zeros((row_pad, half), F32)
+    for i in range(g):
+        a, c = halves(h * g + i, q_norm_ref)
+        q1 = jnp.where(line == i, (a * q_scale).astype(dtype).astype(F32)[None, :], q1)
+        q2 = jnp.where(line == i, (c * q_scale).astype(dtype).astype(F32)[None, :], q2)
+    q1, q2 = q1.astype(dtype), q2.astype(dtype)
+    k1, k2 = halves(heads + h, k_norm_ref)                          # the new key, [hd/2] x 2
+    v_new = qkv_ref[first + heads + n_kv + h, :]                     # [hd]
+
     part = k_ref.shape[0]
+    own = jnp.where(q_pos >= 0, q_pos % slots, -1)                   # the new token's slot
     # Filled slots are 0..min(q_pos, slots - 1); this slice holds slots [start, start + part).
-    filled = jnp.minimum(q_pos + 1, slots) - pl.program_id(2) * part
+    filled = jnp.minimum(q_pos + 1, slots) - j * part
     n_blocks = (jnp.clip(filled, 0, part) + block - 1) // block
+
+    def scores(s):
+        return s if softcap is None else jnp.tanh(s / softcap) * softcap
 
     def step(i, carry):
         acc, run_max, run_sum = carry
         sl = pl.ds(i * block, block)
-        s = jnp.dot(q, k_ref[sl, :].T, preferred_element_type=F32)   # [Gp, block]
-        if softcap is not None:
-            s = jnp.tanh(s / softcap) * softcap
+        s = scores(jnp.dot(q1, k_ref[sl, pl.ds(0, half)].T, preferred_element_type=F32)
+                   + jnp.dot(q2, k_ref[sl, pl.ds(half, half)].T, preferred_element_type=F32))
         k_pos = k_pos_ref[sl]                                        # [block]
-        ok = (k_pos >= 0) & (k_pos <= q_pos)
+        slot = j * part + i * block + jax.lax.broadcasted_iota(jnp.int32, (block,), 0)
+        # The own slot holds an older token (or nothing): the new one replaces it below.
+        ok = (k_pos >= 0) & (k_pos <= q_pos) & (slot != own)
         if window is not None:
             ok &= q_pos - k_pos < window
-        s = jnp.where(ok[None, :], s, NEG_INF)
+        s = jnp.where(ok[None, :], s, NEG_INF)                       # [Gp, block]
         new_max = jnp.maximum(run_max, jnp.max(s, axis=1))           # [Gp]
         scale = jnp.exp(run_max - new_max)                           # [Gp]
         p = jnp.where(ok[None, :], jnp.exp(s - new_max[:, None]), 0.0)   # [Gp, block]
@@ -106,87 +169,132 @@ def _kernel(q_pos_ref, q_ref, k_ref, v_ref, k_pos_ref, acc_ref, max_ref, sum_ref
         acc = acc * scale[:, None] + jnp.dot(p.astype(v.dtype), v, preferred_element_type=F32)
         return acc, new_max, run_sum * scale + jnp.sum(p, axis=1)
 
-    rows, hd = q.shape
-    init = (jnp.zeros((rows, hd), F32), jnp.full((rows,), NEG_INF, F32), jnp.zeros((rows,), F32))
+    init = (jnp.zeros((row_pad, hd), F32), jnp.full((row_pad,), NEG_INF, F32),
+            jnp.zeros((row_pad,), F32))
     acc, run_max, run_sum = jax.lax.fori_loop(0, n_blocks, step, init)
+
+    # The new token, in the slice that owns its slot (a padding row owns none).
+    owner = (own >= 0) & (own // part == j)
+    s_new = scores(jnp.sum(q1.astype(F32) * k1[None, :], axis=1)
+                   + jnp.sum(q2.astype(F32) * k2[None, :], axis=1))  # [Gp]
+    s_new = jnp.where(owner, s_new, NEG_INF)
+    new_max = jnp.maximum(run_max, s_new)
+    scale = jnp.exp(run_max - new_max)
+    p_new = jnp.where(owner, jnp.exp(s_new - new_max), 0.0)          # [Gp]
+    v_row = v_new.astype(k_ref.dtype).astype(F32)
+    acc = acc * scale[:, None] + p_new.astype(k_ref.dtype).astype(F32)[:, None] * v_row[None, :]
     acc_ref[...] = acc
-    max_ref[...] = run_max
-    sum_ref[...] = run_sum
+    max_ref[...] = new_max
+    sum_ref[...] = run_sum * scale + p_new
+
+    @pl.when(owner)
+    def _write():
+        at = own - j * part
+        k_out[at, pl.ds(0, half)] = k1.astype(k_out.dtype)
+        k_out[at, pl.ds(half, half)] = k2.astype(k_out.dtype)
+        v_out[at, :] = v_new.astype(v_out.dtype)
+        pos_out[pl.ds(at, 1)] = jnp.full((1,), q_pos, jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("window", "softcap", "interpret", "block",
-                                             "programs", "num_warps", "num_stages"))
-def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, k_pos: jax.Array,
-                     q_pos: jax.Array, *, window: int | None, softcap: float | None,
-                     interpret: bool = False, block: int = 64, programs: int = TARGET_PROGRAMS,
-                     num_warps: int = 4, num_stages: int = 2) -> jax.Array:
-    """softmax(q k^T) v for one query token per row: `[B, K, G, hd]` in `q`'s dtype.
+@functools.partial(jax.jit, static_argnames=(
+    "heads", "window", "softcap", "q_scale", "eps", "interpret", "block", "programs",
+    "num_warps", "num_stages"))
+def decode_attention(qkv: jax.Array, q_pos: jax.Array, k: jax.Array, v: jax.Array,
+                     k_pos: jax.Array, sin: jax.Array, cos: jax.Array,
+                     q_norm: jax.Array | None, k_norm: jax.Array | None, *, heads: int,
+                     window: int | None, softcap: float | None, q_scale: float,
+                     eps: float | None, interpret: bool = False, block: int = 64,
+                     programs: int = TARGET_PROGRAMS, num_warps: int = 4, num_stages: int = 2
+                     ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """One decode step's attention for one layer: `(out [B, K, G, hd], k, v, k_pos)`.
 
-    q: `[B, K, G, hd]`, already scaled and rotated; k, v: `[B, S, K, hd]` (the layer's cache with
-    this step's token written at slot `q_pos % S`); k_pos: `[B, S]` int32, the position in each
-    slot (-1 = empty); q_pos: `[B]` int32 (-1 = padding row). `window`: sliding window or None;
-    `softcap`: attention logit soft-cap or None. `interpret=True` runs the kernel in Pallas's
+    qkv: `[B, H + 2K, hd]`, this step's projections (H query heads, then K keys, then K values)
+    before qk-norm and rotary embedding; q_pos: `[B]` int32 (-1 = padding row); k, v:
+    `[B, S, K, hd]` and k_pos `[B, S]` int32, the layer's cache before this step; sin, cos:
+    `[B, hd / 2]` float32, the rotary angles of q_pos (`model.rope_angles`); q_norm, k_norm:
+    `[hd]` RMSNorm weights (Gemma scales by 1 + w) with `eps`, or None and `eps=None` (no
+    qk-norm); `q_scale`: the query scaling. Returns the attention output in qkv's dtype and the
+    cache with this token written at slot `q_pos % S` (donated: updated in place), as
+    `model.Attention` computes them in XLA. `interpret=True` runs the kernel in Pallas's
     interpreter (CPU tests). Tuning: `block`, the largest block of slots per loop step;
     `programs`, how many programs to aim for (per device); Triton's warps and stages. Under a
     mesh in context, each device takes its own rows (a `shard_map` over `data`)."""
-    b, n_kv, g, hd = q.shape
-    slots = k.shape[1]
-    if k.shape != (b, slots, n_kv, hd) or v.shape != k.shape or k_pos.shape != (b, slots):
-        raise ValueError(f"decode_attention: q {q.shape}, k {k.shape}, v {v.shape}, k_pos "
-                         f"{k_pos.shape} do not fit [B, K, G, hd], [B, S, K, hd] and [B, S]")
-    local = functools.partial(_attend, window=window, softcap=softcap, interpret=interpret,
-                              block=_block(slots, block), programs=programs,
-                              num_warps=num_warps, num_stages=num_stages)
+    b, lines, hd = qkv.shape
+    slots, n_kv = k.shape[1], k.shape[2]
+    if (lines != heads + 2 * n_kv or heads % n_kv or k.shape != (b, slots, n_kv, hd)
+            or v.shape != k.shape or k_pos.shape != (b, slots) or q_pos.shape != (b,)
+            or sin.shape != (b, hd // 2) or cos.shape != sin.shape):
+        raise ValueError(f"decode_attention: qkv {qkv.shape}, q_pos {q_pos.shape}, k {k.shape}, "
+                         f"v {v.shape}, k_pos {k_pos.shape}, sin {sin.shape} do not fit [B, H + "
+                         f"2K, hd], [B], [B, S, K, hd] and [B, S], [B, hd / 2] with H = {heads}")
+    if (q_norm is None) != (eps is None):
+        raise ValueError("decode_attention: pass q_norm, k_norm and eps together, or none")
+    local = functools.partial(
+        _attend, heads=heads, window=window, softcap=softcap, q_scale=q_scale, eps=eps,
+        interpret=interpret, block=_block(slots, block), programs=programs,
+        num_warps=num_warps, num_stages=num_stages)
+    norms = () if q_norm is None else (q_norm, k_norm)
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
-        return local(q, k, v, k_pos, q_pos)
+        return local(qkv, q_pos, k, v, k_pos, sin, cos, *norms)
     if b % mesh.shape[DATA]:
         raise ValueError(f"decode_attention: {b} rows do not split over the mesh's "
                          f"{mesh.shape[DATA]} data-parallel devices; pad the batch")
-    rows = P(DATA)     # every argument and the output: rows split, the rest whole on each device
+    rows = P(DATA)     # per-row arguments and outputs split; the norm weights whole everywhere
     # check_vma=False: pallas_call's output shapes carry no varying-axes annotation to check.
-    return jax.shard_map(local, in_specs=(rows,) * 5, out_specs=rows,
-                         check_vma=False)(q, k, v, k_pos, q_pos)
+    return jax.shard_map(local, in_specs=(rows,) * 7 + (P(),) * len(norms),
+                         out_specs=(rows,) * 4, check_vma=False)(
+        qkv, q_pos, k, v, k_pos, sin, cos, *norms)
 
 
-def _attend(q, k, v, k_pos, q_pos, *, window, softcap, interpret, block, programs, num_warps,
-            num_stages):
+def _attend(qkv, q_pos, k, v, k_pos, sin, cos, *norms, heads, window, softcap, q_scale, eps,
+            interpret, block, programs, num_warps, num_stages):
     """`decode_attention` on the rows of one device: the kernel, then the merge of its slices."""
     from jax.experimental.pallas import triton as pl_triton   # here: TPU hosts never need it
 
-    b, n_kv, g, hd = q.shape
-    slots = k.shape[1]
+    b, lines, hd = qkv.shape
+    slots, n_kv = k.shape[1], k.shape[2]
+    g = heads // n_kv
     splits = _splits(b * n_kv, slots, block, programs)
     part = slots // splits
     rows = max(MIN_QUERY_ROWS, g)
-    q_pad = jnp.pad(q, ((0, 0), (0, 0), (0, rows - g), (0, 0)))     # [B, K, Gp, hd]
     sq = pl.squeezed
-    kernel = functools.partial(_kernel, block=block, slots=slots, window=window, softcap=softcap)
-    acc, run_max, run_sum = pl.pallas_call(
+    kernel = functools.partial(_kernel, heads=heads, n_kv=n_kv, block=block, slots=slots,
+                               window=window, softcap=softcap, q_scale=q_scale, eps=eps)
+    cache_block = pl.BlockSpec((sq, part, sq, hd), lambda i, h, j: (i, j, h, 0))
+    pos_block = pl.BlockSpec((sq, part), lambda i, h, j: (i, j))
+    whole = pl.BlockSpec((hd,), lambda i, h, j: (0,))
+    in_specs = [pl.BlockSpec((sq, 1), lambda i, h, j: (i, 0)),                   # q_pos
+                pl.BlockSpec((sq, hd // 2), lambda i, h, j: (i, 0)),              # sin
+                pl.BlockSpec((sq, hd // 2), lambda i, h, j: (i, 0)),              # cos
+                *[whole] * len(norms),                                            # norms
+                pl.BlockSpec((b * lines, hd), lambda i, h, j: (0, 0)),           # qkv, flat
+                cache_block, cache_block, pos_block]                              # k, v, k_pos
+    first_cache = 4 + len(norms)
+    acc, run_max, run_sum, k, v, k_pos = pl.pallas_call(
         kernel,
         grid=(b, n_kv, splits),
-        in_specs=[
-            pl.BlockSpec((sq, 1), lambda i, h, j: (i, 0)),                      # q_pos
-            pl.BlockSpec((sq, sq, rows, hd), lambda i, h, j: (i, h, 0, 0)),     # q
-            pl.BlockSpec((sq, part, sq, hd), lambda i, h, j: (i, j, h, 0)),     # k
-            pl.BlockSpec((sq, part, sq, hd), lambda i, h, j: (i, j, h, 0)),     # v
-            pl.BlockSpec((sq, part), lambda i, h, j: (i, j)),                   # k_pos
-        ],
+        in_specs=in_specs,
         out_specs=[
             pl.BlockSpec((sq, sq, sq, rows, hd), lambda i, h, j: (i, h, j, 0, 0)),
             pl.BlockSpec((sq, sq, sq, rows), lambda i, h, j: (i, h, j, 0)),
             pl.BlockSpec((sq, sq, sq, rows), lambda i, h, j: (i, h, j, 0)),
-        ],
+            cache_block, cache_block, pos_block],
         out_shape=[jax.ShapeDtypeStruct((b, n_kv, splits, rows, hd), F32),
                    jax.ShapeDtypeStruct((b, n_kv, splits, rows), F32),
-                   jax.ShapeDtypeStruct((b, n_kv, splits, rows), F32)],
+                   jax.ShapeDtypeStruct((b, n_kv, splits, rows), F32),
+                   jax.ShapeDtypeStruct(k.shape, k.dtype),
+                   jax.ShapeDtypeStruct(v.shape, v.dtype),
+                   jax.ShapeDtypeStruct(k_pos.shape, jnp.int32)],
+        input_output_aliases={first_cache: 3, first_cache + 1: 4, first_cache + 2: 5},
         interpret=interpret,
         compiler_params=pl_triton.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-    )(q_pos.astype(jnp.int32)[:, None], q_pad, k, v, k_pos.astype(jnp.int32))
+    )(q_pos.astype(jnp.int32)[:, None], sin.astype(F32), cos.astype(F32), *norms,
+      qkv.reshape(b * lines, hd), k, v, k_pos.astype(jnp.int32))
     # Merge the slices: rescale each to the largest running max, then normalise once. A slice
     # that read nothing has sum 0 and weighs nothing; a row that read nothing gets zeros.
     top = jnp.max(run_max, axis=2, keepdims=True)                   # [B, K, 1, Gp]
     w = jnp.exp(run_max - top)                                       # [B, K, splits, Gp]
     total = jnp.sum(run_sum * w, axis=2)                             # [B, K, Gp]
     out = jnp.sum(acc * w[..., None], axis=2) / jnp.maximum(total, 1e-30)[..., None]
-    return out[:, :, :g].astype(q.dtype)                             # [B, K, G, hd]
+    return out[:, :, :g].astype(qkv.dtype), k, v, k_pos              # [B, K, G, hd]

@@ -20,10 +20,13 @@ Design decisions (each one is load-bearing for a later notebook):
   JAX's own transpose would multiply it by the bf16 operand upcast to float32, and float32
   matmuls run on an H100 at about a seventh of bf16's rate (the vocabulary projection's
   backward alone took 20% of a 1B GRPO update that way).
-- Attention has three paths: decode (one token, cache) through the Pallas kernel on GPUs
-  (`aha_utils.decode_attention`); a cache-less forward (the update) through cuDNN's fused
+- Attention has three paths: decode (one token, cache) through one Pallas kernel on GPUs that
+  also norms, rotates and writes the new token (`Attention._decode_kernel`,
+  `aha_utils.decode_attention`); a cache-less forward (the update) through cuDNN's fused
   attention on GPUs (`Attention._fused`); everything else, and TPUs and CPUs, in plain XLA. The
   GPU paths take the same mask and are tested against the XLA one.
+- The sampler decodes a copy in the decode layout (`fuse_projections`): q/k/v one matrix,
+  gate/up one, down transposed. The modules read either layout.
 - `model(tokens)` returns float32 logits `[B, T, V]`. Code that only needs a few log-probs
   (sampling, the GRPO loss) calls `model.hidden(...)` and projects chunks itself, so no
   `[B, T, 262144]` float32 buffer is ever materialised there.
@@ -174,12 +177,19 @@ def fuse_projections(model: Gemma) -> Gemma:
     return model
 
 
+def rope_angles(positions: jax.Array, head_dim: int, base: float, scale: float
+                ) -> tuple[jax.Array, jax.Array]:
+    """float32 (sin, cos) `[B, T, hd/2]` of the rotary angles at `positions` `[B, T]`."""
+    half = head_dim // 2
+    freq = base ** (-jnp.arange(half, dtype=F32) * 2 / head_dim)         # [hd/2]
+    angle = (positions.astype(F32) / scale)[..., None] * freq            # [B, T, hd/2]
+    return jnp.sin(angle), jnp.cos(angle)
+
+
 def rope(x: jax.Array, positions: jax.Array, base: float, scale: float) -> jax.Array:
     """Rotary embedding, half-split convention (first half rotates against the second)."""
-    half = x.shape[-1] // 2
-    freq = base ** (-jnp.arange(half, dtype=F32) * 2 / x.shape[-1])      # [hd/2]
-    angle = (positions.astype(F32) / scale)[..., None] * freq            # [B, T, hd/2]
-    sin, cos = jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
+    sin, cos = rope_angles(positions, x.shape[-1], base, scale)
+    sin, cos = sin[:, :, None, :], cos[:, :, None, :]                    # [B, T, 1, hd/2]
     x1, x2 = jnp.split(x.astype(F32), 2, axis=-1)                       # [B, T, N, hd/2] each
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x.dtype)
@@ -247,25 +257,41 @@ class Attention(nnx.Module):
             return (jnp.einsum("btd,dhk->bthk", x, self.q_proj[...]),
                     jnp.einsum("btd,dnk->btnk", x, self.k_proj[...]),
                     jnp.einsum("btd,dnk->btnk", x, self.v_proj[...]))
-        h, n_kv, hd = self.heads
-        qkv = (x @ self.qkv[...]).reshape(*x.shape[:2], h + 2 * n_kv, hd)  # [B, T, H + 2K, hd]
+        qkv = self._qkv(x)                                      # [B, T, H + 2K, hd]
+        h, n_kv, _ = self.heads
         return qkv[:, :, :h], qkv[:, :, h:h + n_kv], qkv[:, :, h + n_kv:]
 
-    def __call__(self, x, positions, cache: LayerCache | None):
+    def _qkv(self, x):
+        """`[B, T, H + 2K, hd]`: the heads of q, then k, then v, as the kernel takes them."""
+        h, n_kv, hd = self.heads
+        if hasattr(self, "qkv"):
+            return (x @ self.qkv[...]).reshape(*x.shape[:2], h + 2 * n_kv, hd)
+        return jnp.concatenate(self._project(x), axis=2)
+
+    def prepare(self, x, positions):
+        """q `[B, T, K, G, hd]` (normed, rotated, scaled), k `[B, T, K, hd]` (normed, rotated)
+        and v `[B, T, K, hd]`: what every attention path but `_decode_kernel` starts from."""
         b, t, _ = x.shape
         q, k, v = self._project(x)                              # [B, T, H|K, hd]
         if self.use_qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q = rope(q, positions, self.rope_base, self.rope_scale) * jnp.asarray(self.q_scale, q.dtype)
         k = rope(k, positions, self.rope_base, self.rope_scale)
-        n_kv = k.shape[2]
-        q = q.reshape(b, t, n_kv, -1, q.shape[-1])             # [B, T, K, G, hd]
-        if cache is not None and t == 1:
-            out, new_cache = self._decode(q, k, v, positions, cache)
-        elif cache is None and self._cudnn_fits(q):
-            out, new_cache = self._fused(q, k, v, positions), None
+        return q.reshape(b, t, k.shape[2], -1, q.shape[-1]), k, v
+
+    def __call__(self, x, positions, cache: LayerCache | None):
+        b, t, _ = x.shape
+        if cache is not None and t == 1 and fused.kernel_available(self.heads[2]):
+            out, new_cache = self._decode_kernel(x, positions, cache)   # [B, K, G, hd]
+            out = out[:, None]                                           # [B, 1, K, G, hd]
         else:
-            out, new_cache = self._chunk(q, k, v, positions, cache)
+            q, k, v = self.prepare(x, positions)
+            if cache is not None and t == 1:
+                out, new_cache = self._decode(q, k, v, positions, cache)
+            elif cache is None and self._cudnn_fits(q):
+                out, new_cache = self._fused(q, k, v, positions), None
+            else:
+                out, new_cache = self._chunk(q, k, v, positions, cache)
         out = out.reshape(b, t, -1, out.shape[-1])              # [B, T, H, hd]
         y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...])  # [B, T, D]
         return y, new_cache
@@ -311,19 +337,30 @@ class Attention(nnx.Module):
             implementation="cudnn" if jax.default_backend() == "gpu" else None)
         return out.reshape(b, t, n_kv, g, hd)                          # [B, T, K, G, hd]
 
+    def _decode_kernel(self, x, positions, cache: LayerCache, **tuning):
+        """One token per row on GPUs: qk-norm, rotary embedding, the cache write and the
+        attention over only each row's filled slots in one kernel
+        (`aha_utils.decode_attention`; `tuning`: its keyword arguments), instead of about eight
+        small XLA kernels. Off a GPU (tests) the kernel runs in Pallas's interpreter."""
+        h, n_kv, hd = self.heads
+        sin, cos = rope_angles(positions, hd, self.rope_base, self.rope_scale)  # [B, 1, hd/2]
+        norms = ((self.q_norm.scale[...], self.k_norm.scale[...]) if self.use_qk_norm
+                 else (None, None))
+        out, k, v, pos = fused.decode_attention(
+            self._qkv(x)[:, 0], positions[:, 0], cache.k, cache.v, cache.pos, sin[:, 0],
+            cos[:, 0], *norms, heads=h, window=self.window, softcap=self.softcap,
+            q_scale=float(np.asarray(self.q_scale, x.dtype)),   # rounded as the XLA path rounds it
+            eps=self.q_norm.eps if self.use_qk_norm else None,
+            **{"interpret": jax.default_backend() != "gpu", **tuning})
+        return out, LayerCache(k, v, pos)
+
     def _decode(self, q, k, v, positions, cache: LayerCache):
         """One token per row: write it into the cache first, then attend over the cache alone.
         Its slot held position `pos - S`, outside the window, so nothing still needed is lost,
         and reading only the updated cache lets XLA write the cache in place and skip the
-        concatenation the chunk path needs (one fewer kernel per layer and token). On GPUs
-        the attention is one kernel that reads only each row's filled slots
-        (`aha_utils.decode_attention`)."""
+        concatenation the chunk path needs (one fewer kernel per layer and token). (On GPUs
+        `_decode_kernel` does all of this in one kernel.)"""
         cache = self._write(cache, k, v, positions)
-        if fused.kernel_available():
-            out = fused.decode_attention(q[:, 0], cache.k, cache.v, cache.pos, positions[:, 0],
-                                         window=self.window, softcap=self.softcap,
-                                         interpret=jax.default_backend() != "gpu")
-            return out[:, None], cache                          # [B, 1, K, G, hd]
         s = self._scores(q, cache.k)                            # [B, K, G, 1, S]
         m = attention_mask(positions, cache.pos, self.window)   # [B, 1, S]
         p = jax.nn.softmax(jnp.where(m[:, None, None], s, NEG_INF), axis=-1).astype(v.dtype)

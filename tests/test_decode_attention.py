@@ -1,6 +1,7 @@
 """The GPU decode-attention kernel (`aha_utils.decode_attention`), run in Pallas's interpreter on
-the CPU: the model's XLA attention as the reference, blocks past a row's filled slots never
-read, the same greedy samples inside the model, and clear errors for shapes it cannot take."""
+the CPU: the model's XLA decode step (norm, rotate, write the cache, attend) as the reference,
+blocks past a row's filled slots never read, the same greedy samples inside the model, and clear
+errors for shapes it cannot take."""
 
 from __future__ import annotations
 
@@ -11,72 +12,94 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from flax import nnx
+
 from aha_utils import decode_attention as fused
-from aha_utils.model import NEG_INF
+from aha_utils.model import Gemma, LayerCache, cache_slots
 from aha_utils.sampler import SampleConfig, left_pad, sample_tokens
+from tests.test_model import CONFIGS
 
 
-def reference(q, k, v, k_pos, q_pos, window, softcap):
-    """`model.Attention._decode`'s XLA path, in float32."""
-    s = jnp.einsum("bkgh,bskh->bkgs", q, k, preferred_element_type=jnp.float32)
-    if softcap is not None:
-        s = jnp.tanh(s / softcap) * softcap
-    ok = (k_pos >= 0) & (k_pos <= q_pos[:, None])
-    if window is not None:
-        ok &= q_pos[:, None] - k_pos < window
-    p = jax.nn.softmax(jnp.where(ok[:, None, None], s, NEG_INF), axis=-1)
-    return jnp.einsum("bkgs,bskh->bkgh", p, v.astype(jnp.float32))
-
-
-def ring_cache(q_pos, slots, n_kv, hd, seed=0):
-    """k, v and slot positions of rows that have decoded up to `q_pos` (slot = pos % slots)."""
+def ring_cache(q_pos, slots, n_kv, hd, dtype, seed=0):
+    """The cache of rows that have decoded up to `q_pos` (slot = pos % slots), random k and v."""
     rng = np.random.default_rng(seed)
     k_pos = np.full((len(q_pos), slots), -1, np.int32)
     for r, last in enumerate(q_pos):
         for p in range(max(0, last - slots + 1), last + 1):
             k_pos[r, p % slots] = p
-    k = rng.standard_normal((len(q_pos), slots, n_kv, hd)).astype(np.float32)
-    v = rng.standard_normal((len(q_pos), slots, n_kv, hd)).astype(np.float32)
-    return k, v, k_pos
+    k, v = (jnp.asarray(rng.standard_normal((len(q_pos), slots, n_kv, hd)), dtype)
+            for _ in range(2))
+    return LayerCache(k, v, jnp.asarray(k_pos))
 
 
-# Rows: just started, mid-way, the last slot, wrapped twice, a padding row, wrapped once.
+def layer_and_inputs(name, layer, dtype, q_pos, seed=0):
+    """Layer `layer` of a tiny model (random qk-norm weights), a cache 64 positions long holding
+    every position before `q_pos` (ring buffers wrapped), and this step's input `[B, 1, D]`."""
+    cfg = CONFIGS[name]
+    attn = Gemma(cfg, dtype=dtype, rngs=nnx.Rngs(seed)).layers[layer].attn
+    if attn.use_qk_norm:     # the initial scales (0: Gemma multiplies by 1 + w) hide no bug
+        for i, norm in enumerate((attn.q_norm, attn.k_norm)):
+            norm.scale.set_value(jax.random.normal(jax.random.key(seed + 5 + i),
+                                                   norm.scale.shape, dtype) * 0.5)
+    cache = ring_cache(q_pos - 1, cache_slots(cfg, attn.kind, 64), cfg.num_kv_heads,
+                       cfg.head_dim, dtype, seed)
+    x = jax.random.normal(jax.random.key(seed + 1), (len(q_pos), 1, cfg.d_model), dtype)
+    return attn, x, jnp.asarray(q_pos)[:, None], cache
+
+
+def xla_step(attn, x, positions, cache):
+    """The model's XLA decode path: norm, rotate, write the cache, attend."""
+    q, k, v = attn.prepare(x, positions)
+    out, cache = attn._decode(q, k, v, positions, cache)
+    return out[:, 0], cache                                  # [B, K, G, hd]
+
+
+# Rows: the first token, mid-way, the last slot of a 64-slot cache, wrapped twice, a padding
+# row, wrapped once.
 Q_POS = np.array([0, 30, 63, 140, -1, 90], np.int32)
 
 
-@pytest.mark.parametrize("window, softcap, g, programs", [
-    (None, None, 2, 24),      # global layer, 4 slices per (row, kv head)
-    (48, None, 2, 6),         # sliding window, one slice
-    (None, 50.0, 1, 12),      # Gemma 2's soft-cap, one query head per kv head
-    (40, 50.0, 4, 48),
+@pytest.mark.parametrize("name, layer, block, programs", [
+    ("gemma3", 1, 16, 24),    # global layer (64 slots), 4 slices per (row, kv head)
+    ("gemma3", 0, 16, 6),     # sliding window 8 (16 slots, a ring), one slice
+    ("gemma2", 1, 16, 12),    # soft-capped scores, no qk-norm
+    ("mqa", 0, 16, 24),       # one kv head, 4 query heads
+    ("mqa", 2, 64, 132),      # a global layer read in one block of 64
 ])
-def test_kernel_equals_xla_attention(window, softcap, g, programs):
-    k, v, k_pos = ring_cache(Q_POS, 64, 2, 16)
-    q = jax.random.normal(jax.random.key(1), (len(Q_POS), 2, g, 16))
-    got = fused.decode_attention(q, jnp.asarray(k), jnp.asarray(v), jnp.asarray(k_pos),
-                                 jnp.asarray(Q_POS), window=window, softcap=softcap,
-                                 interpret=True, block=16, programs=programs)
-    want = reference(q, k, v, k_pos, Q_POS, window, softcap)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_kernel_step_equals_the_xla_step(name, layer, block, programs, dtype):
+    """The kernel's output and the cache it writes in place against the model's XLA decode
+    step, on rows that start, fill, wrap the ring buffer and pad."""
+    attn, x, positions, cache = layer_and_inputs(name, layer, jnp.dtype(dtype), Q_POS)
+    want, want_cache = xla_step(attn, x, positions, cache)
+    got, got_cache = attn._decode_kernel(x, positions, cache, block=block, programs=programs)
     real = Q_POS >= 0
-    np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=2e-6)
-    assert (np.asarray(got)[~real] == 0).all()            # a padding row reads nothing
+    tol = dict(atol=2e-5, rtol=2e-5) if dtype == "float32" else dict(atol=0.03, rtol=0.03)
+    np.testing.assert_allclose(np.asarray(got, np.float32)[real],
+                               np.asarray(want, np.float32)[real], **tol)
+    assert (np.asarray(got, np.float32)[~real] == 0).all()      # a padding row reads nothing
+    np.testing.assert_array_equal(got_cache.pos, want_cache.pos)
+    np.testing.assert_array_equal(np.asarray(got_cache.v, np.float32),
+                                  np.asarray(want_cache.v, np.float32))
+    np.testing.assert_allclose(np.asarray(got_cache.k, np.float32),
+                               np.asarray(want_cache.k, np.float32), **tol)
 
 
 def test_blocks_past_the_filled_slots_are_never_read():
     """NaN in every block after a row's last filled one: the XLA path would return NaN
     (0 x NaN in probabilities x values); the kernel does not load those blocks."""
     q_pos = np.array([5, 20, 47, 3], np.int32)
-    k, v, k_pos = ring_cache(q_pos, 64, 1, 16, seed=2)
+    attn, x, positions, cache = layer_and_inputs("mqa", 2, jnp.float32, q_pos, seed=2)
+    k, v = np.array(cache.k), np.array(cache.v)
     for r, last in enumerate(q_pos):
         first_unread = -(-(last + 1) // 16) * 16
         k[r, first_unread:] = v[r, first_unread:] = np.nan
-    q = jax.random.normal(jax.random.key(3), (4, 1, 4, 16))
-    got = fused.decode_attention(q, jnp.asarray(k), jnp.asarray(v), jnp.asarray(k_pos),
-                                 jnp.asarray(q_pos), window=None, softcap=None,
-                                 interpret=True, block=16, programs=16)
+    got, _ = attn._decode_kernel(x, positions, cache._replace(k=jnp.asarray(k), v=jnp.asarray(v)),
+                                 block=16, programs=16)
     assert np.isfinite(np.asarray(got)).all()
-    want = reference(q, np.nan_to_num(k), np.nan_to_num(v), k_pos, q_pos, None, None)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6)
+    want, _ = xla_step(attn, x, positions, cache._replace(k=jnp.asarray(np.nan_to_num(k)),
+                                                          v=jnp.asarray(np.nan_to_num(v))))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5, rtol=2e-5)
 
 
 def test_sampler_with_the_kernel_samples_what_xla_samples(monkeypatch):
@@ -100,21 +123,27 @@ def test_sampler_with_the_kernel_samples_what_xla_samples(monkeypatch):
 
 
 def test_shapes_it_cannot_take_are_errors():
-    q = jnp.zeros((2, 1, 4, 16))
+    args = dict(heads=4, window=None, softcap=None, q_scale=0.25, interpret=True)
+    qkv, q_pos, sin = jnp.zeros((2, 6, 16)), jnp.zeros(2, jnp.int32), jnp.zeros((2, 8))
     k = jnp.zeros((2, 40, 1, 16))
     with pytest.raises(ValueError, match="multiple of 16"):
-        fused.decode_attention(q, k, k, jnp.zeros((2, 40), jnp.int32), jnp.zeros(2, jnp.int32),
-                               window=None, softcap=None, interpret=True)
-    k = jnp.zeros((2, 48, 2, 16))
+        fused.decode_attention(qkv, q_pos, k, k, jnp.zeros((2, 40), jnp.int32), sin, sin,
+                               None, None, eps=None, **args)
+    k = jnp.zeros((2, 48, 2, 16))                  # 2 kv heads: qkv would have 4 + 4 lines
     with pytest.raises(ValueError, match="do not fit"):
-        fused.decode_attention(q, k, k, jnp.zeros((2, 48), jnp.int32), jnp.zeros(2, jnp.int32),
-                               window=None, softcap=None, interpret=True)
+        fused.decode_attention(qkv, q_pos, k, k, jnp.zeros((2, 48), jnp.int32), sin, sin,
+                               None, None, eps=None, **args)
+    k = jnp.zeros((2, 48, 1, 16))
+    with pytest.raises(ValueError, match="together"):
+        fused.decode_attention(qkv, q_pos, k, k, jnp.zeros((2, 48), jnp.int32), sin, sin,
+                               jnp.zeros(16), jnp.zeros(16), eps=None, **args)
 
 
 def test_the_kernel_runs_on_gpus_with_one_device_or_a_data_parallel_mesh():
     assert fused.USE_KERNEL is None
-    assert fused.kernel_available() == (jax.default_backend() == "gpu"
-                                        and jax.device_count() == 1)
+    on_one_gpu = jax.default_backend() == "gpu" and jax.device_count() == 1
+    assert fused.kernel_available(256) == on_one_gpu
+    assert not fused.kernel_available(16)          # too small a head for Triton's dots
 
 
 def test_a_data_parallel_mesh_runs_the_kernel_on_each_devices_rows():

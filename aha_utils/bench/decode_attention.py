@@ -1,14 +1,17 @@
-"""One layer's decode attention: the Pallas kernel (`aha_utils.decode_attention`) against XLA.
+"""One layer's decode attention step: the Pallas kernel (`aha_utils.decode_attention`) against XLA.
 
     python -m aha_utils.bench.decode_attention                       # the README's three shapes
     python -m aha_utils.bench.decode_attention --shapes 128x512x272 --sweep
 
-A shape is ROWSxSLOTSxFILLED: every row has decoded up to position FILLED - 1, so slots
-FILLED..SLOTS-1 are empty (-1), as early in a decode. Each step writes one key into the cache
-and attends, `--reps` steps inside one jitted loop, so Python dispatch is not timed. Gemma 3's
-attention: 1 kv head, 4 query heads, head size 256, window 512, bf16. `--sweep` times every
-combination of block, target programs, warps and stages, fastest first. On a CPU the kernel runs
-in Pallas's interpreter: a smoke test of this script, not a timing.
+A shape is ROWSxSLOTSxFILLED: every row has decoded up to position FILLED - 2 and this step's
+token is at FILLED - 1, so slots FILLED..SLOTS-1 are empty (-1), as early in a decode. A step
+is what one layer does between its q/k/v projection and its output projection: qk-norm, rotary
+embedding, the cache write and the attention (`model.Attention._decode_kernel` against
+`Attention.prepare` + `Attention._decode`), `--reps` steps inside one jitted loop, so Python
+dispatch is not timed. Gemma 3 1B's attention: 1 kv head, 4 query heads, head size 256, a
+sliding-window layer (512), bf16. `--sweep` times every combination of block, target programs,
+warps and stages, fastest first. On a CPU the kernel runs in Pallas's interpreter: a smoke test
+of this script, not a timing.
 """
 
 from __future__ import annotations
@@ -20,48 +23,48 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from aha_utils import decode_attention as fused
-from aha_utils.model import NEG_INF, LayerCache
+from aha_utils.config import ModelConfig
+from aha_utils.model import Attention, LayerCache
 
-WINDOW, GROUP, HEAD_DIM = 512, 4, 256
+CONFIG = ModelConfig.gemma3_1b()
 
 
-def xla_attention(q, cache: LayerCache, q_pos):
-    """The model's XLA decode path (`Attention._decode` without the kernel)."""
-    s = jnp.einsum("bkgh,bskh->bkgs", q, cache.k, preferred_element_type=jnp.float32)
-    ok = (cache.pos >= 0) & (cache.pos <= q_pos[:, None]) & (q_pos[:, None] - cache.pos < WINDOW)
-    p = jax.nn.softmax(jnp.where(ok[:, None, None], s, NEG_INF), axis=-1)
-    return jnp.einsum("bkgs,bskh->bkgh", p.astype(cache.v.dtype), cache.v)
+def xla_step(attn: Attention, x, positions, cache: LayerCache):
+    """The model's XLA decode path: norm, rotate, write the cache, attend."""
+    q, k, v = attn.prepare(x, positions)
+    out, cache = attn._decode(q, k, v, positions, cache)
+    return out[:, 0], cache                                  # [B, K, G, hd]
 
 
 def inputs(rows: int, slots: int, filled: int, seed: int = 0):
+    """A sliding-window layer, its cache (positions 0..filled-2 in slots 0..filled-2), this
+    step's input `[B, 1, D]` and positions `[B, 1]` (filled - 1)."""
+    attn = Attention(CONFIG, "local", jnp.bfloat16, nnx.Rngs(seed))
     rng = np.random.default_rng(seed)
-    q = jnp.asarray(rng.standard_normal((rows, 1, GROUP, HEAD_DIM)) * 0.1, jnp.bfloat16)
-    k, v = (jnp.asarray(rng.standard_normal((rows, slots, 1, HEAD_DIM)), jnp.bfloat16)
-            for _ in range(2))
-    pos = np.where(np.arange(slots) < filled, np.arange(slots), -1).astype(np.int32)
-    return q, LayerCache(k, v, jnp.asarray(np.tile(pos, (rows, 1)))), \
-        jnp.full((rows,), filled - 1, jnp.int32)
+    shape = (rows, slots, CONFIG.num_kv_heads, CONFIG.head_dim)
+    k, v = (jnp.asarray(rng.standard_normal(shape), jnp.bfloat16) for _ in range(2))
+    pos = np.where(np.arange(slots) < filled - 1, np.arange(slots), -1).astype(np.int32)
+    x = jnp.asarray(rng.standard_normal((rows, 1, CONFIG.d_model)), jnp.bfloat16)
+    return (attn, x, jnp.full((rows, 1), filled - 1, jnp.int32),
+            LayerCache(k, v, jnp.asarray(np.tile(pos, (rows, 1)))))
 
 
-def seconds_per_step(attend, q, cache: LayerCache, q_pos, reps: int) -> float:
-    slot = q_pos[0] % cache.k.shape[1]
+def seconds_per_step(step, attn, x, positions, cache: LayerCache, reps: int) -> float:
+    @nnx.jit
+    def loop(attn, x, cache):
+        def body(_, carry):    # the output is carried, so neither path can drop its attention
+            return step(attn, x, positions, carry[1])                 # [B, K, G, hd], cache
+        out = jnp.zeros((x.shape[0], CONFIG.num_kv_heads, CONFIG.num_heads // CONFIG.num_kv_heads,
+                         CONFIG.head_dim), x.dtype)
+        return jax.lax.fori_loop(0, reps, body, (out, cache))
 
-    @jax.jit
-    def loop(q, cache):
-        def body(_, carry):
-            q, cache = carry
-            k_new = q[:, None, :, 0]                                  # [B, 1, K, hd]
-            cache = cache._replace(k=jax.lax.dynamic_update_slice_in_dim(cache.k, k_new, slot, 1))
-            return attend(q, cache, q_pos).astype(q.dtype), cache
-        return jax.lax.fori_loop(0, reps, body, (q, cache))
-
-    jax.block_until_ready(loop(q, cache))
+    jax.block_until_ready(loop(attn, x, cache))
     best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
-        jax.block_until_ready(loop(q, cache))
+        jax.block_until_ready(loop(attn, x, cache))
         best = min(best, time.perf_counter() - t)
     return best / reps
 
@@ -75,9 +78,10 @@ def main(argv=None) -> None:
     ap.add_argument("--sweep", action="store_true")
     args = ap.parse_args(argv)
     interpret = jax.default_backend() != "gpu"
-    print(f"{jax.devices()[0].device_kind}: one layer's decode attention, 1 kv head x {GROUP} "
-          f"queries x {HEAD_DIM}, bf16, window {WINDOW}, {args.reps} steps in one loop"
-          + (" (kernel interpreted: not a timing)" if interpret else "") + "\n")
+    print(f"{jax.devices()[0].device_kind}: one layer's decode attention step (norm, rotate, "
+          f"write, attend), {CONFIG.num_kv_heads} kv head x {CONFIG.num_heads} queries x "
+          f"{CONFIG.head_dim}, bf16, window {CONFIG.sliding_window}, {args.reps} steps in one "
+          "loop" + (" (kernel interpreted: not a timing)" if interpret else "") + "\n")
     print("| rows | slots | filled | impl | block | programs | warps | stages | us | "
           "GB/s of filled slots |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -87,18 +91,18 @@ def main(argv=None) -> None:
                if args.sweep else [{}])
     for shape in args.shapes.split(","):
         rows, slots, filled = map(int, shape.split("x"))
-        q, cache, q_pos = inputs(rows, slots, filled)
-        results = [("xla", {}, seconds_per_step(xla_attention, q, cache, q_pos, args.reps))]
+        attn, x, positions, cache = inputs(rows, slots, filled)
+        results = [("xla", {}, seconds_per_step(xla_step, attn, x, positions, cache,
+                                                args.reps))]
         for cfg in configs:
-            def attend(q, c, qp, cfg=cfg):
-                return fused.decode_attention(q, c.k, c.v, c.pos, qp, window=WINDOW, softcap=None,
-                                              interpret=interpret, **cfg)
+            def kernel_step(attn, x, positions, cache, cfg=cfg):
+                return attn._decode_kernel(x, positions, cache, **cfg)
             try:
-                results.append(("kernel", cfg, seconds_per_step(attend, q, cache, q_pos,
-                                                                args.reps)))
+                results.append(("kernel", cfg, seconds_per_step(kernel_step, attn, x, positions,
+                                                                cache, args.reps)))
             except Exception as e:   # a config Triton cannot compile (e.g. out of shared memory)
                 print(f"| {rows} | {slots} | {filled} | kernel | {cfg} failed: {str(e)[:80]} |")
-        filled_bytes = 2 * rows * filled * HEAD_DIM * 2                 # k and v, bf16
+        filled_bytes = 2 * rows * filled * CONFIG.head_dim * 2           # k and v, bf16
         for impl, cfg, sec in sorted(results, key=lambda r: r[2]):
             knobs = [cfg.get(k, "default" if impl == "kernel" else "")
                      for k in ("block", "programs", "num_warps", "num_stages")]
