@@ -166,14 +166,8 @@ def fuse_projections(model: Gemma) -> Gemma:
     mesh axis keep their own layout (a concatenation across split heads would be resharded).
     Costs one copy of the fused weights while the copy lives (`aha_utils.memory`)."""
     for layer in model.layers:
-        attn, mlp = layer.attn, layer.mlp
-        d = attn.q_proj.shape[0]
-        attn.qkv = nnx.Param(jnp.concatenate(
-            [attn.q_proj[...].reshape(d, -1), attn.k_proj[...].reshape(d, -1),
-             attn.v_proj[...].reshape(d, -1)], axis=1))                   # [D, (H + 2K) hd]
-        mlp.gate_up = nnx.Param(jnp.concatenate([mlp.gate_proj[...], mlp.up_proj[...]], axis=1))
-        mlp.down_t = nnx.Param(mlp.down_proj[...].T)                      # [D, F]
-        del attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj
+        layer.attn.fuse()
+        layer.mlp.fuse()
     return model
 
 
@@ -249,6 +243,14 @@ class Attention(nnx.Module):
         if self.softcap is not None:
             s = jnp.tanh(s / self.softcap) * self.softcap
         return s
+
+    def fuse(self) -> None:
+        """In place: q, k and v as one `qkv` matrix `[D, (H + 2K) hd]` (`fuse_projections`)."""
+        d = self.q_proj.shape[0]
+        self.qkv = nnx.Param(jnp.concatenate(
+            [self.q_proj[...].reshape(d, -1), self.k_proj[...].reshape(d, -1),
+             self.v_proj[...].reshape(d, -1)], axis=1))                   # [D, (H + 2K) hd]
+        del self.q_proj, self.k_proj, self.v_proj
 
     def _project(self, x):
         """q `[B, T, H, hd]`, k and v `[B, T, K, hd]`: three matmuls, or one with the decode
@@ -388,6 +390,13 @@ class MLP(nnx.Module):
         self.gate_proj = _init(rngs, (d, f), dtype, d)
         self.up_proj = _init(rngs, (d, f), dtype, d)
         self.down_proj = _init(rngs, (f, d), dtype, f)
+
+    def fuse(self) -> None:
+        """In place: gate and up as one `gate_up` `[D, 2F]`, down stored transposed `down_t`
+        `[D, F]` (`fuse_projections`)."""
+        self.gate_up = nnx.Param(jnp.concatenate([self.gate_proj[...], self.up_proj[...]], axis=1))
+        self.down_t = nnx.Param(self.down_proj[...].T)                    # [D, F]
+        del self.gate_proj, self.up_proj, self.down_proj
 
     def __call__(self, x):
         if hasattr(self, "gate_up"):   # the decode layout (`fuse_projections`)

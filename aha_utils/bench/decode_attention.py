@@ -8,8 +8,8 @@ token is at FILLED - 1, so slots FILLED..SLOTS-1 are empty (-1), as early in a d
 is what one layer does between its q/k/v projection and its output projection: qk-norm, rotary
 embedding, the cache write and the attention (`model.Attention._decode_kernel` against
 `Attention.prepare` + `Attention._decode`), `--reps` steps inside one jitted loop, so Python
-dispatch is not timed. Gemma 3 1B's attention: 1 kv head, 4 query heads, head size 256, a
-sliding-window layer (512), bf16. `--sweep` times every combination of block, target programs,
+dispatch is not timed. Gemma 3 1B's attention in the sampler's decode layout (one q/k/v
+matrix): 1 kv head, 4 query heads, head size 256, a sliding-window layer (512), bf16. `--sweep` times every combination of block, target programs,
 warps and stages, fastest first. On a CPU the kernel runs in Pallas's interpreter: a smoke test
 of this script, not a timing.
 """
@@ -42,6 +42,7 @@ def inputs(rows: int, slots: int, filled: int, seed: int = 0):
     """A sliding-window layer, its cache (positions 0..filled-2 in slots 0..filled-2), this
     step's input `[B, 1, D]` and positions `[B, 1]` (filled - 1)."""
     attn = Attention(CONFIG, "local", jnp.bfloat16, nnx.Rngs(seed))
+    attn.fuse()                      # the sampler's decode layout: one q/k/v matmul
     rng = np.random.default_rng(seed)
     shape = (rows, slots, CONFIG.num_kv_heads, CONFIG.head_dim)
     k, v = (jnp.asarray(rng.standard_normal(shape), jnp.bfloat16) for _ in range(2))
