@@ -229,6 +229,10 @@ def decode_attention(qkv: jax.Array, q_pos: jax.Array, k: jax.Array, v: jax.Arra
                          f"2K, hd], [B], [B, S, K, hd] and [B, S], [B, hd / 2] with H = {heads}")
     if (q_norm is None) != (eps is None):
         raise ValueError("decode_attention: pass q_norm, k_norm and eps together, or none")
+    if k.dtype != qkv.dtype or v.dtype != qkv.dtype:
+        raise ValueError(f"decode_attention: the cache ({k.dtype}, {v.dtype}) must have the "
+                         f"projections' dtype ({qkv.dtype}); build it with model.init_cache("
+                         "..., model.dtype)")
     local = functools.partial(
         _attend, heads=heads, window=window, softcap=softcap, q_scale=q_scale, eps=eps,
         interpret=interpret, block=_block(slots, block), programs=programs,

@@ -134,6 +134,9 @@ def test_shapes_it_cannot_take_are_errors():
         fused.decode_attention(qkv, q_pos, k, k, jnp.zeros((2, 48), jnp.int32), sin, sin,
                                None, None, eps=None, **args)
     k = jnp.zeros((2, 48, 1, 16))
+    with pytest.raises(ValueError, match="dtype"):
+        fused.decode_attention(qkv, q_pos, k.astype(jnp.bfloat16), k, jnp.zeros((2, 48), jnp.int32),
+                               sin, sin, None, None, eps=None, **args)
     with pytest.raises(ValueError, match="together"):
         fused.decode_attention(qkv, q_pos, k, k, jnp.zeros((2, 48), jnp.int32), sin, sin,
                                jnp.zeros(16), jnp.zeros(16), eps=None, **args)
