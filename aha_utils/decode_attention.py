@@ -4,7 +4,7 @@ and softmax(q k^T) v over only the filled part of each row's cache.
 
 `model.Attention._decode_kernel` calls `decode_attention(...)` on GPUs where
 `kernel_available(head_dim)`: one device, or rows split over a data-parallel mesh; elsewhere the
-model keeps its XLA path (`Attention.prepare` + `Attention._decode`). Both compute the same
+model keeps its XLA path (`Attention._decode`). Both compute the same
 numbers (tests: the output and the written cache, float32 and bfloat16).
 
 Design decisions:

@@ -270,7 +270,7 @@ class Attention(nnx.Module):
             return (x @ self.qkv[...]).reshape(*x.shape[:2], h + 2 * n_kv, hd)
         return jnp.concatenate(self._project(x), axis=2)
 
-    def prepare(self, x, positions):
+    def _prepare(self, x, positions):
         """q `[B, T, K, G, hd]` (normed, rotated, scaled), k `[B, T, K, hd]` (normed, rotated)
         and v `[B, T, K, hd]`: what every attention path but `_decode_kernel` starts from."""
         b, t, _ = x.shape
@@ -283,14 +283,14 @@ class Attention(nnx.Module):
 
     def __call__(self, x, positions, cache: LayerCache | None):
         b, t, _ = x.shape
-        if cache is not None and t == 1 and fused.kernel_available(self.heads[2]):
-            out, new_cache = self._decode_kernel(x, positions, cache)   # [B, K, G, hd]
+        if cache is not None and t == 1:   # decode: one kernel on GPUs, XLA elsewhere
+            decode = (self._decode_kernel if fused.kernel_available(self.heads[2])
+                      else self._decode)
+            out, new_cache = decode(x, positions, cache)                 # [B, K, G, hd]
             out = out[:, None]                                           # [B, 1, K, G, hd]
         else:
-            q, k, v = self.prepare(x, positions)
-            if cache is not None and t == 1:
-                out, new_cache = self._decode(q, k, v, positions, cache)
-            elif cache is None and self._cudnn_fits(q):
+            q, k, v = self._prepare(x, positions)
+            if cache is None and self._cudnn_fits(q):
                 out, new_cache = self._fused(q, k, v, positions), None
             else:
                 out, new_cache = self._chunk(q, k, v, positions, cache)
@@ -356,17 +356,18 @@ class Attention(nnx.Module):
             **{"interpret": jax.default_backend() != "gpu", **tuning})
         return out, LayerCache(k, v, pos)
 
-    def _decode(self, q, k, v, positions, cache: LayerCache):
-        """One token per row: write it into the cache first, then attend over the cache alone.
-        Its slot held position `pos - S`, outside the window, so nothing still needed is lost,
-        and reading only the updated cache lets XLA write the cache in place and skip the
-        concatenation the chunk path needs (one fewer kernel per layer and token). (On GPUs
-        `_decode_kernel` does all of this in one kernel.)"""
+    def _decode(self, x, positions, cache: LayerCache):
+        """One token per row in XLA: `(out [B, K, G, hd], cache)`, as `_decode_kernel`. The
+        token is written into the cache first, then attends over the cache alone. Its slot held
+        position `pos - S`, outside the window, so nothing still needed is lost, and reading
+        only the updated cache lets XLA write the cache in place and skip the concatenation the
+        chunk path needs (one fewer kernel per layer and token)."""
+        q, k, v = self._prepare(x, positions)
         cache = self._write(cache, k, v, positions)
         s = self._scores(q, cache.k)                            # [B, K, G, 1, S]
         m = attention_mask(positions, cache.pos, self.window)   # [B, 1, S]
         p = jax.nn.softmax(jnp.where(m[:, None, None], s, NEG_INF), axis=-1).astype(v.dtype)
-        return jnp.einsum("bkgts,bskh->btkgh", p, cache.v), cache   # [B, 1, K, G, hd]
+        return jnp.einsum("bkgts,bskh->bkgh", p, cache.v), cache    # [B, K, G, hd]
 
     @staticmethod
     def _write(cache: LayerCache, k, v, positions) -> LayerCache:

@@ -47,13 +47,6 @@ def layer_and_inputs(name, layer, dtype, q_pos, seed=0):
     return attn, x, jnp.asarray(q_pos)[:, None], cache
 
 
-def xla_step(attn, x, positions, cache):
-    """The model's XLA decode path: norm, rotate, write the cache, attend."""
-    q, k, v = attn.prepare(x, positions)
-    out, cache = attn._decode(q, k, v, positions, cache)
-    return out[:, 0], cache                                  # [B, K, G, hd]
-
-
 # Rows: the first token, mid-way, the last slot of a 64-slot cache, wrapped twice, a padding
 # row, wrapped once.
 Q_POS = np.array([0, 30, 63, 140, -1, 90], np.int32)
@@ -71,7 +64,7 @@ def test_kernel_step_equals_the_xla_step(name, layer, block, programs, dtype):
     """The kernel's output and the cache it writes in place against the model's XLA decode
     step, on rows that start, fill, wrap the ring buffer and pad."""
     attn, x, positions, cache = layer_and_inputs(name, layer, jnp.dtype(dtype), Q_POS)
-    want, want_cache = xla_step(attn, x, positions, cache)
+    want, want_cache = attn._decode(x, positions, cache)      # the XLA path
     got, got_cache = attn._decode_kernel(x, positions, cache, block=block, programs=programs)
     real = Q_POS >= 0
     tol = dict(atol=2e-5, rtol=2e-5) if dtype == "float32" else dict(atol=0.03, rtol=0.03)
@@ -97,8 +90,8 @@ def test_blocks_past_the_filled_slots_are_never_read():
     got, _ = attn._decode_kernel(x, positions, cache._replace(k=jnp.asarray(k), v=jnp.asarray(v)),
                                  block=16, programs=16)
     assert np.isfinite(np.asarray(got)).all()
-    want, _ = xla_step(attn, x, positions, cache._replace(k=jnp.asarray(np.nan_to_num(k)),
-                                                          v=jnp.asarray(np.nan_to_num(v))))
+    want, _ = attn._decode(x, positions, cache._replace(k=jnp.asarray(np.nan_to_num(k)),
+                                                        v=jnp.asarray(np.nan_to_num(v))))
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5, rtol=2e-5)
 
 

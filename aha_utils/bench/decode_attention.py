@@ -7,7 +7,7 @@ A shape is ROWSxSLOTSxFILLED: every row has decoded up to position FILLED - 2 an
 token is at FILLED - 1, so slots FILLED..SLOTS-1 are empty (-1), as early in a decode. A step
 is what one layer does between its q/k/v projection and its output projection: qk-norm, rotary
 embedding, the cache write and the attention (`model.Attention._decode_kernel` against
-`Attention.prepare` + `Attention._decode`), `--reps` steps inside one jitted loop, so Python
+`Attention._decode`), `--reps` steps inside one jitted loop, so Python
 dispatch is not timed. Gemma 3 1B's attention in the sampler's decode layout (one q/k/v
 matrix): 1 kv head, 4 query heads, head size 256, a sliding-window layer (512), bf16. `--sweep` times every combination of block, target programs,
 warps and stages, fastest first. On a CPU the kernel runs in Pallas's interpreter: a smoke test
@@ -29,13 +29,6 @@ from aha_utils.config import ModelConfig
 from aha_utils.model import Attention, LayerCache
 
 CONFIG = ModelConfig.gemma3_1b()
-
-
-def xla_step(attn: Attention, x, positions, cache: LayerCache):
-    """The model's XLA decode path: norm, rotate, write the cache, attend."""
-    q, k, v = attn.prepare(x, positions)
-    out, cache = attn._decode(q, k, v, positions, cache)
-    return out[:, 0], cache                                  # [B, K, G, hd]
 
 
 def inputs(rows: int, slots: int, filled: int, seed: int = 0):
@@ -93,7 +86,7 @@ def main(argv=None) -> None:
     for shape in args.shapes.split(","):
         rows, slots, filled = map(int, shape.split("x"))
         attn, x, positions, cache = inputs(rows, slots, filled)
-        results = [("xla", {}, seconds_per_step(xla_step, attn, x, positions, cache,
+        results = [("xla", {}, seconds_per_step(Attention._decode, attn, x, positions, cache,
                                                 args.reps))]
         for cfg in configs:
             def kernel_step(attn, x, positions, cache, cfg=cfg):
