@@ -27,6 +27,10 @@ Design decisions (each one is load-bearing for a later notebook):
   GPU paths take the same mask and are tested against the XLA one.
 - The sampler decodes a copy in the decode layout (`fuse_projections`): q/k/v one matrix,
   gate/up one, down transposed. The modules read either layout.
+- On GPUs a decode step runs its blocks through `Block.decode` (`Gemma._decode_hidden`): the
+  attention kernel above, and each half of a block ending in one kernel that sums the
+  projection's split-K partials, norms, adds the residual and norms for what comes next
+  (`aha_utils.decode_residual`). Tests hold it to the XLA path.
 - `model(tokens)` returns float32 logits `[B, T, V]`. Code that only needs a few log-probs
   (sampling, the GRPO loss) calls `model.hidden(...)` and projects chunks itself, so no
   `[B, T, 262144]` float32 buffer is ever materialised there.
@@ -44,6 +48,7 @@ import numpy as np
 from flax import nnx
 
 from aha_utils import decode_attention as fused
+from aha_utils import decode_residual as residual
 from aha_utils.config import ModelConfig
 from aha_utils.sharding import rows_split_only
 
@@ -356,6 +361,14 @@ class Attention(nnx.Module):
             **{"interpret": jax.default_backend() != "gpu", **tuning})
         return out, LayerCache(k, v, pos)
 
+    def decode_partials(self, x, positions, cache: LayerCache, splits: int):
+        """One token per row `x [B, D]` on GPUs (`Block.decode`): the output projection as
+        `[S, B, D]` float32 split-K partials (`decode_residual`), and the cache."""
+        out, cache = self._decode_kernel(x[:, None], positions, cache)  # [B, K, G, hd]
+        o = self.o_proj[...]
+        return residual.split_matmul(out.reshape(out.shape[0], -1),
+                                     o.reshape(-1, o.shape[-1]), splits), cache
+
     def _decode(self, x, positions, cache: LayerCache):
         """One token per row in XLA: `(out [B, K, G, hd], cache)`, as `_decode_kernel`. The
         token is written into the cache first, then attends over the cache alone. Its slot held
@@ -399,13 +412,26 @@ class MLP(nnx.Module):
         self.down_t = nnx.Param(self.down_proj[...].T)                    # [D, F]
         del self.gate_proj, self.up_proj, self.down_proj
 
-    def __call__(self, x):
+    def _hidden(self, x):
+        """gelu(x @ gate) * (x @ up), `[..., F]`, in either layout."""
         if hasattr(self, "gate_up"):   # the decode layout (`fuse_projections`)
-            gate, up = jnp.split(x @ self.gate_up[...], 2, axis=-1)    # [B, T, F] each
-            hidden = jax.nn.gelu(gate, approximate=True) * up
-            return jnp.einsum("btf,df->btd", hidden, self.down_t[...])  # [B, T, D]
-        gate = jax.nn.gelu(x @ self.gate_proj[...], approximate=True)  # [B, T, F]
-        return (gate * (x @ self.up_proj[...])) @ self.down_proj[...]  # [B, T, D]
+            gate, up = jnp.split(x @ self.gate_up[...], 2, axis=-1)    # [..., F] each
+        else:
+            gate, up = x @ self.gate_proj[...], x @ self.up_proj[...]
+        return jax.nn.gelu(gate, approximate=True) * up
+
+    def __call__(self, x):
+        if hasattr(self, "down_t"):
+            return jnp.einsum("btf,df->btd", self._hidden(x), self.down_t[...])  # [B, T, D]
+        return self._hidden(x) @ self.down_proj[...]                           # [B, T, D]
+
+    def partials(self, x, splits: int):
+        """`[S, B, D]` float32: the output for one token per row `x [B, D]` as the down
+        projection's split-K partials, for `decode_residual.residual_norms` to sum."""
+        if hasattr(self, "down_t"):
+            return residual.split_matmul(self._hidden(x), self.down_t[...], splits,
+                                         transposed=True)
+        return residual.split_matmul(self._hidden(x), self.down_proj[...], splits)
 
 
 class Block(nnx.Module):
@@ -423,6 +449,21 @@ class Block(nnx.Module):
         x = x + self.post_attn_norm(a)
         x = x + self.post_ffw_norm(self.mlp(self.pre_ffw_norm(x)))
         return x, cache
+
+    def decode(self, x, h, positions, cache: LayerCache, next_norm: RMSNorm):
+        """One token per row on GPUs (`Gemma.hidden`): `x [B, D]` the residual stream, `h`
+        this block's pre-attention norm of it, computed by the block before. Returns the new
+        `x`, `next_norm(x)` (the next block's pre-norm, or the final norm) and the cache. Each
+        half ends in one kernel that sums the projection's split-K partials, norms, adds and
+        norms again (`decode_residual`), instead of XLA's three or four."""
+        join = functools.partial(residual.residual_norms, eps=self.pre_attn_norm.eps,
+                                 interpret=jax.default_backend() != "gpu")
+        parts, cache = self.attn.decode_partials(h, positions, cache,
+                                                 residual.O_SPLITS)     # [S, B, D]
+        x, h = join(parts, x, self.post_attn_norm.scale[...], self.pre_ffw_norm.scale[...])
+        parts = self.mlp.partials(h, residual.DOWN_SPLITS)             # [S, B, D]
+        x, h = join(parts, x, self.post_ffw_norm.scale[...], next_norm.scale[...])
+        return x, h, cache
 
 
 class Gemma(nnx.Module):
@@ -449,6 +490,9 @@ class Gemma(nnx.Module):
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
         emb = self.embedding[...]
         x = emb[tokens] * jnp.asarray(math.sqrt(self.config.d_model), emb.dtype)  # [B, T, D]
+        if cache is not None and tokens.shape[1] == 1 and fused.kernel_available(
+                self.config.head_dim):
+            return self._decode_hidden(x[:, 0], positions, cache)
         new_cache = []
         for i, layer in enumerate(self.layers):
             if remat:
@@ -458,6 +502,18 @@ class Gemma(nnx.Module):
             new_cache.append(c)
         x = self.final_norm(x)
         return (x, None) if cache is None else (x, new_cache)
+
+    def _decode_hidden(self, x, positions, cache):
+        """`hidden` for one token per row on GPUs, from the embedded `x [B, D]`: the blocks'
+        `decode` steps, each handing the next its normed input (`decode_residual`'s kernels
+        join a block's halves across the norms, and blocks across theirs)."""
+        h = self.layers[0].pre_attn_norm(x)                              # [B, D]
+        new_cache = []
+        for i, layer in enumerate(self.layers):
+            nxt = self.layers[i + 1].pre_attn_norm if i + 1 < len(self.layers) else self.final_norm
+            x, h, c = layer.decode(x, h, positions, cache[i], nxt)
+            new_cache.append(c)
+        return h[:, None], new_cache                                     # [B, 1, D]
 
     def logits(self, h: jax.Array) -> jax.Array:
         """Project hidden states `[..., D]` to float32 logits `[..., V]` (tied embedding)."""

@@ -1,0 +1,124 @@
+"""The decode step's residual-join kernel (`aha_utils.decode_residual`), run in Pallas's
+interpreter on the CPU: a numpy reference (matmul, RMSNorm, add, RMSNorm, each rounded),
+split-K partials that sum to the product, the whole decode step of a model against its XLA
+path, and clear errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from aha_utils import decode_attention as fused
+from aha_utils import decode_residual as residual
+from aha_utils.model import Gemma, fuse_projections, init_cache
+from tests.test_model import CONFIGS
+
+
+def reference_join(a, w, x, post_scale, next_scale, eps=1e-6):
+    """numpy: x + post_norm(a @ w), then next_norm of that, rounded to x's dtype after each
+    step as the model's XLA path is written (on GPUs XLA may skip some of those roundings
+    inside its fusions, so XLA itself is no bit-level reference there)."""
+    dtype = np.asarray(x).dtype
+    f32 = lambda v: np.asarray(v).astype(np.float32)
+    rnd = lambda v: v.astype(dtype).astype(np.float32)
+
+    def norm(v, scale):
+        inv = 1.0 / np.sqrt(np.mean(v * v, axis=-1, keepdims=True) + eps)
+        return rnd(v * inv * (1.0 + f32(scale)))
+
+    new_x = rnd(f32(x) + norm(rnd(f32(a) @ f32(w)), post_scale))
+    return new_x, norm(new_x, next_scale)
+
+
+@pytest.mark.parametrize("dtype, width, max_splits", [
+    (jnp.float32, 96, 4),      # a width padded to a block of 128
+    (jnp.bfloat16, 384, 8),    # padded to 512, the 1B's case (1152 -> 2048) in small
+    (jnp.bfloat16, 256, 1),    # a power of two, one partial
+])
+def test_join_equals_a_reference(dtype, width, max_splits):
+    rows, k = 6, 64
+    keys = jax.random.split(jax.random.key(0), 5)
+    x = jax.random.normal(keys[0], (rows, width), dtype) * 3.0             # [B, D]
+    a = jax.random.normal(keys[1], (rows, k), dtype)                       # [B, K]
+    w = (jax.random.normal(keys[2], (k, width)) / 8).astype(dtype)         # [K, D]
+    post, nxt = (jax.random.normal(key, (width,), dtype) * 0.5 for key in keys[3:])
+
+    want_x, want_h = reference_join(a, w, x, post, nxt)
+    parts = residual.split_matmul(a, w, max_splits)
+    got_x, got_h = residual.residual_norms(parts, x, post, nxt, eps=1e-6, interpret=True)
+    assert got_x.dtype == dtype and got_h.shape == (rows, width)
+    for got, want in ((got_x, want_x), (got_h, want_h)):
+        got = np.asarray(got, np.float32)
+        if dtype == jnp.float32:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        else:   # rounded where the reference rounds: only float32 sum orders differ, so at
+            np.testing.assert_allclose(got, want, rtol=2 ** -7, atol=1e-6)  # most one bf16
+            assert (got != want).mean() < 0.01                             # step, rarely
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_split_matmul_partials_sum_to_the_product(transposed):
+    x = jax.random.normal(jax.random.key(0), (5, 96))
+    w = jax.random.normal(jax.random.key(1), (96, 40))
+    for max_splits, splits in ((8, 8), (64, 32), (5, 4), (1, 1)):  # 96 = 32 x 3: powers of 2
+        parts = residual.split_matmul(x, w.T if transposed else w, max_splits,
+                                      transposed=transposed)
+        assert parts.shape == (splits, 5, 40) and parts.dtype == jnp.float32
+        np.testing.assert_allclose(parts.sum(0), x @ w, rtol=1e-5, atol=1e-4)
+    # each partial is one slice of K, not a share of the whole product
+    parts = residual.split_matmul(x, w.T if transposed else w, 2, transposed=transposed)
+    np.testing.assert_allclose(parts[0], x[:, :48] @ w[:48], rtol=1e-5, atol=1e-4)
+
+
+def test_inputs_that_do_not_fit_are_errors():
+    with pytest.raises(ValueError, match="do not fit"):
+        residual.split_matmul(jnp.zeros((2, 8)), jnp.zeros((6, 4)), 2)
+    with pytest.raises(ValueError, match="do not fit"):
+        residual.split_matmul(jnp.zeros((2, 8)), jnp.zeros((8, 4)), 2, transposed=True)
+    scale = jnp.zeros(32)
+    with pytest.raises(ValueError, match="do not fit"):
+        residual.residual_norms(jnp.zeros((2, 3, 32)), jnp.zeros((4, 32)), scale, scale,
+                                eps=1e-6, interpret=True)
+    with pytest.raises(ValueError, match="do not fit"):
+        residual.residual_norms(jnp.zeros((2, 4, 32)), jnp.zeros((4, 32)), jnp.zeros(16),
+                                scale, eps=1e-6, interpret=True)
+
+
+@pytest.mark.parametrize("name", ["gemma3", "gemma2"])
+@pytest.mark.parametrize("fuse", [False, True])
+def test_model_decode_step_with_the_kernels_equals_the_xla_step(name, fuse, monkeypatch):
+    """`Gemma.hidden` on one token per row after a prefill (padding row included), both
+    layouts: the GPU path (attention kernel + joins, interpreted) against the XLA path, in
+    float32, hidden states and the written cache."""
+    cfg = CONFIGS[name]
+    model = Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    for j, layer in enumerate(model.layers):   # random norm weights in every join (0, the
+        for i, norm in enumerate((layer.pre_attn_norm, layer.post_attn_norm,   # initial
+                                  layer.pre_ffw_norm, layer.post_ffw_norm)):   # 1 + w, hides
+            norm.scale.set_value(jax.random.normal(jax.random.key(10 * j + i),  # a dropped one)
+                                                   norm.scale.shape) * 0.5)
+    model.final_norm.scale.set_value(jnp.full(cfg.d_model, 0.3))
+    if fuse:
+        fuse_projections(model)
+    rows, prompt = 4, 11
+    tokens = jax.random.randint(jax.random.key(3), (rows, prompt), 0, cfg.vocab_size)
+    positions = jnp.broadcast_to(jnp.arange(prompt, dtype=jnp.int32), (rows, prompt))
+    positions = positions.at[2].set(-1)                                  # a padding row
+    _, cache = model.hidden(tokens, positions, init_cache(cfg, rows, 32, jnp.float32))
+    step = jnp.array([[5], [7], [1], [9]], jnp.int32)
+    step_pos = jnp.where(positions[:, -1:] >= 0, prompt, -1)
+
+    outs = {}
+    for use in (False, True):
+        monkeypatch.setattr(fused, "USE_KERNEL", use)
+        outs[use] = model.hidden(step, step_pos, cache)
+    (want, want_cache), (got, got_cache) = outs[False], outs[True]
+    assert got.shape == (rows, 1, cfg.d_model)
+    live = np.asarray(step_pos[:, 0] >= 0)
+    np.testing.assert_allclose(np.asarray(got)[live], np.asarray(want)[live], rtol=2e-5,
+                               atol=2e-5)
+    for g, w in zip(jax.tree.leaves(got_cache), jax.tree.leaves(want_cache)):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
