@@ -19,7 +19,9 @@ Design decisions:
 - Why the norms, the rotation and the cache write are in it too: around the attention XLA ran
   about eight small kernels a layer (q-norm, k-norm, the two rotations, three cache scatters,
   a pad of q to 16 rows), 1.5-2.6 us each on an H100 for a few KB of work: more time than the
-  attention itself. The kernel takes the q/k/v projection's output `[B, H + 2K, hd]` as it is.
+  attention itself. The kernel takes the q/k/v projection's output `[B, H + 2K, hd]` as it is,
+  even unreduced: as split-K partials (`decode_residual.split_matmul`), which it sums and
+  rounds, so XLA's reduction kernel after the projection goes too.
   Each program norms and rotates its kv head's G query heads and the new key in registers
   (a few hundred flops each), rounding to the model's dtype where the XLA path rounds.
 - The new token is not read from the cache: the old cache is read with the token's own slot
@@ -65,6 +67,8 @@ SLOT_MULTIPLE = 16
 MIN_QUERY_ROWS = 16        # Triton's smallest matmul tile
 MIN_HEAD_DIM = 32          # q k^T is two dots over half a head: 16 each at least
 TARGET_PROGRAMS = 132      # one program per SM on an H100 (132 SMs)
+QKV_SPLITS = 2             # the q/k/v projection's split-K slices (H100, 1B, 64 rows: 2, 4, 8
+                           # sampled 32.8k, 32.5k, 32.5k tokens/s; XLA's own split was 4)
 
 USE_KERNEL: bool | None = None   # None: on GPUs. Tests set True to run the kernel,
                                  # interpreted, inside the model on a CPU.
@@ -112,14 +116,21 @@ def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: in
     b, h, j = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     q_pos = q_pos_ref[0]                                             # []
     sin, cos = sin_ref[...], cos_ref[...]                           # [hd/2] float32
-    dtype = qkv_ref.dtype
+    dtype = k_ref.dtype                        # the model's: q, k and v are rounded to it
     first = b * (heads + 2 * n_kv)             # this row's first line of the flat qkv
+
+    def projected(line, cols):
+        """The projection's output: its split-K partials summed, rounded as a dot rounds."""
+        acc = qkv_ref[0, first + line, cols].astype(F32)
+        for s in range(1, qkv_ref.shape[0]):
+            acc += qkv_ref[s, first + line, cols].astype(F32)
+        return acc.astype(dtype)
 
     def halves(line, norm_ref):
         """One head's vector as float32 halves, RMS-normed (`norm_ref`: Gemma's 1 + w) and
         rotated, each step rounded to the model's dtype as the XLA path rounds it."""
-        x1 = qkv_ref[first + line, pl.ds(0, half)].astype(F32)       # [hd/2]
-        x2 = qkv_ref[first + line, pl.ds(half, half)].astype(F32)
+        x1 = projected(line, pl.ds(0, half)).astype(F32)             # [hd/2]
+        x2 = projected(line, pl.ds(half, half)).astype(F32)
         if norm_ref is not None:
             inv = jax.lax.rsqrt((jnp.sum(x1 * x1) + jnp.sum(x2 * x2)) / hd + eps)
             x1 = (x1 * inv * (1.0 + norm_ref[pl.ds(0, half)].astype(F32))).astype(dtype)
@@ -139,7 +150,7 @@ def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: in
         q2 = jnp.where(line == i, (c * q_scale).astype(dtype).astype(F32)[None, :], q2)
     q1, q2 = q1.astype(dtype), q2.astype(dtype)
     k1, k2 = halves(heads + h, k_norm_ref)                          # the new key, [hd/2] x 2
-    v_new = qkv_ref[first + heads + n_kv + h, :]                     # [hd]
+    v_new = projected(heads + n_kv + h, pl.ds(0, hd))                # [hd]
 
     part = k_ref.shape[0]
     own = jnp.where(q_pos >= 0, q_pos % slots, -1)                   # the new token's slot
@@ -181,8 +192,8 @@ def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: in
     new_max = jnp.maximum(run_max, s_new)
     scale = jnp.exp(run_max - new_max)
     p_new = jnp.where(owner, jnp.exp(s_new - new_max), 0.0)          # [Gp]
-    v_row = v_new.astype(k_ref.dtype).astype(F32)
-    acc = acc * scale[:, None] + p_new.astype(k_ref.dtype).astype(F32)[:, None] * v_row[None, :]
+    p_new = p_new.astype(dtype).astype(F32)
+    acc = acc * scale[:, None] + p_new[:, None] * v_new.astype(F32)[None, :]
     acc_ref[...] = acc
     max_ref[...] = new_max
     sum_ref[...] = run_sum * scale + p_new
@@ -192,7 +203,7 @@ def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: in
         at = own - j * part
         k_out[at, pl.ds(0, half)] = k1.astype(k_out.dtype)
         k_out[at, pl.ds(half, half)] = k2.astype(k_out.dtype)
-        v_out[at, :] = v_new.astype(v_out.dtype)
+        v_out[at, :] = v_new
         pos_out[pl.ds(at, 1)] = jnp.full((1,), q_pos, jnp.int32)
 
 
@@ -208,31 +219,33 @@ def decode_attention(qkv: jax.Array, q_pos: jax.Array, k: jax.Array, v: jax.Arra
                      ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """One decode step's attention for one layer: `(out [B, K, G, hd], k, v, k_pos)`.
 
-    qkv: `[B, H + 2K, hd]`, this step's projections (H query heads, then K keys, then K values)
-    before qk-norm and rotary embedding; q_pos: `[B]` int32 (-1 = padding row); k, v:
+    qkv: `[S, B, H + 2K, hd]`, this step's projections (H query heads, then K keys, then K
+    values) before qk-norm and rotary embedding, as S split-K partials (float32,
+    `decode_residual.split_matmul`) that the kernel sums and rounds to the cache's dtype, the
+    model's (S = 1: the projection itself); q_pos: `[B]` int32 (-1 = padding row); k, v:
     `[B, S, K, hd]` and k_pos `[B, S]` int32, the layer's cache before this step; sin, cos:
     `[B, hd / 2]` float32, the rotary angles of q_pos (`model.rope_angles`); q_norm, k_norm:
     `[hd]` RMSNorm weights (Gemma scales by 1 + w) with `eps`, or None and `eps=None` (no
-    qk-norm); `q_scale`: the query scaling. Returns the attention output in qkv's dtype and the
+    qk-norm); `q_scale`: the query scaling. Returns the attention output in the cache's dtype and the
     cache with this token written at slot `q_pos % S` (donated: updated in place), as
     `model.Attention` computes them in XLA. `interpret=True` runs the kernel in Pallas's
     interpreter (CPU tests). Tuning: `block`, the largest block of slots per loop step;
     `programs`, how many programs to aim for (per device); Triton's warps and stages. Under a
     mesh in context, each device takes its own rows (a `shard_map` over `data`)."""
-    b, lines, hd = qkv.shape
+    if qkv.ndim != 4:
+        raise ValueError(f"decode_attention: qkv {qkv.shape} is not [S, B, H + 2K, hd]")
+    _, b, lines, hd = qkv.shape
     slots, n_kv = k.shape[1], k.shape[2]
     if (lines != heads + 2 * n_kv or heads % n_kv or k.shape != (b, slots, n_kv, hd)
             or v.shape != k.shape or k_pos.shape != (b, slots) or q_pos.shape != (b,)
             or sin.shape != (b, hd // 2) or cos.shape != sin.shape):
         raise ValueError(f"decode_attention: qkv {qkv.shape}, q_pos {q_pos.shape}, k {k.shape}, "
-                         f"v {v.shape}, k_pos {k_pos.shape}, sin {sin.shape} do not fit [B, H + "
-                         f"2K, hd], [B], [B, S, K, hd] and [B, S], [B, hd / 2] with H = {heads}")
+                         f"v {v.shape}, k_pos {k_pos.shape}, sin {sin.shape} do not fit [S, B, H "
+                         f"+ 2K, hd], [B], [B, S, K, hd] and [B, S], [B, hd / 2] with H = {heads}")
     if (q_norm is None) != (eps is None):
         raise ValueError("decode_attention: pass q_norm, k_norm and eps together, or none")
-    if k.dtype != qkv.dtype or v.dtype != qkv.dtype:
-        raise ValueError(f"decode_attention: the cache ({k.dtype}, {v.dtype}) must have the "
-                         f"projections' dtype ({qkv.dtype}); build it with model.init_cache("
-                         "..., model.dtype)")
+    if v.dtype != k.dtype:
+        raise ValueError(f"decode_attention: k ({k.dtype}) and v ({v.dtype}) of one cache")
     local = functools.partial(
         _attend, heads=heads, window=window, softcap=softcap, q_scale=q_scale, eps=eps,
         interpret=interpret, block=_block(slots, block), programs=programs,
@@ -246,7 +259,7 @@ def decode_attention(qkv: jax.Array, q_pos: jax.Array, k: jax.Array, v: jax.Arra
                          f"{mesh.shape[DATA]} data-parallel devices; pad the batch")
     rows = P(DATA)     # per-row arguments and outputs split; the norm weights whole everywhere
     # check_vma=False: pallas_call's output shapes carry no varying-axes annotation to check.
-    return jax.shard_map(local, in_specs=(rows,) * 7 + (P(),) * len(norms),
+    return jax.shard_map(local, in_specs=(P(None, DATA),) + (rows,) * 6 + (P(),) * len(norms),
                          out_specs=(rows,) * 4, check_vma=False)(
         qkv, q_pos, k, v, k_pos, sin, cos, *norms)
 
@@ -256,7 +269,7 @@ def _attend(qkv, q_pos, k, v, k_pos, sin, cos, *norms, heads, window, softcap, q
     """`decode_attention` on the rows of one device: the kernel, then the merge of its slices."""
     from jax.experimental.pallas import triton as pl_triton   # here: TPU hosts never need it
 
-    b, lines, hd = qkv.shape
+    n_parts, b, lines, hd = qkv.shape
     slots, n_kv = k.shape[1], k.shape[2]
     g = heads // n_kv
     splits = _splits(b * n_kv, slots, block, programs)
@@ -272,7 +285,7 @@ def _attend(qkv, q_pos, k, v, k_pos, sin, cos, *norms, heads, window, softcap, q
                 pl.BlockSpec((sq, hd // 2), lambda i, h, j: (i, 0)),              # sin
                 pl.BlockSpec((sq, hd // 2), lambda i, h, j: (i, 0)),              # cos
                 *[whole] * len(norms),                                            # norms
-                pl.BlockSpec((b * lines, hd), lambda i, h, j: (0, 0)),           # qkv, flat
+                pl.BlockSpec((n_parts, b * lines, hd), lambda i, h, j: (0, 0, 0)),  # qkv
                 cache_block, cache_block, pos_block]                              # k, v, k_pos
     first_cache = 4 + len(norms)
     acc, run_max, run_sum, k, v, k_pos = pl.pallas_call(
@@ -294,11 +307,11 @@ def _attend(qkv, q_pos, k, v, k_pos, sin, cos, *norms, heads, window, softcap, q
         interpret=interpret,
         compiler_params=pl_triton.CompilerParams(num_warps=num_warps, num_stages=num_stages),
     )(q_pos.astype(jnp.int32)[:, None], sin.astype(F32), cos.astype(F32), *norms,
-      qkv.reshape(b * lines, hd), k, v, k_pos.astype(jnp.int32))
+      qkv.reshape(n_parts, b * lines, hd), k, v, k_pos.astype(jnp.int32))
     # Merge the slices: rescale each to the largest running max, then normalise once. A slice
     # that read nothing has sum 0 and weighs nothing; a row that read nothing gets zeros.
     top = jnp.max(run_max, axis=2, keepdims=True)                   # [B, K, 1, Gp]
     w = jnp.exp(run_max - top)                                       # [B, K, splits, Gp]
     total = jnp.sum(run_sum * w, axis=2)                             # [B, K, Gp]
     out = jnp.sum(acc * w[..., None], axis=2) / jnp.maximum(total, 1e-30)[..., None]
-    return out[:, :, :g].astype(qkv.dtype), k, v, k_pos              # [B, K, G, hd]
+    return out[:, :, :g].astype(k.dtype), k, v, k_pos                # [B, K, G, hd]

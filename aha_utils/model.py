@@ -353,8 +353,16 @@ class Attention(nnx.Module):
         sin, cos = rope_angles(positions, hd, self.rope_base, self.rope_scale)  # [B, 1, hd/2]
         norms = ((self.q_norm.scale[...], self.k_norm.scale[...]) if self.use_qk_norm
                  else (None, None))
+        if cache.k.dtype != x.dtype:
+            raise ValueError(f"the KV cache is {cache.k.dtype} and the model computes in "
+                             f"{x.dtype}; build it with model.init_cache(..., model.dtype)")
+        if hasattr(self, "qkv"):   # the decode layout: partials, summed inside the kernel
+            qkv = residual.split_matmul(x[:, 0], self.qkv[...], fused.QKV_SPLITS)
+        else:
+            qkv = self._qkv(x)[None, :, 0]                                # [1, B, H + 2K, hd]
+        qkv = qkv.reshape(*qkv.shape[:2], h + 2 * n_kv, hd)                # [S, B, H + 2K, hd]
         out, k, v, pos = fused.decode_attention(
-            self._qkv(x)[:, 0], positions[:, 0], cache.k, cache.v, cache.pos, sin[:, 0],
+            qkv, positions[:, 0], cache.k, cache.v, cache.pos, sin[:, 0],
             cos[:, 0], *norms, heads=h, window=self.window, softcap=self.softcap,
             q_scale=float(np.asarray(self.q_scale, x.dtype)),   # rounded as the XLA path rounds it
             eps=self.q_norm.eps if self.use_qk_norm else None,

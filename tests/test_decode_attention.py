@@ -5,6 +5,7 @@ errors for shapes it cannot take."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import jax
@@ -64,16 +65,35 @@ def test_kernel_step_equals_the_xla_step(name, layer, block, programs, dtype):
     """The kernel's output and the cache it writes in place against the model's XLA decode
     step, on rows that start, fill, wrap the ring buffer and pad."""
     attn, x, positions, cache = layer_and_inputs(name, layer, jnp.dtype(dtype), Q_POS)
-    want, want_cache = attn._decode(x, positions, cache)      # the XLA path
-    got, got_cache = attn._decode_kernel(x, positions, cache, block=block, programs=programs)
+    want = attn._decode(x, positions, cache)                  # the XLA path
+    assert_same_step(attn._decode_kernel(x, positions, cache, block=block, programs=programs),
+                     want, dtype)
+
+
+@pytest.mark.parametrize("name, layer", [("gemma3", 1), ("mqa", 0)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_kernel_sums_the_projections_split_k_partials(name, layer, dtype):
+    """In the decode layout (`Attention.fuse`) the kernel takes the q/k/v projection as
+    `QKV_SPLITS` float32 partials, sums and rounds them: the same step as XLA's."""
+    attn, x, positions, cache = layer_and_inputs(name, layer, jnp.dtype(dtype), Q_POS)
+    attn.fuse()
+    assert fused.QKV_SPLITS > 1 and x.shape[-1] % fused.QKV_SPLITS == 0
+    want = attn._decode(x, positions, cache)
+    assert_same_step(attn._decode_kernel(x, positions, cache, block=16, programs=24), want, dtype,
+                     v_exact=False)      # the partials are summed in another order than XLA's
+
+
+def assert_same_step(step, want_step, dtype, v_exact=True):
+    (got, got_cache), (want, want_cache) = step, want_step
     real = Q_POS >= 0
     tol = dict(atol=2e-5, rtol=2e-5) if dtype == "float32" else dict(atol=0.03, rtol=0.03)
     np.testing.assert_allclose(np.asarray(got, np.float32)[real],
                                np.asarray(want, np.float32)[real], **tol)
     assert (np.asarray(got, np.float32)[~real] == 0).all()      # a padding row reads nothing
     np.testing.assert_array_equal(got_cache.pos, want_cache.pos)
-    np.testing.assert_array_equal(np.asarray(got_cache.v, np.float32),
-                                  np.asarray(want_cache.v, np.float32))
+    (np.testing.assert_array_equal if v_exact else
+     functools.partial(np.testing.assert_allclose, **tol))(np.asarray(got_cache.v, np.float32),
+                                                           np.asarray(want_cache.v, np.float32))
     np.testing.assert_allclose(np.asarray(got_cache.k, np.float32),
                                np.asarray(want_cache.k, np.float32), **tol)
 
@@ -117,7 +137,7 @@ def test_sampler_with_the_kernel_samples_what_xla_samples(monkeypatch):
 
 def test_shapes_it_cannot_take_are_errors():
     args = dict(heads=4, window=None, softcap=None, q_scale=0.25, interpret=True)
-    qkv, q_pos, sin = jnp.zeros((2, 6, 16)), jnp.zeros(2, jnp.int32), jnp.zeros((2, 8))
+    qkv, q_pos, sin = jnp.zeros((1, 2, 6, 16)), jnp.zeros(2, jnp.int32), jnp.zeros((2, 8))
     k = jnp.zeros((2, 40, 1, 16))
     with pytest.raises(ValueError, match="multiple of 16"):
         fused.decode_attention(qkv, q_pos, k, k, jnp.zeros((2, 40), jnp.int32), sin, sin,
@@ -127,12 +147,22 @@ def test_shapes_it_cannot_take_are_errors():
         fused.decode_attention(qkv, q_pos, k, k, jnp.zeros((2, 48), jnp.int32), sin, sin,
                                None, None, eps=None, **args)
     k = jnp.zeros((2, 48, 1, 16))
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(ValueError, match="one cache"):
         fused.decode_attention(qkv, q_pos, k.astype(jnp.bfloat16), k, jnp.zeros((2, 48), jnp.int32),
                                sin, sin, None, None, eps=None, **args)
+    with pytest.raises(ValueError, match=r"not \[S, B"):    # the partials' axis left out
+        fused.decode_attention(qkv[0], q_pos, k, k, jnp.zeros((2, 48), jnp.int32), sin, sin,
+                               None, None, eps=None, **args)
     with pytest.raises(ValueError, match="together"):
         fused.decode_attention(qkv, q_pos, k, k, jnp.zeros((2, 48), jnp.int32), sin, sin,
                                jnp.zeros(16), jnp.zeros(16), eps=None, **args)
+
+
+def test_a_cache_in_another_dtype_than_the_model_is_an_error():
+    attn, x, positions, cache = layer_and_inputs("gemma3", 1, jnp.bfloat16, Q_POS)
+    f32 = cache._replace(k=cache.k.astype(jnp.float32), v=cache.v.astype(jnp.float32))
+    with pytest.raises(ValueError, match="init_cache"):
+        attn._decode_kernel(x, positions, f32)
 
 
 def test_the_kernel_runs_on_gpus_with_one_device_or_a_data_parallel_mesh():
@@ -165,7 +195,7 @@ def test_a_data_parallel_mesh_runs_the_kernel_on_each_devices_rows():
         local_rows = []
         attend = fused._attend
         def counting(q, *args, **kw):         # called while tracing: one call per layer
-            local_rows.append(q.shape[0])
+            local_rows.append(q.shape[1])
             return attend(q, *args, **kw)
         fused._attend = counting
         res = {}

@@ -48,7 +48,8 @@ def test_join_equals_a_reference(dtype, width, max_splits):
 
     want_x, want_h = reference_join(a, w, x, post, nxt)
     parts = residual.split_matmul(a, w, max_splits)
-    got_x, got_h = residual.residual_norms(parts, x, post, nxt, eps=1e-6, interpret=True)
+    got_x, got_h = residual.residual_norms(parts, x, post, nxt, eps=1e-6,
+                                           interpret=jax.default_backend() != "gpu")
     assert got_x.dtype == dtype and got_h.shape == (rows, width)
     for got, want in ((got_x, want_x), (got_h, want_h)):
         got = np.asarray(got, np.float32)
