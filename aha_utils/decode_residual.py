@@ -15,8 +15,10 @@ Design decisions:
 - Rounding follows the XLA path step by step: the summed projection rounded to the model's
   dtype (as a dot's output is), the norm in float32 rounded, the add rounded, the second norm
   rounded. Only the order of float32 sums differs.
-- One program per row, the whole row in registers: a block of the width rounded up to a power
-  of two (Triton's blocks are powers of two), the lanes past the width zeroed before each sum.
+- One program per row, the whole row in registers: Triton's blocks are powers of two, so the
+  row (1,152 wide in the 1B) is loaded and stored as a block of the next power of two with the
+  lanes past the width masked (loaded as 0, never stored). A block spec wider than the array
+  instead compiled to wrong rows on an H100 (its interpreter on the CPU was right).
 - Several devices: rows split over the `data` axis run the kernel on each device's own rows
   (a `shard_map`, as `decode_attention`); any other split keeps the XLA path.
 """
@@ -63,23 +65,27 @@ def split_matmul(x: jax.Array, w: jax.Array, max_splits: int, *, transposed: boo
                       preferred_element_type=F32)                      # [S, B, N]
 
 
-def _kernel(parts_ref, x_ref, post_ref, next_ref, x_out, h_out, *, width: int, eps: float):
-    """One row: x_out = x + post_norm(sum(parts)), h_out = next_norm(x_out). Blocks are the
-    row padded to a power of two; lanes past `width` are zeroed (the padding's stores are
-    masked by Pallas)."""
+def _kernel(parts_ref, x_ref, post_ref, next_ref, x_out, h_out, *, eps: float):
+    """One row: x_out = x + post_norm(sum(parts)), h_out = next_norm(x_out). The refs hold the
+    row as it is; loads and stores take a power-of-two block of lanes, masked past the width."""
+    from jax.experimental.pallas import triton as pl_triton
+
+    splits, width = parts_ref.shape
     dtype = x_ref.dtype
-    valid = jax.lax.broadcasted_iota(jnp.int32, x_ref.shape, 0) < width     # [Dp]
+    lanes = jnp.arange(pl.next_power_of_2(width))                              # [Dp]
+    valid = lanes < width
+    load = lambda ref, *at: pl_triton.load(ref.at[(*at, lanes)], mask=valid,
+                                           other=0).astype(F32)
 
     def norm(v, scale_ref):
         inv = jax.lax.rsqrt(jnp.sum(v * v) / width + eps)
-        return (v * inv * (1.0 + scale_ref[...].astype(F32))).astype(dtype).astype(F32)
+        return (v * inv * (1.0 + load(scale_ref))).astype(dtype).astype(F32)
 
-    proj = jnp.where(valid, jnp.sum(parts_ref[...], axis=0), 0.0)             # [Dp] float32
+    proj = sum(load(parts_ref, s) for s in range(splits))                     # [Dp] float32
     proj = proj.astype(dtype).astype(F32)                  # the projection's output, rounded
-    x = jnp.where(valid, x_ref[...].astype(F32), 0.0)
-    new_x = (x + norm(proj, post_ref)).astype(dtype)
-    x_out[...] = new_x
-    h_out[...] = norm(jnp.where(valid, new_x.astype(F32), 0.0), next_ref).astype(dtype)
+    new_x = (load(x_ref) + norm(proj, post_ref)).astype(dtype)
+    pl_triton.store(x_out.at[lanes], new_x, mask=valid)
+    pl_triton.store(h_out.at[lanes], norm(new_x.astype(F32), next_ref).astype(dtype), mask=valid)
 
 
 @functools.partial(jax.jit, static_argnames=("eps", "interpret", "num_warps"))
@@ -99,15 +105,14 @@ def residual_norms(parts: jax.Array, x: jax.Array, post_scale: jax.Array,
         raise ValueError(f"residual_norms: parts {parts.shape}, x {x.shape}, scales "
                          f"{post_scale.shape}, {next_scale.shape} do not fit [S, B, D], [B, D], "
                          "[D], [D]")
-    width = pl.next_power_of_2(d)     # Triton's blocks are powers of two
 
     def local(parts, x, post_scale, next_scale):
-        row = pl.BlockSpec((pl.squeezed, width), lambda i: (i, 0))
-        scale = pl.BlockSpec((width,), lambda i: (0,))
+        row = pl.BlockSpec((pl.squeezed, d), lambda i: (i, 0))
+        scale = pl.BlockSpec((d,), lambda i: (0,))
         return pl.pallas_call(
-            functools.partial(_kernel, width=d, eps=eps),
+            functools.partial(_kernel, eps=eps),
             grid=(x.shape[0],),
-            in_specs=[pl.BlockSpec((parts.shape[0], pl.squeezed, width), lambda i: (0, i, 0)),
+            in_specs=[pl.BlockSpec((parts.shape[0], pl.squeezed, d), lambda i: (0, i, 0)),
                       row, scale, scale],
             out_specs=[row, row],
             out_shape=[jax.ShapeDtypeStruct(x.shape, x.dtype)] * 2,

@@ -13,6 +13,7 @@ from flax import nnx
 
 from aha_utils import decode_attention as fused
 from aha_utils import decode_residual as residual
+from aha_utils.config import ModelConfig
 from aha_utils.model import Gemma, fuse_projections, init_cache
 from tests.test_model import CONFIGS
 
@@ -88,13 +89,14 @@ def test_inputs_that_do_not_fit_are_errors():
                                 scale, eps=1e-6, interpret=True)
 
 
-@pytest.mark.parametrize("name", ["gemma3", "gemma2"])
+@pytest.mark.parametrize("name", ["gemma3", "gemma2", "wide"])
 @pytest.mark.parametrize("fuse", [False, True])
 def test_model_decode_step_with_the_kernels_equals_the_xla_step(name, fuse, monkeypatch):
     """`Gemma.hidden` on one token per row after a prefill (padding row included), both
-    layouts: the GPU path (attention kernel + joins, interpreted) against the XLA path, in
-    float32, hidden states and the written cache."""
-    cfg = CONFIGS[name]
+    layouts: the GPU path (attention kernel + joins; interpreted on a CPU) against the XLA
+    path, in float32, hidden states and the written cache. "wide" has a width that is not a
+    power of two, as the real models do (1,152 in the 1B), so the joins mask lanes."""
+    cfg = CONFIGS[name] if name in CONFIGS else ModelConfig.tiny(d_model=96)
     model = Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
     for j, layer in enumerate(model.layers):   # random norm weights in every join (0, the
         for i, norm in enumerate((layer.pre_attn_norm, layer.post_attn_norm,   # initial
