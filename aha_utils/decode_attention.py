@@ -219,28 +219,28 @@ def decode_attention(qkv: jax.Array, q_pos: jax.Array, k: jax.Array, v: jax.Arra
                      ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """One decode step's attention for one layer: `(out [B, K, G, hd], k, v, k_pos)`.
 
-    qkv: `[S, B, H + 2K, hd]`, this step's projections (H query heads, then K keys, then K
-    values) before qk-norm and rotary embedding, as S split-K partials (float32,
+    qkv: `[n, B, H + 2K, hd]`, this step's projections (H query heads, then K keys, then K
+    values) before qk-norm and rotary embedding, as n split-K partials (float32,
     `decode_residual.split_matmul`) that the kernel sums and rounds to the cache's dtype, the
-    model's (S = 1: the projection itself); q_pos: `[B]` int32 (-1 = padding row); k, v:
+    model's (n = 1: the projection itself); q_pos: `[B]` int32 (-1 = padding row); k, v:
     `[B, S, K, hd]` and k_pos `[B, S]` int32, the layer's cache before this step; sin, cos:
     `[B, hd / 2]` float32, the rotary angles of q_pos (`model.rope_angles`); q_norm, k_norm:
     `[hd]` RMSNorm weights (Gemma scales by 1 + w) with `eps`, or None and `eps=None` (no
-    qk-norm); `q_scale`: the query scaling. Returns the attention output in the cache's dtype and the
-    cache with this token written at slot `q_pos % S` (donated: updated in place), as
+    qk-norm); `q_scale`: the query scaling. Returns the attention output in the cache's dtype
+    and the cache with this token written at slot `q_pos % S` (donated: updated in place), as
     `model.Attention` computes them in XLA. `interpret=True` runs the kernel in Pallas's
     interpreter (CPU tests). Tuning: `block`, the largest block of slots per loop step;
     `programs`, how many programs to aim for (per device); Triton's warps and stages. Under a
     mesh in context, each device takes its own rows (a `shard_map` over `data`)."""
     if qkv.ndim != 4:
-        raise ValueError(f"decode_attention: qkv {qkv.shape} is not [S, B, H + 2K, hd]")
+        raise ValueError(f"decode_attention: qkv {qkv.shape} is not [n, B, H + 2K, hd]")
     _, b, lines, hd = qkv.shape
     slots, n_kv = k.shape[1], k.shape[2]
     if (lines != heads + 2 * n_kv or heads % n_kv or k.shape != (b, slots, n_kv, hd)
             or v.shape != k.shape or k_pos.shape != (b, slots) or q_pos.shape != (b,)
             or sin.shape != (b, hd // 2) or cos.shape != sin.shape):
         raise ValueError(f"decode_attention: qkv {qkv.shape}, q_pos {q_pos.shape}, k {k.shape}, "
-                         f"v {v.shape}, k_pos {k_pos.shape}, sin {sin.shape} do not fit [S, B, H "
+                         f"v {v.shape}, k_pos {k_pos.shape}, sin {sin.shape} do not fit [n, B, H "
                          f"+ 2K, hd], [B], [B, S, K, hd] and [B, S], [B, hd / 2] with H = {heads}")
     if (q_norm is None) != (eps is None):
         raise ValueError("decode_attention: pass q_norm, k_norm and eps together, or none")

@@ -41,7 +41,7 @@ F32 = jnp.float32
 # against 31.4k-31.9k.
 O_SPLITS = 4
 DOWN_SPLITS = 8
-NUM_WARPS = 8      # per row (H100, 1B, 64 rows: 2, 4, 8 warps sampled 32.4k, 32.8k, 33.1k tokens/s)
+NUM_WARPS = 8      # per row (H100, 1B, 64 rows: 2, 4, 8 sampled 32.4k, 32.8k, 33.1k tokens/s)
 
 
 def split_matmul(x: jax.Array, w: jax.Array, max_splits: int, *, transposed: bool = False

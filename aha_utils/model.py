@@ -360,7 +360,7 @@ class Attention(nnx.Module):
             qkv = residual.split_matmul(x[:, 0], self.qkv[...], fused.QKV_SPLITS)
         else:
             qkv = self._qkv(x)[None, :, 0]                                # [1, B, H + 2K, hd]
-        qkv = qkv.reshape(*qkv.shape[:2], h + 2 * n_kv, hd)                # [S, B, H + 2K, hd]
+        qkv = qkv.reshape(*qkv.shape[:2], h + 2 * n_kv, hd)                # [n, B, H + 2K, hd]
         out, k, v, pos = fused.decode_attention(
             qkv, positions[:, 0], cache.k, cache.v, cache.pos, sin[:, 0],
             cos[:, 0], *norms, heads=h, window=self.window, softcap=self.softcap,

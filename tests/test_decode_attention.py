@@ -150,7 +150,7 @@ def test_shapes_it_cannot_take_are_errors():
     with pytest.raises(ValueError, match="one cache"):
         fused.decode_attention(qkv, q_pos, k.astype(jnp.bfloat16), k, jnp.zeros((2, 48), jnp.int32),
                                sin, sin, None, None, eps=None, **args)
-    with pytest.raises(ValueError, match=r"not \[S, B"):    # the partials' axis left out
+    with pytest.raises(ValueError, match=r"not \[n, B"):    # the partials' axis left out
         fused.decode_attention(qkv[0], q_pos, k, k, jnp.zeros((2, 48), jnp.int32), sin, sin,
                                None, None, eps=None, **args)
     with pytest.raises(ValueError, match="together"):
