@@ -59,7 +59,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
-from aha_utils.sharding import DATA, rows_split_only
+from aha_utils.sharding import DATA, on_each_devices_rows, rows_split_only
 
 F32 = jnp.float32
 NEG_INF = float(jnp.finfo(jnp.float32).min)   # finite, as in the model
@@ -251,17 +251,11 @@ def decode_attention(qkv: jax.Array, q_pos: jax.Array, k: jax.Array, v: jax.Arra
         interpret=interpret, block=_block(slots, block), programs=programs,
         num_warps=num_warps, num_stages=num_stages)
     norms = () if q_norm is None else (q_norm, k_norm)
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or mesh.size == 1:
-        return local(qkv, q_pos, k, v, k_pos, sin, cos, *norms)
-    if b % mesh.shape[DATA]:
-        raise ValueError(f"decode_attention: {b} rows do not split over the mesh's "
-                         f"{mesh.shape[DATA]} data-parallel devices; pad the batch")
     rows = P(DATA)     # per-row arguments and outputs split; the norm weights whole everywhere
-    # check_vma=False: pallas_call's output shapes carry no varying-axes annotation to check.
-    return jax.shard_map(local, in_specs=(P(None, DATA),) + (rows,) * 6 + (P(),) * len(norms),
-                         out_specs=(rows,) * 4, check_vma=False)(
-        qkv, q_pos, k, v, k_pos, sin, cos, *norms)
+    return on_each_devices_rows(
+        local, (qkv, q_pos, k, v, k_pos, sin, cos, *norms),
+        in_specs=(P(None, DATA),) + (rows,) * 6 + (P(),) * len(norms), out_specs=(rows,) * 4,
+        rows=b, what="decode_attention")
 
 
 def _attend(qkv, q_pos, k, v, k_pos, sin, cos, *norms, heads, window, softcap, q_scale, eps,

@@ -20,7 +20,7 @@ Design decisions:
   lanes past the width masked (loaded as 0, never stored). A block spec wider than the array
   instead compiled to wrong rows on an H100 (its interpreter on the CPU was right).
 - Several devices: rows split over the `data` axis run the kernel on each device's own rows
-  (a `shard_map`, as `decode_attention`); any other split keeps the XLA path.
+  (`sharding.on_each_devices_rows`, as `decode_attention`); any other split keeps the XLA path.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
-from aha_utils.sharding import DATA
+from aha_utils.sharding import DATA, on_each_devices_rows
 
 F32 = jnp.float32
 # How many slices of K the two projections before a join hand over (`split_matmul`). XLA's own
@@ -120,12 +120,6 @@ def residual_norms(parts: jax.Array, x: jax.Array, post_scale: jax.Array,
             compiler_params=pl_triton.CompilerParams(num_warps=num_warps, num_stages=1),
         )(parts.astype(F32), x, post_scale, next_scale)
 
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or mesh.size == 1:
-        return tuple(local(parts, x, post_scale, next_scale))
-    if b % mesh.shape[DATA]:
-        raise ValueError(f"residual_norms: {b} rows do not split over the mesh's "
-                         f"{mesh.shape[DATA]} data-parallel devices; pad the batch")
-    return tuple(jax.shard_map(
-        local, in_specs=(P(None, DATA), P(DATA), P(), P()), out_specs=(P(DATA),) * 2,
-        check_vma=False)(parts, x, post_scale, next_scale))
+    return tuple(on_each_devices_rows(
+        local, (parts, x, post_scale, next_scale), in_specs=(P(None, DATA), P(DATA), P(), P()),
+        out_specs=(P(DATA),) * 2, rows=b, what="residual_norms"))

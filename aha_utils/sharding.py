@@ -153,6 +153,22 @@ def rows_split_only() -> bool:
     return all(size == 1 for name, size in mesh.shape.items() if name != DATA)
 
 
+def on_each_devices_rows(fn, args, in_specs, out_specs, *, rows: int, what: str):
+    """`fn(*args)` for a GPU kernel that XLA cannot partition: called as it is with no mesh in
+    context (or one device); under a mesh (where `rows_split_only()`), wrapped in a `shard_map`
+    so that each device runs it on its own rows. `in_specs` / `out_specs` name the `data` axis
+    of each per-row argument and output (`P()`: whole on every device); `rows` is the batch,
+    which must split evenly (`what` names the caller in the error)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return fn(*args)
+    if rows % mesh.shape[DATA]:
+        raise ValueError(f"{what}: {rows} rows do not split over the mesh's "
+                         f"{mesh.shape[DATA]} data-parallel devices; pad the batch")
+    # check_vma=False: pallas_call's output shapes carry no varying-axes annotation to check.
+    return jax.shard_map(fn, in_specs=in_specs, out_specs=out_specs, check_vma=False)(*args)
+
+
 def fetch(tree):
     """Host numpy copies of every array in `tree`, including rows held by other processes
     (`jax.device_get` can only read this process's devices)."""

@@ -98,10 +98,11 @@ def test_model_decode_step_with_the_kernels_equals_the_xla_step(name, fuse, monk
     power of two, as the real models do (1,152 in the 1B), so the joins mask lanes."""
     cfg = CONFIGS[name] if name in CONFIGS else ModelConfig.tiny(d_model=96)
     model = Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
-    for j, layer in enumerate(model.layers):   # random norm weights in every join (0, the
-        for i, norm in enumerate((layer.pre_attn_norm, layer.post_attn_norm,   # initial
-                                  layer.pre_ffw_norm, layer.post_ffw_norm)):   # 1 + w, hides
-            norm.scale.set_value(jax.random.normal(jax.random.key(10 * j + i),  # a dropped one)
+    # Random norm weights in every join: the initial 0 (Gemma scales by 1 + w) hides a dropped one.
+    for j, layer in enumerate(model.layers):
+        for i, norm in enumerate((layer.pre_attn_norm, layer.post_attn_norm,
+                                  layer.pre_ffw_norm, layer.post_ffw_norm)):
+            norm.scale.set_value(jax.random.normal(jax.random.key(10 * j + i),
                                                    norm.scale.shape) * 0.5)
     model.final_norm.scale.set_value(jnp.full(cfg.d_model, 0.3))
     if fuse:
