@@ -345,9 +345,10 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # of the time. On a TPU or GPU it is the number to watch. For reference, on an
 # H100 (`python -m aha_utils.bench.sampler`, random weights, prompt 128, 512 new tokens) the
 # 1B model at batch 64 makes about 34,400 tokens/s, 42% of the HBM roofline, 3.7-4.3x
-# transformers' compiled `generate` (whose own speed varied between runs). `--profile DIR` shows where a decode step's time goes: about 9 kernels
-# per layer (matrix products at 64 rows that reach 20-70% of the bandwidth, the attention, the
-# norms), each with a fixed cost that a step of 0.8 ms of pure memory traffic cannot hide.
+# transformers' compiled `generate` (whose own speed varied between runs). `--profile DIR`
+# shows where a decode step's time goes: about 9 kernels per layer (matrix products at 64 rows
+# that reach 20-70% of the bandwidth, the attention, the norms), each with a fixed cost that a
+# step of 0.8 ms of pure memory traffic cannot hide.
 # Three things cut that count. The sampler decodes a copy of the model whose q/k/v projections
 # are one matrix and gate/up another (`model.fuse_projections`). On GPUs one Pallas kernel
 # (`aha_utils.decode_attention`) does a layer's qk-norm, rotary embedding, cache write and
