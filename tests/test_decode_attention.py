@@ -33,16 +33,17 @@ def ring_cache(q_pos, slots, n_kv, hd, dtype, seed=0):
     return LayerCache(k, v, jnp.asarray(k_pos))
 
 
-def layer_and_inputs(name, layer, dtype, q_pos, seed=0):
-    """Layer `layer` of a tiny model (random qk-norm weights), a cache 64 positions long holding
-    every position before `q_pos` (ring buffers wrapped), and this step's input `[B, 1, D]`."""
+def layer_and_inputs(name, layer, dtype, q_pos, seed=0, max_len=64):
+    """Layer `layer` of a tiny model (random qk-norm weights), a cache `max_len` positions long
+    holding every position before `q_pos` (ring buffers wrapped), and this step's input
+    `[B, 1, D]`."""
     cfg = CONFIGS[name]
     attn = Gemma(cfg, dtype=dtype, rngs=nnx.Rngs(seed)).layers[layer].attn
     if attn.use_qk_norm:     # the initial scales (0: Gemma multiplies by 1 + w) hide no bug
         for i, norm in enumerate((attn.q_norm, attn.k_norm)):
             norm.scale.set_value(jax.random.normal(jax.random.key(seed + 5 + i),
                                                    norm.scale.shape, dtype) * 0.5)
-    cache = ring_cache(q_pos - 1, cache_slots(cfg, attn.kind, 64), cfg.num_kv_heads,
+    cache = ring_cache(q_pos - 1, cache_slots(cfg, attn.kind, max_len), cfg.num_kv_heads,
                        cfg.head_dim, dtype, seed)
     x = jax.random.normal(jax.random.key(seed + 1), (len(q_pos), 1, cfg.d_model), dtype)
     return attn, x, jnp.asarray(q_pos)[:, None], cache
@@ -53,18 +54,20 @@ def layer_and_inputs(name, layer, dtype, q_pos, seed=0):
 Q_POS = np.array([0, 30, 63, 140, -1, 90], np.int32)
 
 
-@pytest.mark.parametrize("name, layer, block, programs", [
-    ("gemma3", 1, 16, 24),    # global layer (64 slots), 4 slices per (row, kv head)
-    ("gemma3", 0, 16, 6),     # sliding window 8 (16 slots, a ring), one slice
-    ("gemma2", 1, 16, 12),    # soft-capped scores, no qk-norm
-    ("mqa", 0, 16, 24),       # one kv head, 4 query heads
-    ("mqa", 2, 64, 132),      # a global layer read in one block of 64
+@pytest.mark.parametrize("name, layer, block, programs, max_len", [
+    ("gemma3", 1, 16, 24, 64),    # global layer (64 slots), 4 slices per (row, kv head)
+    ("gemma3", 0, 16, 6, 64),     # sliding window 8 (16 slots, a ring), one slice
+    ("gemma2", 1, 16, 12, 64),    # soft-capped scores, no qk-norm
+    ("mqa", 0, 16, 24, 64),       # one kv head, 4 query heads
+    ("mqa", 2, 64, 132, 64),      # a global layer read in one block of 64
+    ("mqa", 2, 16, 30, 80),       # 80 slots, 5 blocks: 5 slices, not a power of two
 ])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_kernel_step_equals_the_xla_step(name, layer, block, programs, dtype):
+def test_kernel_step_equals_the_xla_step(name, layer, block, programs, max_len, dtype):
     """The kernel's output and the cache it writes in place against the model's XLA decode
     step, on rows that start, fill, wrap the ring buffer and pad."""
-    attn, x, positions, cache = layer_and_inputs(name, layer, jnp.dtype(dtype), Q_POS)
+    attn, x, positions, cache = layer_and_inputs(name, layer, jnp.dtype(dtype), Q_POS,
+                                                 max_len=max_len)
     want = attn._decode(x, positions, cache)                  # the XLA path
     assert_same_step(attn._decode_kernel(x, positions, cache, block=block, programs=programs),
                      want, dtype)
@@ -81,6 +84,16 @@ def test_kernel_sums_the_projections_split_k_partials(name, layer, dtype):
     want = attn._decode(x, positions, cache)
     assert_same_step(attn._decode_kernel(x, positions, cache, block=16, programs=24), want, dtype,
                      v_exact=False)      # the partials are summed in another order than XLA's
+
+
+def test_slices_per_row_divide_the_blocks_and_reach_the_target():
+    """Fewest slices that split the blocks evenly and give `target` programs; one a block when
+    none does (the 1B's global layers at 640 slots: 10 blocks of 64)."""
+    assert fused._splits(1, 640, 64, 132) == 10       # one row: every block its own program
+    assert fused._splits(64, 640, 64, 132) == 5       # 320 programs; 2 slices would be 128
+    assert fused._splits(64, 512, 64, 132) == 4       # 8 blocks: 3 does not divide them
+    assert fused._splits(256, 512, 64, 132) == 1      # enough rows already
+    assert fused._splits(30, 80, 16, 90) == 5         # 5 blocks: 3 slices would not split them
 
 
 def assert_same_step(step, want_step, dtype, v_exact=True):
