@@ -12,6 +12,9 @@ Design decisions:
   `model.hidden` on one token per row and projects only that position to logits, so the largest
   per-step array is the `[N, V]` float32 logit row; the log-prob of the chosen token is taken
   from it inside the loop (`aha_utils.sampling`) and only `[N, max_new_tokens]` floats are kept.
+  On GPUs, greedy decoding and plain sampling (no top-k or top-p) of up to 64 rows a device do
+  not even write that row: one kernel projects, reduces and draws tile by tile
+  (`aha_utils.decode_sampling`).
 - Left padding with per-row positions: a prompt of length L in a bucket of P columns has
   positions `-1` (padding) then `0..L-1`; the model derives every mask from positions, so
   padding needs no extra mask argument and each row decodes at its own position.
@@ -19,8 +22,8 @@ Design decisions:
   the batch to a power of two that is also a multiple of the mesh's data axis. A second call with
   prompts of a similar length and count re-uses the compiled program. Padding rows have all
   positions -1; they are `done` from the start and never keep the loop alive.
-- `num_samples=G`: each prompt is prefilled once; its cache and last logits are repeated G times
-  (samples of one prompt adjacent), and G different continuations are drawn from there.
+- `num_samples=G`: each prompt is prefilled once; its cache and last hidden state are repeated
+  G times (samples of one prompt adjacent), and G different continuations are drawn from there.
 - Stop strings (e.g. `"</answer>"`) are text, the loop sees tokens, and one string has many
   tokenizations (`"</" "answer" ">"`, `"▁</" "answer" ">"`, a token `">\\n"`, byte tokens...).
   We compile the stop strings into an Aho-Corasick automaton over UTF-8 bytes and lift it to
@@ -72,6 +75,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from aha_utils import decode_sampling
 from aha_utils.lora import has_lora, merge_lora
 from aha_utils.model import Gemma, cast_floats, fuse_projections, init_cache
 from aha_utils.sampling import select_tokens
@@ -303,20 +307,21 @@ def _sample(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
     # Prefill: the whole prompt bucket in one forward, once per prompt (not per sample).
     cache = jax.tree.map(rows, init_cache(model.config, b, p + m, model.dtype))
     h, cache = model.hidden(tokens, positions, cache)                 # [B, P, D]
-    logits = model.logits(h[:, -1])                                    # [B, V]; left padding:
+    h = h[:, -1]                                                       # [B, D]; left padding:
     last_pos = positions[:, -1]                                        # [B]; the last column is real
     if g > 1:  # G continuations per prompt, samples of one prompt adjacent
         cache = jax.tree.map(lambda x: rows(jnp.repeat(x, g, axis=0)), cache)
-        logits, last_pos = jnp.repeat(logits, g, axis=0), jnp.repeat(last_pos, g)
+        h, last_pos = jnp.repeat(h, g, axis=0), jnp.repeat(last_pos, g)
     n = b * g
     active = last_pos >= 0                                             # [N]; padding rows: False
     stop_ids = jnp.asarray(config.stop_ids, jnp.int32)
 
-    def emit(st: _Loop, logits) -> _Loop:
-        """Choose token `st.step` of every live row from its logits `[N, V]`; update stops."""
-        tok, lp = select_tokens(logits, jax.random.fold_in(rng, st.step), greedy=config.greedy,
-                                temperature=temperature, top_k=config.top_k,
-                                top_p=top_p if config.use_top_p else None)   # [N], [N]
+    def emit(st: _Loop, h) -> _Loop:
+        """Choose token `st.step` of every live row from its final hidden state `[N, D]`;
+        update stops."""
+        with traced_under(mesh):     # the token-draw kernel splits its call by rows
+            tok, lp = _choose(model, h, jax.random.fold_in(rng, st.step), temperature, top_p,
+                              config)                                  # [N], [N]
         live = ~st.done
         tok = jnp.where(live, tok, PAD_ID)
         lp = jnp.where(live, lp, 0.0)
@@ -334,7 +339,7 @@ def _sample(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
             h, cache = model.hidden(st.token[:, None], st.pos[:, None], st.cache)  # [N, 1, D]
         st = st._replace(cache=jax.tree.map(rows, cache),
                          pos=jnp.where(st.pos >= 0, st.pos + 1, -1))
-        return emit(st, model.logits(h[:, 0]))                         # [N, V]
+        return emit(st, h[:, 0])                                       # [N, D]
 
     def cond(st: _Loop):
         return (st.step < m) & ~jnp.all(st.done)
@@ -344,8 +349,23 @@ def _sample(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
                stop_state=jnp.zeros((n,), jnp.int32), cache=cache,
                out_tok=rows(jnp.full((n, m), PAD_ID, jnp.int32)),
                out_lp=rows(jnp.zeros((n, m), jnp.float32)), length=jnp.zeros((n,), jnp.int32))
-    st = jax.lax.while_loop(cond, body, emit(st, logits))
+    st = jax.lax.while_loop(cond, body, emit(st, h))
     return SampleOutput(st.out_tok, st.out_lp, st.length, st.done & active)
+
+
+def _choose(model: Gemma, h, rng, temperature, top_p, config: SampleConfig):
+    """`(tokens [N], logprobs [N])` from final hidden states `h [N, D]`: on GPUs, for greedy
+    decoding and plain sampling of up to 64 rows a device, one kernel that never writes the
+    `[N, V]` logits (`decode_sampling.draw`); otherwise the logits, then
+    `sampling.select_tokens`."""
+    cfg = model.config
+    if (config.top_k is None and not config.use_top_p
+            and decode_sampling.kernel_available(cfg.d_model, cfg.vocab_size, h.shape[0])):
+        return decode_sampling.draw(h, model.embedding[...], rng, temperature,
+                                    greedy=config.greedy, softcap=cfg.final_softcap,
+                                    interpret=jax.default_backend() != "gpu")
+    return select_tokens(model.logits(h), rng, greedy=config.greedy, temperature=temperature,
+                         top_k=config.top_k, top_p=top_p if config.use_top_p else None)
 
 
 def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: SampleConfig, *,

@@ -32,8 +32,8 @@ TINY = ModelConfig.tiny(vocab_size=262_144)
 GOLDEN = ROOT / "tests" / "golden" / "hf_gemma3_270m.npz"
 
 
-def tiny_model(seed=0):
-    model = Gemma(TINY, dtype=jnp.float32, rngs=nnx.Rngs(seed))
+def tiny_model(seed=0, cfg=TINY):
+    model = Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(seed))
     # As initialised, the tied embedding dominates the residual stream and the model repeats its
     # input token whatever the context (a cache bug would go unseen). Smaller embeddings and
     # louder attention/MLP branches make every token depend on the context, with log-probs

@@ -1,0 +1,148 @@
+"""The GPU token-draw kernel (`aha_utils.decode_sampling`), run in Pallas's interpreter on the
+CPU: greedy tokens and log-probs against the XLA path, draws against `softmax(logits / T)`, the
+same samples as XLA's greedy inside the sampler, and clear errors for shapes it cannot take."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aha_utils import decode_sampling as ds
+from aha_utils.config import ModelConfig
+from aha_utils.model import capped_logits
+from aha_utils.sampler import SampleConfig, left_pad, sample_tokens
+from aha_utils.sampling import token_logprobs
+
+INTERPRET = jax.default_backend() != "gpu"     # compiled on a GPU, interpreted elsewhere
+
+
+def hidden_and_embedding(rows, vocab, width, dtype=jnp.float32, seed=0, scale=1.0):
+    kh, ke = jax.random.split(jax.random.key(seed))
+    h = jax.random.normal(kh, (rows, width), jnp.float32) * scale
+    emb = jax.random.normal(ke, (vocab, width), jnp.float32) / np.sqrt(width)
+    return h.astype(dtype), emb.astype(dtype)
+
+
+@pytest.mark.parametrize("rows, vocab, width, softcap", [
+    (5, 512, 64, None),      # rows padded to a program of 16, 4 tiles of 128 tokens
+    (40, 384, 96, 3.0),      # 64 rows a program, 3 tiles; width in blocks of 32; a soft-cap
+    (70, 256, 64, None),     # two programs of rows a tile
+])
+def test_greedy_is_the_argmax_with_log_softmax_logprobs(rows, vocab, width, softcap):
+    h, emb = hidden_and_embedding(rows, vocab, width, scale=3.0)
+    tokens, logprobs = ds.draw(h, emb, jax.random.key(1), 1.0, greedy=True, softcap=softcap,
+                               interpret=INTERPRET)
+    logits = capped_logits(h, emb, softcap)
+    np.testing.assert_array_equal(tokens, jnp.argmax(logits, axis=-1))
+    np.testing.assert_allclose(logprobs, token_logprobs(logits, tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_ties_go_to_the_first_token_as_argmax():
+    """Equal logits in two tiles, and twice inside one: `jnp.argmax` takes the first."""
+    h = jnp.ones((2, 16), jnp.float32)
+    emb = jnp.zeros((256, 16), jnp.float32).at[jnp.array([40, 200, 201])].set(1.0)
+    tokens, _ = ds.draw(h, emb, jax.random.key(0), 1.0, greedy=True, softcap=None,
+                        interpret=INTERPRET, block=128)
+    np.testing.assert_array_equal(tokens, [40, 40])
+
+
+def test_tile_statistics_are_the_logits_reductions():
+    """Per row and tile of 128: the max, the sums of `exp` at T = 1 and T = 0.6 (soft-capped
+    logits), and the candidate's logit, against the same reductions of XLA's logits."""
+    h, emb = hidden_and_embedding(20, 512, 64, scale=3.0, seed=4)
+    t = 0.6
+    top, sum1, sumt, cand, cand_logit = ds._tiles(
+        jnp.array([9], jnp.uint32), jnp.array([t], jnp.float32), jnp.arange(20, dtype=jnp.int32),
+        h, emb, greedy=False, softcap=5.0, interpret=INTERPRET, block=128, k_block=64,
+        num_warps=4, num_stages=1)
+    z = np.asarray(capped_logits(h, emb, 5.0)).reshape(20, 4, 128).transpose(1, 0, 2)
+    m = z.max(-1)
+    np.testing.assert_allclose(top, m, rtol=1e-6)
+    np.testing.assert_allclose(sum1, np.exp(z - m[..., None]).sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(sumt, np.exp((z - m[..., None]) / t).sum(-1), rtol=1e-5)
+    cand = np.asarray(cand)
+    assert ((cand >= np.arange(4)[:, None] * 128) & (cand < np.arange(1, 5)[:, None] * 128)).all()
+    np.testing.assert_allclose(cand_logit, np.take_along_axis(z, cand[..., None] % 128, -1)[..., 0],
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("temperature, block", [(1.0, 128), (0.6, 128), (0.6, 16)])
+def test_draws_follow_the_tempered_softmax(temperature, block):
+    """4096 rows with the same logits (a vocabulary of 512 in tiles of `block`): the drawn
+    tokens' frequencies against `softmax(logits / T)`, by a chi-square test over the tokens
+    expected at least 10 times; the log-prob returned is at temperature 1 whatever T."""
+    rows, vocab = 4096, 512
+    h1, emb = hidden_and_embedding(1, vocab, 32, scale=2.0, seed=3)
+    h = jnp.broadcast_to(h1, (rows, 32))
+    tokens, logprobs = ds.draw(h, emb, jax.random.key(7), temperature, greedy=False,
+                               softcap=None, interpret=INTERPRET, block=block)
+    logits = capped_logits(h1, emb, None)[0]
+    p = np.asarray(jax.nn.softmax(logits / temperature), np.float64)
+    counts = np.bincount(np.asarray(tokens), minlength=vocab)
+    common = p * rows >= 10
+    assert common.sum() >= 10 and p[common].sum() > 0.8       # a test with some power
+    expected = np.append(p[common] * rows, p[~common].sum() * rows)
+    observed = np.append(counts[common], counts[~common].sum())
+    chi2 = ((observed - expected) ** 2 / expected).sum()
+    dof = len(expected) - 1
+    assert chi2 < dof + 6 * np.sqrt(2 * dof), (chi2, dof)   # ~4 sigma of chi-square(dof)
+    np.testing.assert_allclose(logprobs, jax.nn.log_softmax(logits)[tokens], atol=1e-5)
+
+
+def test_the_noise_is_exponential_and_differs_by_row_token_and_seed():
+    """The kernel's noise: mean 1, variance 1, the tail of a standard exponential, and nothing
+    shared between neighbouring rows, tokens or seeds."""
+    rows, tokens = jnp.arange(64), jnp.broadcast_to(jnp.arange(1024), (64, 1024))
+    e = np.asarray(ds.hash_exponential(jnp.uint32(12345), rows, tokens))
+    assert (e > 0).all() and abs(e.mean() - 1) < 0.01 and abs(e.var() - 1) < 0.03
+    assert abs((e > 3).mean() - np.exp(-3)) < 0.002
+    other_seed = np.asarray(ds.hash_exponential(jnp.uint32(12346), rows, tokens))
+    for a, b in ((e, other_seed), (e[1:], e[:-1]), (e[:, 1:], e[:, :-1])):
+        assert (a != b).mean() > 0.999 and abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01
+
+
+def test_the_sampler_with_the_kernel_decodes_what_xla_decodes(monkeypatch):
+    """The tiny model (a vocabulary of 512: the interpreter runs tiles one by one) decoding
+    left-padded prompts, 2 samples each: greedy tokens identical with the kernel (interpreted)
+    and without, log-probs equal to float32 rounding; sampling draws other tokens, and a
+    prompt's two samples differ."""
+    from tests.test_sampler import tiny_model
+
+    model = tiny_model(cfg=ModelConfig.tiny())
+    prompts = [[2, 150, 270, 31], list(range(100, 111)), list(range(200, 400, 10))]
+    tokens, positions = left_pad(prompts, 32, 4)
+    outs = {}
+    for use in (False, True):
+        monkeypatch.setattr(ds, "USE_KERNEL", use)
+        jax.clear_caches()        # the flag is read while tracing
+        for greedy in (True,) if not use else (True, False):
+            config = SampleConfig(max_new_tokens=12, greedy=greedy, num_samples=2)
+            outs[use, greedy] = jax.device_get(sample_tokens(
+                model, tokens, positions, jax.random.key(0), config, temperature=0.8))
+    xla, kernel = outs[False, True], outs[True, True]
+    np.testing.assert_array_equal(kernel.tokens, xla.tokens)
+    np.testing.assert_allclose(kernel.logprobs, xla.logprobs, atol=1e-5)
+    sampled = outs[True, False]
+    assert (sampled.tokens != kernel.tokens).any()
+    assert np.isfinite(sampled.logprobs).all() and (sampled.logprobs <= 0).all()
+    assert (sampled.tokens[0::2] != sampled.tokens[1::2]).any()   # a prompt's two samples differ
+
+
+def test_the_sampler_takes_the_kernel_up_to_64_rows_a_device(monkeypatch):
+    monkeypatch.setattr(ds, "USE_KERNEL", True)
+    assert ds.kernel_available(1152, 262_144, 64) and not ds.kernel_available(1152, 262_144, 128)
+    assert not ds.kernel_available(1152, 500, 8)         # no tile of 16 tokens divides 500
+    monkeypatch.setattr(ds, "USE_KERNEL", False)
+    assert not ds.kernel_available(1152, 262_144, 64)
+
+
+def test_shapes_it_cannot_take_are_errors():
+    h, emb = hidden_and_embedding(4, 512, 64)
+    with pytest.raises(ValueError, match="do not fit"):
+        ds.draw(h, emb[:, :32], jax.random.key(0), 1.0, greedy=True, softcap=None,
+                interpret=INTERPRET)
+    with pytest.raises(ValueError, match="power-of-two"):
+        ds.draw(h, jnp.zeros((500, 64)), jax.random.key(0), 1.0, greedy=True, softcap=None,
+                interpret=INTERPRET)
