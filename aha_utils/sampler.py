@@ -56,8 +56,10 @@ Design decisions:
 - Sharding: rows over the mesh's `data` axis, parameters wherever their specs put them (the mesh
   is read off the model's parameters). Every per-row array in the loop is constrained to
   `P("data")`, and the random draws use JAX's partitionable threefry, so 1 device and 8 give the
-  same tokens. The decode step is traced under the mesh, so that on GPUs the decode-attention
-  kernel runs on each device's own rows (`aha_utils.decode_attention`).
+  same tokens. The decode step and the token draw are traced under the mesh, so that on GPUs
+  the decode-attention and token-draw kernels run on each device's own rows
+  (`aha_utils.decode_attention`, `aha_utils.decode_sampling`; the draw's noise is keyed by
+  global row, so it too is the same on 1 device and 8).
 """
 
 from __future__ import annotations
