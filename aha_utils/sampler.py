@@ -196,17 +196,39 @@ STOP_STATE_BUCKET = 16  # automaton states are padded to a multiple of this: one
 
 def padded_stop_table(table: np.ndarray | None, vocab_size: int) -> np.ndarray:
     """int16 `[16k, V]`: `table` (or the no-stop-string table) with unreachable rows added, so
-    that the table's shape, and with it the compiled program, rarely changes."""
-    table = np.zeros((1, vocab_size), np.int32) if table is None else np.asarray(table)
+    that the table's shape, and with it the compiled program, rarely changes. A table already
+    padded comes back as it is: with Gemma's vocabulary one is 8 MB, and the sampler's caller
+    waits for every call (`_cached_stop_table`, `_no_stop_table`)."""
+    if table is None:
+        return _no_stop_table(vocab_size)
+    table = np.asarray(table)
     if table.shape[1] != vocab_size:
         raise ValueError(f"stop table has {table.shape[1]} columns but the model has a vocabulary "
                          f"of {vocab_size}: build it with this model's tokenizer")
     if table.shape[0] > np.iinfo(np.int16).max:
         raise ValueError(f"stop strings need {table.shape[0]} automaton states; use fewer/shorter")
+    if table.dtype == np.int16 and table.shape[0] % STOP_STATE_BUCKET == 0:
+        return table
     rows = -(-table.shape[0] // STOP_STATE_BUCKET) * STOP_STATE_BUCKET
     out = np.zeros((rows, vocab_size), np.int16)
     out[:table.shape[0]] = table
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _no_stop_table(vocab_size: int) -> np.ndarray:
+    """The padded one-state table (no stop string), built once per vocabulary; read-only."""
+    table = np.zeros((STOP_STATE_BUCKET, vocab_size), np.int16)
+    table.setflags(write=False)
+    return table
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_stop_table(tokenizer, stop_strings: tuple[str, ...], vocab_size: int) -> np.ndarray:
+    """`padded_stop_table(stop_table(...))`, padded once per tokenizer and strings; read-only."""
+    table = padded_stop_table(stop_table(tokenizer, stop_strings), vocab_size)
+    table.setflags(write=False)
+    return table
 
 
 def truncate_at_stop(text: str, stop_strings: Sequence[str]) -> str:
@@ -510,7 +532,7 @@ def generate(model: Gemma, tokenizer, prompts: Sequence[str], *, max_new_tokens:
                           stop_ids=(tokenizer.eos_id, tokenizer.end_of_turn_id),
                           compute_dtype=compute_dtype)
     stops = tuple(stop_strings) if stop_strings else ()
-    table = stop_table(tokenizer, stops) if stops else None
+    table = _cached_stop_table(tokenizer, stops, model.config.vocab_size) if stops else None
     out = sample_tokens(model, tokens, positions, jax.random.key(seed), config,
                         temperature=temperature if not greedy else 1.0,
                         top_p=1.0 if top_p is None else top_p, stop_table=table)
