@@ -59,6 +59,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
+from aha_utils.decode_residual import largest_tile
 from aha_utils.sharding import DATA, on_each_devices_rows, rows_split_only
 
 F32 = jnp.float32
@@ -85,9 +86,8 @@ def kernel_available(head_dim: int) -> bool:
 
 
 def _block(slots: int, largest: int) -> int:
-    for b in (128, 64, 32, 16):
-        if b <= largest and slots % b == 0:
-            return b
+    if b := largest_tile(slots, largest):
+        return b
     raise ValueError(f"the KV cache has {slots} slots; the decode kernel needs a multiple of "
                      f"{SLOT_MULTIPLE}: build the cache with model.init_cache, which rounds up")
 

@@ -1,5 +1,6 @@
-"""A decode step's residual joins as one GPU kernel (Pallas on Triton): the sum of a
-projection's split-K partials, its RMS norm, the residual add, and the next RMS norm.
+"""A decode step's projections and residual joins as GPU kernels (Pallas on Triton): the
+projections as split-K partials (`split_matmul`), and one kernel that sums a projection's
+partials, norms, adds the residual and norms again (`residual_norms`).
 
 Each Gemma block ends its two halves the same way: `x = x + post_norm(proj)`, then the next
 part starts from `pre_norm(x)` (the MLP's pre-norm after attention; the next block's pre-norm, or
@@ -8,10 +9,18 @@ half on an H100 (the split-K reduction of the projection, one or two norm fusion
 each for a few hundred KB. `residual_norms` does it in one pass per row.
 
 Design decisions:
-- The projection hands its split-K partials over unreduced (`split_matmul`: a batched matmul
-  whose batch is the K split, `[S, B, N]` float32), and the kernel sums them: XLA would
-  otherwise write the sum in its own kernel. The weights need no copy: `[K, N]` read as
-  `[S, K / S, N]` is a reshape.
+- The projection hands its split-K partials over unreduced (`split_matmul`: `[S, B, N]`
+  float32, S slices of K), and the kernel sums them: XLA would otherwise write the sum in its
+  own kernel. The weights need no copy: `[K, N]` read as `[S, K / S, N]` is a reshape.
+- The partials of the small projections (q/k/v, o: 2-4 MB of weights in the 1B) come from a
+  Pallas kernel where it wins, else from XLA's batched matmul (cuBLAS). cuBLAS picks tiles
+  for big matrices; at one token per row the small ones were 4-6 us of latency for 1-1.5 us
+  of bytes. The kernel gives every (slice of K, 32 columns) its own program, about 100 for
+  the 1B's q/k/v and o. On an H100 (1B, sampling 512 tokens, one process each) both through
+  it: 36,256 against 35,511 tokens/s at 64 rows, 10,404 against 10,182 at 16, 54,942 against
+  54,674 at 128 (noise), and 742 against 762 at 1 row, where cuBLAS's one-row kernel is the
+  better one. So it runs for `PARTIALS_ROWS` rows a device. The down projection (16 MB, its
+  weights transposed) stays with cuBLAS, which was faster timed alone (11.5 against 14.1 us).
 - Rounding follows the XLA path step by step: the summed projection rounded to the model's
   dtype (as a dot's output is), the norm in float32 rounded, the add rounded, the second norm
   rounded. Only the order of float32 sums differs.
@@ -19,7 +28,7 @@ Design decisions:
   row (1,152 wide in the 1B) is loaded and stored as a block of the next power of two with the
   lanes past the width masked (loaded as 0, never stored). A block spec wider than the array
   instead compiled to wrong rows on an H100 (its interpreter on the CPU was right).
-- Several devices: rows split over the `data` axis run the kernel on each device's own rows
+- Several devices: rows split over the `data` axis run the kernels on each device's own rows
   (`sharding.on_each_devices_rows`, as `decode_attention`); any other split keeps the XLA path.
 """
 
@@ -32,9 +41,10 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
-from aha_utils.sharding import DATA, on_each_devices_rows
+from aha_utils.sharding import DATA, on_each_devices_rows, rows_split_only
 
 F32 = jnp.float32
+MIN_TILE = 16      # Triton's smallest matmul tile
 # How many slices of K the two projections before a join hand over (`split_matmul`). XLA's own
 # choice at one token per row was 4 for o and 16 for down (cuBLAS). On an H100 (1B, 64 rows)
 # 4 and 8 sampled fastest of (o, down) = (4, 8), (4, 16), (2, 8), (8, 8): 32.4k tokens/s
@@ -42,14 +52,45 @@ F32 = jnp.float32
 O_SPLITS = 4
 DOWN_SPLITS = 8
 NUM_WARPS = 8      # per row (H100, 1B, 64 rows: 2, 4, 8 sampled 32.4k, 32.8k, 33.1k tokens/s)
+PARTIALS_ROWS = (16, 64)   # rows a device for which `split_matmul` uses its kernel (see above)
+# The partials kernel's tiling: 32 columns and 128 of K a step, 4 warps, 4 stages. Timed alone
+# (H100, 64 rows) it was the fastest of 48 tilings for both q/k/v (6.4 us) and o (5.6 us).
+BLOCK_N, BLOCK_K = 32, 128
+
+USE_KERNEL: bool | None = None   # None: the partials kernel on GPUs for `PARTIALS_ROWS` rows.
+                                 # Tests set True to run it, interpreted, at any row count.
+
+
+def largest_tile(n: int, largest: int) -> int:
+    """The largest power of two <= `largest` that divides `n`, 0 if that is below Triton's
+    smallest tile (16): the decode kernels' block sizes."""
+    b = largest
+    while b >= MIN_TILE and n % b:
+        b //= 2
+    return b if b >= MIN_TILE and n > 0 else 0
+
+
+def partials_kernel_available(rows: int, k_slice: int, n: int) -> bool:
+    """Whether `split_matmul` of `rows` rows, K slices of `k_slice` and `n` columns traced now
+    runs `matmul_partials`: tiles that fit, the rows on one device or split over `data` only
+    (as `decode_attention.kernel_available`), and on GPUs `PARTIALS_ROWS` rows a device."""
+    if USE_KERNEL is False or not (largest_tile(k_slice, BLOCK_K) and n % BLOCK_N == 0
+                                   and rows_split_only()):
+        return False
+    if USE_KERNEL:
+        return True
+    mesh = jax.sharding.get_abstract_mesh()
+    local = rows // (1 if mesh.empty else mesh.shape[DATA])
+    return jax.default_backend() == "gpu" and PARTIALS_ROWS[0] <= local <= PARTIALS_ROWS[1]
 
 
 def split_matmul(x: jax.Array, w: jax.Array, max_splits: int, *, transposed: bool = False
                  ) -> jax.Array:
     """`[S, B, N]` float32 partials of `x [B, K] @ w [K, N]` (`w [N, K]` when `transposed`)
     over S equal slices of K, S the largest power of two up to `max_splits` that divides K:
-    their sum is the product. One batched matmul, and no reduction kernel after it. The
-    weights are not copied: their K axis is only reshaped into `[S, K / S]`."""
+    their sum is the product. No reduction kernel after it: `matmul_partials` where
+    `partials_kernel_available` (`w [K, N]` only), else one batched matmul. The weights are
+    not copied: their K axis is only reshaped into `[S, K / S]`."""
     b, k = x.shape
     if w.ndim != 2 or w.shape[1 if transposed else 0] != k:
         raise ValueError(f"split_matmul: x {x.shape} and w {w.shape} (transposed={transposed}) "
@@ -57,12 +98,72 @@ def split_matmul(x: jax.Array, w: jax.Array, max_splits: int, *, transposed: boo
     s = 1
     while 2 * s <= max_splits and k % (2 * s) == 0:
         s *= 2
+    if not transposed and partials_kernel_available(b, k // s, w.shape[1]):
+        return matmul_partials(x, w, s, interpret=jax.default_backend() != "gpu")
     xs = x.reshape(b, s, k // s)                                        # [B, S, K/S]
     if transposed:
         return jnp.einsum("bsk,nsk->sbn", xs, w.reshape(w.shape[0], s, k // s),
                           preferred_element_type=F32)                  # [S, B, N]
     return jnp.einsum("bsk,skn->sbn", xs, w.reshape(s, k // s, w.shape[1]),
                       preferred_element_type=F32)                      # [S, B, N]
+
+
+def _partials_kernel(x_ref, w_ref, out_ref, *, block_k: int):
+    """One (row block, column tile, slice of K): that slice's product, accumulated in float32
+    `block_k` at a time."""
+    rows, cols = out_ref.shape
+
+    def step(i, acc):
+        ks = pl.ds(pl.multiple_of(i * block_k, block_k), block_k)
+        return acc + jnp.dot(x_ref[:, ks], w_ref[ks, :], preferred_element_type=F32)
+
+    out_ref[...] = jax.lax.fori_loop(0, x_ref.shape[1] // block_k, step,
+                                     jnp.zeros((rows, cols), F32))
+
+
+@functools.partial(jax.jit, static_argnames=("splits", "interpret", "block_n", "block_k",
+                                             "num_warps", "num_stages"))
+def matmul_partials(x: jax.Array, w: jax.Array, splits: int, *, interpret: bool = False,
+                    block_n: int = BLOCK_N, block_k: int = BLOCK_K, num_warps: int = 4,
+                    num_stages: int = 4) -> jax.Array:
+    """`[S, B, N]` float32: the products of `x [B, K]` and `w [K, N]` (one dtype) over
+    `splits` equal slices of K, one Pallas program per (up to 64 rows, `block_n` columns,
+    slice). Rows are padded to a power of two of at least 16 (Triton's smallest dot), and the
+    padding's partials dropped. `interpret=True` runs the kernel in Pallas's interpreter (CPU
+    tests). Under a mesh in context each device takes its own rows (a `shard_map` over `data`)."""
+    from jax.experimental.pallas import triton as pl_triton   # here: TPU hosts never need it
+
+    b, k = x.shape
+    n = w.shape[-1]
+    k_slice = k // splits if splits > 0 and k % splits == 0 else 0
+    tile_k = largest_tile(k_slice, block_k)
+    if w.shape != (k, n) or x.dtype != w.dtype or not tile_k or n % block_n:
+        raise ValueError(f"matmul_partials: x {x.dtype}{x.shape}, w {w.dtype}{w.shape} and "
+                         f"{splits} slices do not fit [B, K] @ [K, N] of one dtype with N a "
+                         f"multiple of {block_n} and K / slices a multiple of {MIN_TILE}; use "
+                         "split_matmul, which falls back to XLA for such shapes")
+
+    def local(x, w):
+        rows = x.shape[0]
+        block_m = min(64, max(MIN_TILE, pl.next_power_of_2(rows)))
+        padded = -(-rows // block_m) * block_m
+        if padded > rows:
+            x = jnp.pad(x, ((0, padded - rows), (0, 0)))                     # zero rows
+        parts = pl.pallas_call(
+            functools.partial(_partials_kernel, block_k=tile_k),
+            grid=(padded // block_m, n // block_n, splits),
+            in_specs=[pl.BlockSpec((block_m, k_slice), lambda m, j, s: (m, s)),
+                      pl.BlockSpec((k_slice, block_n), lambda m, j, s: (s, j))],
+            out_specs=pl.BlockSpec((pl.squeezed, block_m, block_n), lambda m, j, s: (s, m, j)),
+            out_shape=jax.ShapeDtypeStruct((splits, padded, n), F32),
+            interpret=interpret,
+            compiler_params=pl_triton.CompilerParams(num_warps=num_warps,
+                                                     num_stages=num_stages),
+        )(x, w)                                                             # [S, B', N]
+        return parts[:, :rows]
+
+    return on_each_devices_rows(local, (x, w), in_specs=(P(DATA), P()),
+                                out_specs=P(None, DATA), rows=b, what="matmul_partials")
 
 
 def _kernel(parts_ref, x_ref, post_ref, next_ref, x_out, h_out, *, eps: float):

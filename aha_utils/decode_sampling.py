@@ -49,6 +49,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
+from aha_utils.decode_residual import largest_tile
 from aha_utils.sharding import DATA, on_each_devices_rows, rows_split_only
 
 F32 = jnp.float32
@@ -63,21 +64,13 @@ USE_KERNEL: bool | None = None   # None: on GPUs. Tests set True to run the kern
                                  # interpreted, inside the sampler on a CPU.
 
 
-def _largest_tile(n: int, largest: int) -> int:
-    """The largest power of two <= `largest` that divides `n` (0 if below Triton's 16)."""
-    b = largest
-    while b >= MIN_DOT and n % b:
-        b //= 2
-    return b if b >= MIN_DOT else 0
-
-
 def kernel_available(d_model: int, vocab_size: int, rows: int) -> bool:
     """Whether a draw of `rows` rows traced now uses this kernel: on GPUs (or with
     `USE_KERNEL`), for a width and a vocabulary that Triton's tiles divide, with the rows on one
     device or split over the `data` axis of the mesh in context (as
     `decode_attention.kernel_available`), at most `MAX_ROWS` of them a device."""
     use = jax.default_backend() == "gpu" if USE_KERNEL is None else USE_KERNEL
-    if not (use and _largest_tile(d_model, 128) and _largest_tile(vocab_size, BLOCK)
+    if not (use and largest_tile(d_model, 128) and largest_tile(vocab_size, BLOCK)
             and rows_split_only()):
         return False
     mesh = jax.sharding.get_abstract_mesh()
@@ -153,7 +146,7 @@ def draw(h: jax.Array, emb: jax.Array, rng: jax.Array, temperature, *, greedy: b
     if emb.ndim != 2 or emb.shape[1] != d or emb.dtype != h.dtype:
         raise ValueError(f"draw: h {h.shape} {h.dtype} and emb {emb.shape} {emb.dtype} do not "
                          "fit [N, D] and [V, D] of one dtype")
-    block, k_block = _largest_tile(v, block), _largest_tile(d, 128)
+    block, k_block = largest_tile(v, block), largest_tile(d, 128)
     if not block or not k_block:
         raise ValueError(f"draw: a vocabulary of {v} and a width of {d} need a power-of-two "
                          f"factor of at least {MIN_DOT}; use the XLA path "

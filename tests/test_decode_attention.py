@@ -188,8 +188,9 @@ def test_the_kernel_runs_on_gpus_with_one_device_or_a_data_parallel_mesh():
 def test_a_data_parallel_mesh_runs_the_kernel_on_each_devices_rows():
     """8 fake CPU devices: with every device on `data`, the sampler's decode steps call the
     kernel inside a `shard_map` (each device's 1/8 of the rows), and the greedy tokens and
-    log-probs equal the XLA path's on one device. With 2-way model parallelism (heads split)
-    the kernel is not called and the XLA path runs."""
+    log-probs equal the XLA path's on one device; so do the projections' partials
+    (`decode_residual.matmul_partials`). With 2-way model parallelism (heads split) neither
+    kernel is called and the XLA path runs."""
     from tests.conftest import run_with_fake_devices
     from tests.test_sampler import PROMPTS, tiny_model
 
@@ -204,29 +205,38 @@ def test_a_data_parallel_mesh_runs_the_kernel_on_each_devices_rows():
         from aha_utils.sharding import make_mesh, shard_model
         from tests.test_sampler import PROMPTS, tiny_model
 
-        fused.USE_KERNEL = True
-        local_rows = []
+        from aha_utils import decode_residual as residual
+        fused.USE_KERNEL = residual.USE_KERNEL = True
+        local_rows, partial_rows = [], []
         attend = fused._attend
         def counting(q, *args, **kw):         # called while tracing: one call per layer
             local_rows.append(q.shape[1])
             return attend(q, *args, **kw)
         fused._attend = counting
+        partials = residual._partials_kernel
+        def counting_partials(x_ref, *args, **kw):   # once per program (interpreted)
+            partial_rows.append(x_ref.shape[0])
+            return partials(x_ref, *args, **kw)
+        residual._partials_kernel = counting_partials
         res = {}
         for mp in (1, 2):
             local_rows.clear()
+            partial_rows.clear()
             jax.clear_caches()
             model = shard_model(tiny_model(), make_mesh(model_parallel=mp))
             tokens, positions = left_pad(PROMPTS * 3, 32, 16)
             s = jax.device_get(sample_tokens(model, tokens, positions, jax.random.key(0),
                                              SampleConfig(max_new_tokens=12)))
             res[mp] = dict(tokens=s.tokens.tolist(), logprobs=s.logprobs.tolist(),
-                           local_rows=sorted(set(local_rows)), calls=len(local_rows))
+                           local_rows=sorted(set(local_rows)), calls=len(local_rows),
+                           partial_rows=sorted(set(partial_rows)))
         print("RESULT" + json.dumps(res))
     """)
     res = json.loads(out.split("RESULT", 1)[1])
     data_parallel, model_parallel = res["1"], res["2"]
     assert data_parallel["calls"] > 0 and data_parallel["local_rows"] == [16 // 8]
-    assert model_parallel["calls"] == 0
+    assert data_parallel["partial_rows"] == [16]      # each device's 2 rows, padded to 16
+    assert model_parallel["calls"] == 0 and model_parallel["partial_rows"] == []
     for r in (data_parallel, model_parallel):
         np.testing.assert_array_equal(r["tokens"], one.tokens)
         np.testing.assert_allclose(r["logprobs"], one.logprobs, atol=1e-4)

@@ -1,7 +1,7 @@
 """The decode step's residual-join kernel (`aha_utils.decode_residual`), run in Pallas's
 interpreter on the CPU: a numpy reference (matmul, RMSNorm, add, RMSNorm, each rounded),
 split-K partials that sum to the product, the whole decode step of a model against its XLA
-path, and clear errors."""
+path, and clear errors; and the split-K partials kernel against XLA's batched matmul."""
 
 from __future__ import annotations
 
@@ -75,11 +75,66 @@ def test_split_matmul_partials_sum_to_the_product(transposed):
     np.testing.assert_allclose(parts[0], x[:, :48] @ w[:48], rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype, rows, k, n, splits", [
+    (jnp.float32, 5, 96, 64, 2),      # rows padded to 16; K slices of 48: steps of 16
+    (jnp.float32, 70, 256, 32, 1),    # two row blocks of 64, the second padded
+    (jnp.bfloat16, 16, 512, 96, 4),   # three column tiles, slices of 128: one step
+])
+def test_partials_kernel_equals_the_batched_matmul(dtype, rows, k, n, splits):
+    """Each slice's product, not only the sum: the join and the attention kernel sum them."""
+    x = jax.random.normal(jax.random.key(0), (rows, k), dtype)
+    w = (jax.random.normal(jax.random.key(1), (k, n)) / 8).astype(dtype)
+    got = residual.matmul_partials(x, w, splits, interpret=jax.default_backend() != "gpu")
+    assert got.shape == (splits, rows, n) and got.dtype == jnp.float32
+    xs = np.asarray(x, np.float32).reshape(rows, splits, k // splits)
+    ws = np.asarray(w, np.float32).reshape(splits, k // splits, n)
+    want = np.einsum("bsk,skn->sbn", xs, ws)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_split_matmul_uses_the_kernel_where_it_is_available(monkeypatch):
+    """With `USE_KERNEL`, `split_matmul` of `w [K, N]` goes through the kernel (counted while
+    tracing) and gives the batched matmul's partials; transposed weights, and widths the
+    tiles do not divide, keep the XLA path. Without it (the CPU default) nothing is counted."""
+    calls = []
+    kernel = residual.matmul_partials
+    monkeypatch.setattr(residual, "matmul_partials",
+                        lambda *a, **kw: calls.append(a[1].shape) or kernel(*a, **kw))
+    x = jax.random.normal(jax.random.key(0), (3, 64))
+    w = jax.random.normal(jax.random.key(1), (64, 32))
+    want = residual.split_matmul(x, w, 2)
+    assert calls == [] and residual.USE_KERNEL is None
+    monkeypatch.setattr(residual, "USE_KERNEL", True)
+    np.testing.assert_allclose(residual.split_matmul(x, w, 2), want, rtol=1e-5, atol=1e-5)
+    assert calls == [(64, 32)]
+    residual.split_matmul(x, w.T, 2, transposed=True)
+    residual.split_matmul(x, jnp.zeros((64, 40)), 2)        # 40 columns: no tile of 32
+    assert calls == [(64, 32)]
+    assert residual.partials_kernel_available(3, 32, 32)
+    monkeypatch.setattr(residual, "USE_KERNEL", None)       # the default: GPUs, 16-64 rows
+    on_gpu = jax.default_backend() == "gpu" and jax.device_count() == 1
+    assert [residual.partials_kernel_available(r, 576, 1536) for r in (1, 16, 64, 128)] == [
+        False, on_gpu, on_gpu, False]
+
+
+def test_largest_tile():
+    assert [residual.largest_tile(n, 128) for n in (1152, 6912, 864, 96, 640, 8)] == [
+        128, 128, 32, 32, 128, 0]
+    assert residual.largest_tile(1152, 64) == 64 and residual.largest_tile(24, 128) == 0
+    assert residual.largest_tile(0, 128) == 0
+
+
 def test_inputs_that_do_not_fit_are_errors():
     with pytest.raises(ValueError, match="do not fit"):
         residual.split_matmul(jnp.zeros((2, 8)), jnp.zeros((6, 4)), 2)
     with pytest.raises(ValueError, match="do not fit"):
         residual.split_matmul(jnp.zeros((2, 8)), jnp.zeros((8, 4)), 2, transposed=True)
+    for x, w, splits in ((jnp.zeros((2, 64)), jnp.zeros((64, 40)), 2),    # N not of 32
+                         (jnp.zeros((2, 64)), jnp.zeros((64, 32)), 8),    # slices of 8
+                         (jnp.zeros((2, 64)), jnp.zeros((64, 32)), 3),    # 3 does not divide
+                         (jnp.zeros((2, 64)), jnp.zeros((64, 32), jnp.bfloat16), 2)):
+        with pytest.raises(ValueError, match="do not fit"):
+            residual.matmul_partials(x, w, splits, interpret=True)
     scale = jnp.zeros(32)
     with pytest.raises(ValueError, match="do not fit"):
         residual.residual_norms(jnp.zeros((2, 3, 32)), jnp.zeros((4, 32)), scale, scale,
@@ -94,7 +149,8 @@ def test_inputs_that_do_not_fit_are_errors():
 def test_model_decode_step_with_the_kernels_equals_the_xla_step(name, fuse, monkeypatch):
     """`Gemma.hidden` on one token per row after a prefill (padding row included), both
     layouts: the GPU path (attention kernel + joins; interpreted on a CPU) against the XLA
-    path, in float32, hidden states and the written cache. "wide" has a width that is not a
+    path, in float32, hidden states and the written cache; the projections' partials through
+    their kernel too. "wide" has a width that is not a
     power of two, as the real models do (1,152 in the 1B), so the joins mask lanes."""
     cfg = CONFIGS[name] if name in CONFIGS else ModelConfig.tiny(d_model=96)
     model = Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
@@ -115,11 +171,18 @@ def test_model_decode_step_with_the_kernels_equals_the_xla_step(name, fuse, monk
     step = jnp.array([[5], [7], [1], [9]], jnp.int32)
     step_pos = jnp.where(positions[:, -1:] >= 0, prompt, -1)
 
-    outs = {}
+    outs, partials = {}, []
+    kernel = residual.matmul_partials
+    monkeypatch.setattr(residual, "matmul_partials",
+                        lambda *a, **kw: partials.append(a[1].shape) or kernel(*a, **kw))
     for use in (False, True):
         monkeypatch.setattr(fused, "USE_KERNEL", use)
+        monkeypatch.setattr(residual, "USE_KERNEL", use)
         outs[use] = model.hidden(step, step_pos, cache)
     (want, want_cache), (got, got_cache) = outs[False], outs[True]
+    # two projections a layer through the partials kernel: o, and q/k/v in the decode layout
+    # or down in the other (the decode layout's down is transposed: XLA's)
+    assert len(partials) == 2 * cfg.num_layers
     assert got.shape == (rows, 1, cfg.d_model)
     live = np.asarray(step_pos[:, 0] >= 0)
     np.testing.assert_allclose(np.asarray(got)[live], np.asarray(want)[live], rtol=2e-5,
