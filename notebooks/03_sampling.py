@@ -344,12 +344,12 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # "bandwidth" copy above is limited by arithmetic, and the prefill of the prompt bucket is part
 # of the time. On a TPU or GPU it is the number to watch. For reference, on an
 # H100 (`python -m aha_utils.bench.sampler`, random weights, prompt 128, 512 new tokens) the
-# 1B model at batch 64 makes about 35,500 tokens/s, 44% of the HBM roofline, 3.7-4.5x
+# 1B model at batch 64 makes about 36,100 tokens/s, 44% of the HBM roofline, 3.6-4.6x
 # transformers' compiled `generate` (whose own speed varied between runs). `--profile DIR`
 # shows where a decode step's time goes: about 9 kernels per layer (matrix products at 64 rows
 # that reach 20-70% of the bandwidth, the attention, the norms), each with a fixed cost that a
 # step of 0.8 ms of pure memory traffic cannot hide.
-# Four things cut that count. The sampler decodes a copy of the model whose q/k/v projections
+# Five things cut that count. The sampler decodes a copy of the model whose q/k/v projections
 # are one matrix and gate/up another (`model.fuse_projections`). On GPUs one Pallas kernel
 # (`aha_utils.decode_attention`) does a layer's qk-norm, rotary embedding, cache write and
 # attention, reading only the filled part of each row's cache, where XLA's fixed shapes read
@@ -357,7 +357,9 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # residual stream: it sums the projection's split-K partials, norms, adds, and norms again for
 # what comes next, where XLA ran three or four kernels. A third (`aha_utils.decode_sampling`)
 # makes the logits a tile at a time and draws the token from them, so the `[N, V]` logits are
-# never written (up to 64 rows a device). Host time counts too: the host waits
+# never written (up to 64 rows a device). At 16 to 64 rows the small q/k/v and o projections
+# go through a Pallas kernel too: one program per slice of K and 32 columns, about 100.
+# Host time counts too: the host waits
 # for the loop, so the sampler is a plain `jax.jit` (no per-call traversal of the model's
 # graph, which cost 27 ms a call for the 1B) and, on GPUs, runs the whole loop as one CUDA graph.
 
