@@ -13,10 +13,10 @@ Design decisions:
   float32, S slices of K), and the kernel sums them: XLA would otherwise write the sum in its
   own kernel. The weights need no copy: `[K, N]` read as `[S, K / S, N]` is a reshape.
 - The partials of the small projections (q/k/v, o: 2-4 MB of weights in the 1B) come from a
-  Pallas kernel where it wins, else from XLA's batched matmul (cuBLAS). cuBLAS picks tiles
-  for big matrices; at one token per row the small ones were 4-6 us of latency for 1-1.5 us
-  of bytes. The kernel gives every (slice of K, 32 columns) its own program, about 100 for
-  the 1B's q/k/v and o. On an H100 (1B, sampling 512 tokens, one process each) both through
+  Pallas kernel where it wins, else from XLA's batched matmul (cuBLAS). At one token per row
+  cuBLAS took 5.5 and 3.9 us a layer for them (1B, 64 rows, H100 trace) for 1.1 and 0.7 us of
+  bytes. The kernel gives every (slice of K, 32 columns) its own program, about 100 for the
+  1B's q/k/v and o. On an H100 (1B, sampling 512 tokens, one process each) both through
   it: 36,256 against 35,511 tokens/s at 64 rows, 10,404 against 10,182 at 16, 54,942 against
   54,674 at 128 (noise), and 742 against 762 at 1 row, where cuBLAS's one-row kernel is the
   better one. So it runs for `PARTIALS_ROWS` rows a device. The down projection (16 MB, its
@@ -53,8 +53,9 @@ O_SPLITS = 4
 DOWN_SPLITS = 8
 NUM_WARPS = 8      # per row (H100, 1B, 64 rows: 2, 4, 8 sampled 32.4k, 32.8k, 33.1k tokens/s)
 PARTIALS_ROWS = (16, 64)   # rows a device for which `split_matmul` uses its kernel (see above)
-# The partials kernel's tiling: 32 columns and 128 of K a step, 4 warps, 4 stages. Timed alone
-# (H100, 64 rows) it was the fastest of 48 tilings for both q/k/v (6.4 us) and o (5.6 us).
+# The partials kernel's tiling: 32 columns and 128 of K a step, 4 warps, 4 stages: the fastest of
+# 48 tilings for both q/k/v and o (H100, 64 rows, 12 independent calls in one program: 6.4 and
+# 5.6 us a call against cuBLAS's 9.5 and 9.7 us there; in the sampler the gain was smaller).
 BLOCK_N, BLOCK_K = 32, 128
 
 USE_KERNEL: bool | None = None   # None: the partials kernel on GPUs for `PARTIALS_ROWS` rows.
@@ -98,7 +99,7 @@ def split_matmul(x: jax.Array, w: jax.Array, max_splits: int, *, transposed: boo
     s = 1
     while 2 * s <= max_splits and k % (2 * s) == 0:
         s *= 2
-    if not transposed and partials_kernel_available(b, k // s, w.shape[1]):
+    if not transposed and x.dtype == w.dtype and partials_kernel_available(b, k // s, w.shape[1]):
         return matmul_partials(x, w, s, interpret=jax.default_backend() != "gpu")
     xs = x.reshape(b, s, k // s)                                        # [B, S, K/S]
     if transposed:

@@ -94,8 +94,8 @@ def test_partials_kernel_equals_the_batched_matmul(dtype, rows, k, n, splits):
 
 def test_split_matmul_uses_the_kernel_where_it_is_available(monkeypatch):
     """With `USE_KERNEL`, `split_matmul` of `w [K, N]` goes through the kernel (counted while
-    tracing) and gives the batched matmul's partials; transposed weights, and widths the
-    tiles do not divide, keep the XLA path. Without it (the CPU default) nothing is counted."""
+    tracing) and gives the batched matmul's partials; transposed weights, widths the tiles do
+    not divide and mixed dtypes keep the XLA path. Without it (the CPU default) nothing is counted."""
     calls = []
     kernel = residual.matmul_partials
     monkeypatch.setattr(residual, "matmul_partials",
@@ -109,6 +109,7 @@ def test_split_matmul_uses_the_kernel_where_it_is_available(monkeypatch):
     assert calls == [(64, 32)]
     residual.split_matmul(x, w.T, 2, transposed=True)
     residual.split_matmul(x, jnp.zeros((64, 40)), 2)        # 40 columns: no tile of 32
+    residual.split_matmul(x.astype(jnp.bfloat16), w, 2)     # two dtypes
     assert calls == [(64, 32)]
     assert residual.partials_kernel_available(3, 32, 32)
     monkeypatch.setattr(residual, "USE_KERNEL", None)       # the default: GPUs, 16-64 rows
