@@ -24,21 +24,13 @@ Design decisions:
   positions -1; they are `done` from the start and never keep the loop alive.
 - `num_samples=G`: each prompt is prefilled once; its cache and last hidden state are repeated
   G times (samples of one prompt adjacent), and G different continuations are drawn from there.
-- Stop strings (e.g. `"</answer>"`) are text, the loop sees tokens, and one string has many
-  tokenizations (`"</" "answer" ">"`, `"▁</" "answer" ">"`, a token `">\\n"`, byte tokens...).
-  We compile the stop strings into an Aho-Corasick automaton over UTF-8 bytes and lift it to
-  tokens: a table `[Q, V]` giving, for each automaton state and each token, the state after that
-  token's bytes, or -1 when a stop string ends inside them. The loop carries one state per row
-  and does one gather per step, so the check is exact for *every* tokenization the model can
-  produce, including a stop string that ends in the middle of a token. The table is built once
-  per tokenizer and set of strings (about a second on a CPU), stored as int16 and padded to a
-  multiple of 16 states, so "no stop string" (a one-state table) and `</answer>` (10 states)
-  run the same compiled program. The alternative, decoding and searching text on the host
-  after the loop, would keep every row generating to `max_new_tokens` after its answer. Matching starts at the
+- Stop strings (e.g. `"</answer>"`) end a row inside the loop, for every tokenization the
+  model can produce: the loop carries one automaton state per row and does one gather per
+  step in a table from `aha_utils.stop_strings` (why and how: there). Matching starts at the
   first generated token (the prompt's own `</answer>` in an instruction does not count). The
-  text is then cut right after the stop string (it is kept: rewards look for `</answer>`), while
-  `.tokens`/`.lengths` keep the whole last token. End-of-sequence and `<end_of_turn>` are stop
-  tokens: they count in `.lengths` but are removed from `.texts`.
+  text is then cut right after the stop string (it is kept: rewards look for `</answer>`),
+  while `.tokens`/`.lengths` keep the whole last token. End-of-sequence and `<end_of_turn>`
+  are stop tokens: they count in `.lengths` but are removed from `.texts`.
 - The loop runs a decode copy of the model, built once per call before the prefill: LoRA
   adapters folded into their weights (`lora.merge_lora`; otherwise every step would rebuild
   `W + s A B` of every projection), with `compute_dtype` floating weights cast to it, and the
@@ -64,11 +56,9 @@ Design decisions:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import math
-import re
 from typing import NamedTuple, Sequence
 
 import jax
@@ -82,159 +72,11 @@ from aha_utils.lora import has_lora, merge_lora
 from aha_utils.model import Gemma, cast_floats, fuse_projections, init_cache
 from aha_utils.sampling import select_tokens
 from aha_utils.sharding import DATA, MODEL, fetch, model_mesh, put, traced_under
+from aha_utils.stop_strings import cached_stop_table, padded_stop_table, truncate_at_stop
 
 PAD_ID = 0            # Gemma's <pad>: fills `.tokens` after the end and the left of prompts
 MIN_PROMPT_BUCKET = 16
 DEFAULT_MAX_PROMPT_LEN = 4096
-
-
-# ----------------------------------------------------------------------------------------------
-# Stop strings -> a token-level automaton
-# ----------------------------------------------------------------------------------------------
-_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
-
-
-@functools.lru_cache(maxsize=4)
-def token_bytes(tokenizer) -> tuple[bytes, ...]:
-    """The UTF-8 bytes each token id contributes to `tokenizer.decode` (byte-fallback pieces
-    are their single byte; `▁` is a space)."""
-    out = []
-    for i in range(tokenizer.vocab_size):
-        piece = tokenizer.id_to_piece(i)
-        m = _BYTE_PIECE.fullmatch(piece)
-        out.append(bytes([int(m.group(1), 16)]) if m else piece.replace("\u2581", " ").encode())
-    return tuple(out)
-
-
-def _aho_corasick(stops: Sequence[bytes]) -> tuple[list[dict[int, int]], list[bool]]:
-    """Deterministic automaton over bytes: `delta[q][b]` (bytes absent from every stop string go
-    to state 0) and `accept[q]` (some stop string ends here)."""
-    goto: list[dict[int, int]] = [{}]
-    accept = [False]
-    for s in stops:
-        q = 0
-        for b in s:
-            if b not in goto[q]:
-                goto.append({})
-                accept.append(False)
-                goto[q][b] = len(goto) - 1
-            q = goto[q][b]
-        accept[q] = True
-    alphabet = sorted(set(b"".join(stops)))
-    delta: list[dict[int, int]] = [{} for _ in goto]
-    fail = [0] * len(goto)
-    queue = collections.deque()
-    for b in alphabet:
-        delta[0][b] = goto[0].get(b, 0)
-        if b in goto[0]:
-            queue.append(goto[0][b])
-    while queue:  # breadth first, so fail[q] (shallower) is complete before q is used
-        q = queue.popleft()
-        accept[q] = accept[q] or accept[fail[q]]
-        for b in alphabet:
-            if b in goto[q]:
-                r = goto[q][b]
-                fail[r] = delta[fail[q]][b]
-                delta[q][b] = r
-                queue.append(r)
-            else:
-                delta[q][b] = delta[fail[q]][b]
-    return delta, accept
-
-
-@functools.lru_cache(maxsize=8)
-def stop_table(tokenizer, stop_strings: tuple[str, ...]) -> np.ndarray:
-    """int32 `[Q, V]`: automaton state after a token's bytes from each state, -1 = a stop string
-    ended inside this token. Built once per tokenizer and tuple of strings (about a second)."""
-    if not stop_strings or any(not isinstance(s, str) or not s for s in stop_strings):
-        raise ValueError(f"stop_strings must be non-empty strings; got {stop_strings!r}")
-    stops = [s.encode() for s in stop_strings]
-    delta, accept = _aho_corasick(stops)
-    n_states = len(delta)
-    alphabet = sorted(set(b"".join(stops)))
-    # Any byte outside the stop strings' alphabet resets the automaton to state 0, so a token
-    # splits into a head (before its first such byte), which depends on the entry state, and
-    # a tail, which does not.
-    foreign = re.compile(b"[^" + b"".join(re.escape(bytes([b])) for b in alphabet) + b"]")
-    contains_stop = re.compile(b"|".join(re.escape(s) for s in stops))
-    memo: dict[tuple[int, bytes], int] = {}
-
-    def run(q: int, seg: bytes) -> int:
-        key = (q, seg)
-        if key not in memo:
-            r = q
-            for b in seg:
-                r = delta[r].get(b, 0)
-                if accept[r]:
-                    r = -1
-                    break
-            memo[key] = r
-        return memo[key]
-
-    # Tokens share few distinct columns: build each once, then gather them all in numpy.
-    columns: dict[tuple[bytes, int | None], int] = {}
-    unique: list[list[int]] = []
-    which = np.empty(tokenizer.vocab_size, np.int64)
-    for i, w in enumerate(token_bytes(tokenizer)):
-        segs = foreign.split(w)
-        head, tail = segs[0], None
-        if len(segs) > 1:         # a foreign byte: the tail is entry-state independent
-            # A stop string inside the head is -1 from every state anyway, so search all of w.
-            tail = -1 if contains_stop.search(w) else run(0, segs[-1])
-        key = (head, tail)
-        if key not in columns:
-            heads = [run(q, head) for q in range(n_states)]
-            columns[key] = len(unique)
-            unique.append(heads if tail is None else [-1 if r == -1 else tail for r in heads])
-        which[i] = columns[key]
-    return np.asarray(unique, np.int32).T[:, which]             # [Q, V]
-
-
-STOP_STATE_BUCKET = 16  # automaton states are padded to a multiple of this: one program serves
-                        # no stop string, "</answer>", or a few strings together
-
-
-def padded_stop_table(table: np.ndarray | None, vocab_size: int) -> np.ndarray:
-    """int16 `[16k, V]`: `table` (or the no-stop-string table) with unreachable rows added, so
-    that the table's shape, and with it the compiled program, rarely changes. A table already
-    padded comes back as it is: with Gemma's vocabulary one is 8 MB, and the sampler's caller
-    waits for every call (`_cached_stop_table`, `_no_stop_table`)."""
-    if table is None:
-        return _no_stop_table(vocab_size)
-    table = np.asarray(table)
-    if table.shape[1] != vocab_size:
-        raise ValueError(f"stop table has {table.shape[1]} columns but the model has a vocabulary "
-                         f"of {vocab_size}: build it with this model's tokenizer")
-    if table.shape[0] > np.iinfo(np.int16).max:
-        raise ValueError(f"stop strings need {table.shape[0]} automaton states; use fewer/shorter")
-    if table.dtype == np.int16 and table.shape[0] % STOP_STATE_BUCKET == 0:
-        return table
-    rows = -(-table.shape[0] // STOP_STATE_BUCKET) * STOP_STATE_BUCKET
-    out = np.zeros((rows, vocab_size), np.int16)
-    out[:table.shape[0]] = table
-    return out
-
-
-@functools.lru_cache(maxsize=4)
-def _no_stop_table(vocab_size: int) -> np.ndarray:
-    """The padded one-state table (no stop string), built once per vocabulary; read-only."""
-    table = np.zeros((STOP_STATE_BUCKET, vocab_size), np.int16)
-    table.setflags(write=False)
-    return table
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_stop_table(tokenizer, stop_strings: tuple[str, ...], vocab_size: int) -> np.ndarray:
-    """`padded_stop_table(stop_table(...))`, padded once per tokenizer and strings; read-only."""
-    table = padded_stop_table(stop_table(tokenizer, stop_strings), vocab_size)
-    table.setflags(write=False)
-    return table
-
-
-def truncate_at_stop(text: str, stop_strings: Sequence[str]) -> str:
-    """`text` cut right after the earliest-ending stop string (unchanged if none occurs)."""
-    ends = [text.find(s) + len(s) for s in stop_strings if s in text]
-    return text[:min(ends)] if ends else text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,7 +242,8 @@ def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: Sa
     prompt_tokens, prompt_positions: int32 `[B, P]`, positions -1 on the left padding (a row of
     only -1 is a padding row: it produces nothing). Rows come back as `N = B * num_samples`,
     the samples of one prompt adjacent. `rng`: a `jax.random.key`. `stop_table`: from
-    `stop_table(tokenizer, strings)` (None: no stop strings; `config.stop_ids` still apply). `temperature`/`top_p` are traced (no recompile per value);
+    `stop_strings.stop_table(tokenizer, strings)` (None: no stop strings; `config.stop_ids`
+    still apply). `temperature`/`top_p` are traced (no recompile per value);
     `config` is static. B must be a multiple of the mesh's data axis when the model is sharded.
     The batch is put on the mesh here when it is not there already.
     """
@@ -532,7 +375,7 @@ def generate(model: Gemma, tokenizer, prompts: Sequence[str], *, max_new_tokens:
                           stop_ids=(tokenizer.eos_id, tokenizer.end_of_turn_id),
                           compute_dtype=compute_dtype)
     stops = tuple(stop_strings) if stop_strings else ()
-    table = _cached_stop_table(tokenizer, stops, model.config.vocab_size) if stops else None
+    table = cached_stop_table(tokenizer, stops, model.config.vocab_size) if stops else None
     out = sample_tokens(model, tokens, positions, jax.random.key(seed), config,
                         temperature=temperature if not greedy else 1.0,
                         top_p=1.0 if top_p is None else top_p, stop_table=table)

@@ -81,7 +81,8 @@ import numpy as np
 from aha_utils.bench.sampler import device_bandwidth, roofline_seconds
 from aha_utils.config import config_for
 from aha_utils.model import cache_slots, init_cache
-from aha_utils.sampler import batch_bucket, generate, prompt_bucket, stop_table, token_bytes
+from aha_utils.sampler import batch_bucket, generate, prompt_bucket
+from aha_utils.stop_strings import stop_table, token_bytes
 from aha_utils.sampling import block_size, select_tokens, two_level_gumbel_max
 
 print("jax", jax.__version__, "| backend:", jax.default_backend(), "|", jax.devices())
@@ -232,7 +233,7 @@ print(f"block size {block_size(64)}; largest |frequency - p| {np.abs(freq - toy)
 # "how much of a stop string the text currently ends with" — and we precompute, for every state
 # and every one of the 262,144 tokens, the state after that token's bytes (or *stop*). Inside the
 # loop each row carries one integer; checking the stop strings is one table lookup per step, and
-# it is exact for every tokenization.
+# it is exact for every tokenization (`aha_utils/stop_strings.py` builds the table).
 
 # %%
 from aha_utils.tokenizer import gguf_tokenizer

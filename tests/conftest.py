@@ -101,3 +101,11 @@ def hf_golden():
     data = dict(np.load(path))
     meta = json.loads(path.with_suffix(".json").read_text())
     return data, meta
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The Gemma tokenizer from the offline GGUF (`tokenizer.gguf_tokenizer`)."""
+    from aha_utils.tokenizer import gguf_tokenizer
+
+    return gguf_tokenizer()

@@ -1,5 +1,6 @@
 """The sampler's contracts: greedy == a naive loop of full forwards (past the sliding window) and
-== HF transformers; log-probs == a teacher-forced full forward; stop tokens and stop strings;
+== HF transformers; log-probs == a teacher-forced full forward; stop tokens and stop strings
+(the stop-string table itself: tests/test_stop_strings.py);
 top-k / top-p / temperature maths; no recompilation for a similar second call; 8 devices == 1.
 
 Most tests use a tiny random model (window 8, so short prompts already cross it) with the full
@@ -19,7 +20,7 @@ from flax import nnx
 from aha_utils.config import ModelConfig
 from aha_utils.model import Gemma, forward
 from aha_utils.sampler import (SampleConfig, batch_bucket, generate, left_pad, prompt_bucket,
-                               sample_tokens, stop_table, token_bytes, truncate_at_stop)
+                               sample_tokens)
 from aha_utils.sampling import select_tokens as _select_tokens
 from aha_utils.sampling import (block_size, token_logprobs, top_p_mask, two_level_gumbel_max,
                                 two_level_sample)
@@ -48,13 +49,6 @@ def tiny_model(seed=0, cfg=TINY):
 @pytest.fixture(scope="module")
 def model():
     return tiny_model()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from aha_utils.tokenizer import gguf_tokenizer
-
-    return gguf_tokenizer()
 
 
 def right_padded(seq):
@@ -243,88 +237,6 @@ def test_top_p_keeps_the_top_token_and_everything_at_one():
     assert top_p_mask(sorted_logits, 1.0).all()
     assert token_logprobs(sorted_logits, jnp.array([1, 2])).tolist() == pytest.approx(
         np.log([0.05, 0.3]), rel=1e-5)
-
-
-# ----- stop strings -------------------------------------------------------------------------
-class ToyTokenizer:
-    """Enough of the Tokenizer interface for `stop_table`: pieces, and a byte token."""
-    pieces = ["a", "b", "ab", "ba", "c", "bc", "x", "<0x61>", "abc", "cab"]
-    vocab_size = len(pieces)
-
-    def id_to_piece(self, i):
-        return self.pieces[i]
-
-
-def automaton_stop(table, seq):
-    """Index of the token at which the table says a stop string ended, or None."""
-    state = 0
-    for k, t in enumerate(seq):
-        state = table[state, t]
-        if state < 0:
-            return k
-    return None
-
-
-def brute_force_stop(tb, seq, stops):
-    for k in range(len(seq)):
-        text = b"".join(tb[t] for t in seq[:k + 1])
-        if any(s.encode() in text for s in stops):
-            return k
-    return None
-
-
-def test_stop_table_overlapping_strings_on_a_toy_vocabulary():
-    tok = ToyTokenizer()
-    stops = ("abab", "bcb", "ca")
-    table = stop_table(tok, stops)
-    tb = token_bytes(tok)
-    assert tb[7] == b"a"
-    rng = np.random.default_rng(0)
-    for _ in range(3000):
-        seq = rng.integers(0, tok.vocab_size, rng.integers(1, 9)).tolist()
-        assert automaton_stop(table, seq) == brute_force_stop(tb, seq, stops), seq
-
-
-def test_stop_table_answer_tag_on_the_gemma_vocabulary(tokenizer):
-    stops = ("</answer>",)
-    table = stop_table(tokenizer, stops)
-    tb = token_bytes(tokenizer)
-    by_text = {}
-    for i, b in enumerate(tb):
-        by_text.setdefault(b, i)
-    # Spell "x</answer>y" many ways: cut it at random points, each chunk one token when the
-    # vocabulary has it (else its encoding); sometimes drop a chunk or slip a token in.
-    rng = np.random.default_rng(1)
-    found = 0
-    for _ in range(3000):
-        text = rng.choice(["", " ", "\n", "3 ", "<answer>"]) + "</answer>" + rng.choice(
-            ["", ">", "\n", ".", " </"])
-        cuts = sorted(set(rng.integers(1, len(text), rng.integers(0, 5)).tolist()))
-        chunks = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
-        seq = []
-        for c in chunks:
-            seq += [by_text[c.encode()]] if c.encode() in by_text else tokenizer.encode(
-                c, add_bos=False)
-        if rng.random() < 0.3:
-            k = int(rng.integers(0, len(seq)))
-            seq = seq[:k] + seq[k + 1:] if rng.random() < 0.5 else (
-                seq[:k] + [int(rng.integers(0, 262144))] + seq[k:])
-        want = brute_force_stop(tb, seq, stops)
-        found += want is not None
-        assert automaton_stop(table, seq) == want, [tokenizer.id_to_piece(t) for t in seq]
-    assert 1500 < found < 3000
-    assert automaton_stop(table, tokenizer.encode("<answer> 3 </ans", add_bos=False)) is None
-
-
-def test_token_bytes_concatenate_to_decode(tokenizer):
-    ids = np.random.default_rng(2).integers(500, 262144, 3000).tolist()
-    assert b"".join(token_bytes(tokenizer)[i] for i in ids).decode() == tokenizer.decode(ids)
-
-
-def test_truncate_at_stop():
-    assert truncate_at_stop("a </answer> b </answer>", ["</answer>"]) == "a </answer>"
-    assert truncate_at_stop("xyz", ["</answer>"]) == "xyz"
-    assert truncate_at_stop("ab cd", ["cd", "b"]) == "ab"
 
 
 # ----- generate: text, stop strings, buckets, errors --------------------------------------------
