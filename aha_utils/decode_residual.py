@@ -13,12 +13,13 @@ Design decisions:
   float32, S slices of K), and the kernel sums them: XLA would otherwise write the sum in its
   own kernel. The weights need no copy: `[K, N]` read as `[S, K / S, N]` is a reshape.
 - The partials of the small projections (q/k/v, o: 2-4 MB of weights in the 1B) come from a
-  Pallas kernel where it wins, else from XLA's batched matmul (cuBLAS). At one token per row
-  cuBLAS took 5.5 and 3.9 us a layer for them (1B, 64 rows, H100 trace) for 1.1 and 0.7 us of
+  Pallas kernel where it wins, else from XLA's batched matmul. At one token per row XLA's
+  took 5.5 and 3.9 us a layer for them (1B, 64 rows, H100 trace) for 1.1 and 0.7 us of
   bytes. The kernel gives every (slice of K, 32 columns) its own program, about 100 for the
-  1B's q/k/v and o. On an H100 (1B, sampling 512 tokens, one process each) both through
+  1B's q/k/v and o; in a trace (H100, 1B, 64 rows) its two calls took 4.4 and 4.1 us a
+  layer, 8.5 us against 9.4. In the sampler (1B, 512 tokens, one process each) both through
   it: 36,256 against 35,511 tokens/s at 64 rows, 10,404 against 10,182 at 16, 54,942 against
-  54,674 at 128 (noise), and 742 against 762 at 1 row, where cuBLAS's one-row kernel is the
+  54,674 at 128 (noise), and 742 against 762 at 1 row, where XLA's one-row matmul is the
   better one. So it runs for `PARTIALS_ROWS` rows a device. The down projection (16 MB, its
   weights transposed) stays with cuBLAS, which was faster timed alone (11.5 against 14.1 us).
 - Rounding follows the XLA path step by step: the summed projection rounded to the model's
@@ -55,7 +56,7 @@ NUM_WARPS = 8      # per row (H100, 1B, 64 rows: 2, 4, 8 sampled 32.4k, 32.8k, 3
 PARTIALS_ROWS = (16, 64)   # rows a device for which `split_matmul` uses its kernel (see above)
 # The partials kernel's tiling: 32 columns and 128 of K a step, 4 warps, 4 stages: the fastest of
 # 48 tilings for both q/k/v and o (H100, 64 rows, 12 independent calls in one program: 6.4 and
-# 5.6 us a call against cuBLAS's 9.5 and 9.7 us there; in the sampler the gain was smaller).
+# 5.6 us a call against XLA's 9.5 and 9.7 us there; in the sampler the gain was smaller).
 BLOCK_N, BLOCK_K = 32, 128
 
 USE_KERNEL: bool | None = None   # None: the partials kernel on GPUs for `PARTIALS_ROWS` rows.
