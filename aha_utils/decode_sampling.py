@@ -49,12 +49,11 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
-from aha_utils.decode_residual import largest_tile
+from aha_utils.decode_residual import MIN_TILE, largest_tile
 from aha_utils.sharding import DATA, on_each_devices_rows, rows_split_only
 
 F32 = jnp.float32
 U32 = jnp.uint32
-MIN_DOT = 16               # Triton's smallest matmul tile
 BLOCK = 128                # tokens per tile (the 1B at 64 rows on an H100: 128 tokens, 8 warps
                            # and 4 stages beat 256 (no room), 4 warps and 3 stages)
 ROWS_PER_PROGRAM = 64
@@ -149,7 +148,7 @@ def draw(h: jax.Array, emb: jax.Array, rng: jax.Array, temperature, *, greedy: b
     block, k_block = largest_tile(v, block), largest_tile(d, 128)
     if not block or not k_block:
         raise ValueError(f"draw: a vocabulary of {v} and a width of {d} need a power-of-two "
-                         f"factor of at least {MIN_DOT}; use the XLA path "
+                         f"factor of at least {MIN_TILE}; use the XLA path "
                          "(sampling.select_tokens) for this model")
     k_tiles, k_tokens = jax.random.split(rng)
     seed = jax.random.bits(k_tokens, (1,), U32)
@@ -180,7 +179,7 @@ def _tiles(seed, temp, rows, h, emb, *, greedy, softcap, interpret, block, k_blo
 
     n, d = h.shape
     v = emb.shape[0]
-    row_block = min(max(MIN_DOT, pl.next_power_of_2(n)), ROWS_PER_PROGRAM)
+    row_block = min(max(MIN_TILE, pl.next_power_of_2(n)), ROWS_PER_PROGRAM)
     padded = -(-n // row_block) * row_block
     h = jnp.pad(h, ((0, padded - n), (0, 0)))                  # zero rows, results dropped
     rows = jnp.pad(rows, (0, padded - n))
