@@ -151,14 +151,16 @@ GPU_COMPILER_OPTIONS = {"xla_gpu_enable_command_buffer": "FUSION,CUBLAS,CUBLASLT
 
 
 @functools.cache
-def _sample_program(backend: str):
+def _sample_program(backend: str, top_level: bool = True):
     """The jitted sampler for `backend`: `jax.jit` of `_sample` (NNX modules are pytrees), with
-    the options above on GPUs. Not `nnx.jit`: the model is only read, and `nnx.jit`'s graph
-    traversal of it on the way in and out cost 27 ms a call for the 1B on the H100 machine's
-    host (a no-op's call). Without it the 1B's fixed cost a call (all but the decode steps)
-    fell from 53 to 10 ms at 1 row and from 74 to 36 ms at 64 rows."""
-    return jax.jit(_sample, static_argnames=("config", "mesh"),
-                   compiler_options=GPU_COMPILER_OPTIONS if backend == "gpu" else None)
+    the options above on GPUs when it is called at top level. Inside another trace (an outer
+    `jax.jit`, `jax.make_jaxpr`) JAX refuses per-program options, and the loop compiles as part
+    of the outer program, with its options. Not `nnx.jit`: the model is only read, and
+    `nnx.jit`'s graph traversal of it on the way in and out cost 27 ms a call for the 1B on the
+    H100 machine's host (a no-op's call). Without it the 1B's fixed cost a call (all but the
+    decode steps) fell from 53 to 10 ms at 1 row and from 74 to 36 ms at 64 rows."""
+    options = GPU_COMPILER_OPTIONS if backend == "gpu" and top_level else None
+    return jax.jit(_sample, static_argnames=("config", "mesh"), compiler_options=options)
 
 
 def _sample(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
@@ -268,7 +270,9 @@ def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: Sa
         replicated = NamedSharding(mesh, P())
         rng, table = put(rng, replicated), put(table, replicated)
         scalars = tuple(put(x, replicated) for x in scalars)
-    return _sample_program(jax.default_backend())(
+    top_level = not any(isinstance(x, jax.core.Tracer)
+                        for x in (tokens, positions, rng, *jax.tree.leaves(model)))
+    return _sample_program(jax.default_backend(), top_level)(
         model, tokens.astype(jnp.int32), positions.astype(jnp.int32), rng, *scalars, table,
         config=config, mesh=mesh)
 
