@@ -270,8 +270,9 @@ def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: Sa
         replicated = NamedSharding(mesh, P())
         rng, table = put(rng, replicated), put(table, replicated)
         scalars = tuple(put(x, replicated) for x in scalars)
-    top_level = not any(isinstance(x, jax.core.Tracer)
-                        for x in (tokens, positions, rng, *jax.tree.leaves(model)))
+    # While a transformation traces, every array made is its tracer, even a constant: a probe
+    # that also sees an outer jit whose arguments are all closed over (and costs no flatten).
+    top_level = not isinstance(jnp.zeros(()), jax.core.Tracer)
     return _sample_program(jax.default_backend(), top_level)(
         model, tokens.astype(jnp.int32), positions.astype(jnp.int32), rng, *scalars, table,
         config=config, mesh=mesh)

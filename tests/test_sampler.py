@@ -205,8 +205,10 @@ def test_a_call_inside_another_trace_compiles_without_per_program_options(model,
     sample = lambda m: sample_tokens(m, tokens, positions, jax.random.key(0), cfg).tokens
     top = sample(model)
     nested = jax.jit(sample)(model)
-    assert asked == [True, False]
+    closed_over = jax.jit(lambda: sample(model))()        # nothing traced is passed in
+    assert asked == [True, False, False]
     np.testing.assert_array_equal(nested, top)
+    np.testing.assert_array_equal(closed_over, top)
 
 
 # ----- token selection maths ----------------------------------------------------------------
