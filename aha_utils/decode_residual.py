@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
-from aha_utils.sharding import DATA, on_each_devices_rows, rows_split_only
+from aha_utils.sharding import DATA, on_each_devices_rows, rows_per_device, rows_split_only
 
 F32 = jnp.float32
 MIN_TILE = 16      # Triton's smallest matmul tile
@@ -72,6 +72,12 @@ def largest_tile(n: int, largest: int) -> int:
     return b if b >= MIN_TILE and n > 0 else 0
 
 
+def row_block(rows: int, largest: int = 64) -> int:
+    """Rows one program of a decode kernel takes: `rows` rounded up to a power of two, at least
+    Triton's smallest dot (16), at most `largest`. Callers pad the rows to a multiple of it."""
+    return min(largest, max(MIN_TILE, pl.next_power_of_2(rows)))
+
+
 def partials_kernel_available(rows: int, k_slice: int, n: int) -> bool:
     """Whether `split_matmul` of `rows` rows, K slices of `k_slice` and `n` columns traced now
     runs `matmul_partials`: tiles that fit, the rows on one device or split over `data` only
@@ -81,9 +87,8 @@ def partials_kernel_available(rows: int, k_slice: int, n: int) -> bool:
         return False
     if USE_KERNEL:
         return True
-    mesh = jax.sharding.get_abstract_mesh()
-    local = rows // (1 if mesh.empty else mesh.shape[DATA])
-    return jax.default_backend() == "gpu" and PARTIALS_ROWS[0] <= local <= PARTIALS_ROWS[1]
+    return (jax.default_backend() == "gpu"
+            and PARTIALS_ROWS[0] <= rows_per_device(rows) <= PARTIALS_ROWS[1])
 
 
 def split_matmul(x: jax.Array, w: jax.Array, max_splits: int, *, transposed: bool = False
@@ -147,7 +152,7 @@ def matmul_partials(x: jax.Array, w: jax.Array, splits: int, *, interpret: bool 
 
     def local(x, w):
         rows = x.shape[0]
-        block_m = min(64, max(MIN_TILE, pl.next_power_of_2(rows)))
+        block_m = row_block(rows)
         padded = -(-rows // block_m) * block_m
         if padded > rows:
             x = jnp.pad(x, ((0, padded - rows), (0, 0)))                     # zero rows

@@ -49,8 +49,8 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
-from aha_utils.decode_residual import MIN_TILE, largest_tile
-from aha_utils.sharding import DATA, on_each_devices_rows, rows_split_only
+from aha_utils.decode_residual import MIN_TILE, largest_tile, row_block
+from aha_utils.sharding import DATA, on_each_devices_rows, rows_per_device, rows_split_only
 
 F32 = jnp.float32
 U32 = jnp.uint32
@@ -72,8 +72,7 @@ def kernel_available(d_model: int, vocab_size: int, rows: int) -> bool:
     if not (use and largest_tile(d_model, 128) and largest_tile(vocab_size, BLOCK)
             and rows_split_only()):
         return False
-    mesh = jax.sharding.get_abstract_mesh()
-    return rows // (1 if mesh.empty else mesh.shape[DATA]) <= MAX_ROWS
+    return rows_per_device(rows) <= MAX_ROWS
 
 
 def _mix(x: jax.Array) -> jax.Array:
@@ -179,18 +178,18 @@ def _tiles(seed, temp, rows, h, emb, *, greedy, softcap, interpret, block, k_blo
 
     n, d = h.shape
     v = emb.shape[0]
-    row_block = min(max(MIN_TILE, pl.next_power_of_2(n)), ROWS_PER_PROGRAM)
-    padded = -(-n // row_block) * row_block
+    rows_each = row_block(n, ROWS_PER_PROGRAM)
+    padded = -(-n // rows_each) * rows_each
     h = jnp.pad(h, ((0, padded - n), (0, 0)))                  # zero rows, results dropped
     rows = jnp.pad(rows, (0, padded - n))
-    grid = (padded // row_block, v // block)
-    per_tile = pl.BlockSpec((pl.squeezed, row_block), lambda i, j: (j, i))
+    grid = (padded // rows_each, v // block)
+    per_tile = pl.BlockSpec((pl.squeezed, rows_each), lambda i, j: (j, i))
     scalar = pl.BlockSpec((1,), lambda i, j: (0,))
     out = pl.pallas_call(
         functools.partial(_kernel, k_block=k_block, softcap=softcap, greedy=greedy),
         grid=grid,
-        in_specs=[scalar, scalar, pl.BlockSpec((row_block,), lambda i, j: (i,)),
-                  pl.BlockSpec((row_block, d), lambda i, j: (i, 0)),
+        in_specs=[scalar, scalar, pl.BlockSpec((rows_each,), lambda i, j: (i,)),
+                  pl.BlockSpec((rows_each, d), lambda i, j: (i, 0)),
                   pl.BlockSpec((block, d), lambda i, j: (j, 0))],
         out_specs=[per_tile] * 5,
         out_shape=[jax.ShapeDtypeStruct((v // block, padded), F32)] * 3

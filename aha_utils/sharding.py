@@ -153,6 +153,13 @@ def rows_split_only() -> bool:
     return all(size == 1 for name, size in mesh.shape.items() if name != DATA)
 
 
+def rows_per_device(rows: int) -> int:
+    """How many of `rows` rows each device holds under the mesh in context (all of them with no
+    mesh): what the GPU kernels' row limits are measured against."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return rows // (1 if mesh.empty else mesh.shape[DATA])
+
+
 def on_each_devices_rows(fn, args, in_specs, out_specs, *, rows: int, what: str):
     """`fn(*args)` for a GPU kernel that XLA cannot partition: called as it is with no mesh in
     context (or one device); under a mesh (where `rows_split_only()`), wrapped in a `shard_map`
