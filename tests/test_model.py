@@ -8,7 +8,9 @@ import pytest
 from flax import nnx
 
 from aha_utils.config import ModelConfig, config_for
-from aha_utils.model import Gemma, einsum_f32, forward, fuse_projections, init_cache
+from aha_utils.kv_cache import init_cache
+from aha_utils.layers import einsum_f32
+from aha_utils.model import Gemma, forward, fuse_projections
 from tests.conftest import jaxpr_eqns
 
 CONFIGS = {"gemma3": ModelConfig.tiny(), "gemma2": ModelConfig.tiny_gemma2(),
