@@ -41,7 +41,7 @@ Design decisions:
   (Triton's smallest dot tile), built in registers; q k^T is two dots over the two halves of a
   head, the halves the rotation pairs (so heads of at least 32). The extra multiplies are free:
   the kernel is memory-bound.
-- Slots must be a multiple of 16: `model.cache_slots` rounds up (spare slots stay empty).
+- Slots must be a multiple of 16: `kv_cache.cache_slots` rounds up (spare slots stay empty).
 - Several devices: XLA cannot partition a Pallas call, so under a mesh the call is wrapped in a
   `shard_map` over the `data` axis: each device runs the kernel on its own rows, which is all
   data parallelism needs (attention never mixes rows). The sampler traces its loop under its
@@ -89,7 +89,7 @@ def _block(slots: int, largest: int) -> int:
     if b := largest_tile(slots, largest):
         return b
     raise ValueError(f"the KV cache has {slots} slots; the decode kernel needs a multiple of "
-                     f"{SLOT_MULTIPLE}: build the cache with model.init_cache, which rounds up")
+                     f"{SLOT_MULTIPLE}: build the cache with kv_cache.init_cache, which rounds up")
 
 
 def _splits(programs: int, slots: int, block: int, target: int) -> int:
@@ -239,7 +239,7 @@ def decode_attention(qkv: jax.Array, q_pos: jax.Array, k: jax.Array, v: jax.Arra
     `decode_residual.split_matmul`) that the kernel sums and rounds to the cache's dtype, the
     model's (n = 1: the projection itself); q_pos: `[B]` int32 (-1 = padding row); k, v:
     `[B, S, K, hd]` and k_pos `[B, S]` int32, the layer's cache before this step; sin, cos:
-    `[B, hd / 2]` float32, the rotary angles of q_pos (`model.rope_angles`); q_norm, k_norm:
+    `[B, hd / 2]` float32, the rotary angles of q_pos (`layers.rope_angles`); q_norm, k_norm:
     `[hd]` RMSNorm weights (Gemma scales by 1 + w) with `eps`, or None and `eps=None` (no
     qk-norm); `q_scale`: the query scaling. Returns the attention output in the cache's dtype
     and the cache with this token written at slot `q_pos % S` (donated: updated in place), as

@@ -28,13 +28,13 @@ fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `comp
     batch (N x c, alive through the backward pass); LoRA builds the merged weights W + s A B of
     every layer (without remat all of them are kept for the backward pass; with remat one layer);
   * the log-prob chunks: `[r, logprob_chunk, V]` float32 logits, counted as 3 float32 buffers
-    (`train_step.completion_logprobs` never holds a `[r, T, V]` one; since `model.
+    (`train_step.completion_logprobs` never holds a `[r, T, V]` one; since `layers.
     projected_logprobs` the backward holds the recomputed logits and their cotangent in the
     compute dtype, so 3 is now an upper bound: the 270M's measured peak fell by 1.1 GB);
   * the final hidden states and their gradient, `[r, T, D]` x (c + 4).
-- kv_cache (sampler, `model.init_cache`): per layer, `rows x slots x K x hd x 2 (k and v) x c`
+- kv_cache (sampler, `kv_cache.init_cache`): per layer, `rows x slots x K x hd x 2 (k and v) x c`
   plus the int32 slot positions, with slots = min(window, P + M) for sliding-window layers and
-  P + M for global ones, rounded up to 16 (`model.cache_slots`); rows = batch bucket of the
+  P + M for global ones, rounded up to 16 (`kv_cache.cache_slots`); rows = batch bucket of the
   prompts x num_samples / n_data, and the prefill's un-repeated cache (1/G of it) on top.
   Plus the sampler's per-step float32 logits `[rows, V]`, 3 buffers (logits, probabilities,
   the sort or Gumbel noise of the draw).
@@ -70,7 +70,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from aha_utils.config import ModelConfig
-from aha_utils.model import cache_slots
+from aha_utils.kv_cache import cache_slots
 from aha_utils.sampler import DEFAULT_MAX_PROMPT_LEN, batch_bucket, prompt_bucket
 
 GB = 1e9

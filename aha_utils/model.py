@@ -1,4 +1,5 @@
-"""Gemma 2 / Gemma 3 text decoder in Flax NNX, in one readable file.
+"""Gemma 2 / Gemma 3 text decoder in Flax NNX: attention, MLP, block, decoder, the decode
+layout and the jitted forward (parts: `aha_utils.layers`; KV cache: `aha_utils.kv_cache`).
 
 Design decisions (each one is load-bearing for a later notebook):
 - Parameters are stored in the einsum-friendly layout of the official Flax checkpoints
@@ -7,19 +8,11 @@ Design decisions (each one is load-bearing for a later notebook):
 - Every token carries an explicit position; position -1 marks padding. Masks are derived from
   positions (causal, sliding window, padding) rather than from array indices, so one forward
   serves left-padded batches, prefill, single-token decode, and a ring-buffer KV cache.
-- The KV cache is a list of `LayerCache(k, v, pos)` per layer. Sliding-window layers keep only
-  `window` slots, written at `pos % window` (a ring buffer); global layers keep the full length.
-  A chunk of several tokens (prefill) reads the cache and its own keys as two blocks under one
-  softmax, so it never has to be written before it is read (a prompt longer than the window
-  would overwrite keys its own early queries still need). A single token (decode) is written
-  first and attends over the cache alone: fewer kernels per step, and an in-place write.
-- Numerics follow the reference implementations: RMSNorm, softmax, RoPE angles and logits in
-  float32; matmuls in the parameter dtype (bfloat16 by default) with float32 accumulation.
-  The two products whose outputs stay float32 (attention scores, logits) go through
-  `einsum_f32`, whose backward rounds the float32 cotangent to the operands' dtype first:
-  JAX's own transpose would multiply it by the bf16 operand upcast to float32, and float32
-  matmuls run on an H100 at about a seventh of bf16's rate (the vocabulary projection's
-  backward alone took 20% of a 1B GRPO update that way).
+- A chunk of several tokens (prefill) reads the cache (`aha_utils.kv_cache`) and its own keys
+  as two blocks under one softmax, so it never has to be written before it is read (a prompt
+  longer than the window would overwrite keys its own early queries still need). A single
+  token (decode) is written first and attends over the cache alone: fewer kernels per step,
+  and an in-place write.
 - Attention has three paths: decode (one token, cache) through one Pallas kernel on GPUs that
   also norms, rotates and writes the new token (`Attention._decode_kernel`,
   `aha_utils.decode_attention`); a cache-less forward (the update) through cuDNN's fused
@@ -40,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,112 +42,10 @@ from flax import nnx
 from aha_utils import decode_attention as fused
 from aha_utils import decode_residual as residual
 from aha_utils.config import ModelConfig
+from aha_utils.kv_cache import LayerCache, write_cache
+from aha_utils.layers import (F32, NEG_INF, RMSNorm, attention_mask, capped_logits, einsum_f32,
+                              init_param, projected_logprobs, rope, rope_angles)
 from aha_utils.sharding import rows_split_only
-
-F32 = jnp.float32
-NEG_INF = float(jnp.finfo(jnp.float32).min)  # finite: a fully masked row (padding) stays NaN-free
-
-
-class LayerCache(NamedTuple):
-    k: jax.Array    # [B, S, K, hd]
-    v: jax.Array    # [B, S, K, hd]
-    pos: jax.Array  # [B, S] int32, position stored in each slot; -1 = empty
-
-
-def cache_slots(cfg: ModelConfig, kind: str, max_len: int) -> int:
-    """Slots a layer needs to serve sequences up to `max_len` tokens long, rounded up to a
-    multiple of 16 for the GPU decode kernel (spare slots stay empty and are masked)."""
-    need = min(cfg.sliding_window, max_len) if kind == "local" else max_len
-    return -(-need // fused.SLOT_MULTIPLE) * fused.SLOT_MULTIPLE
-
-
-def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.bfloat16) -> list[LayerCache]:
-    """An empty cache for `batch` rows of up to `max_len` positions (prompt + generation)."""
-    caches = []
-    for kind in cfg.layer_kinds:
-        s = cache_slots(cfg, kind, max_len)
-        caches.append(LayerCache(
-            k=jnp.zeros((batch, s, cfg.num_kv_heads, cfg.head_dim), dtype),
-            v=jnp.zeros((batch, s, cfg.num_kv_heads, cfg.head_dim), dtype),
-            pos=jnp.full((batch, s), -1, jnp.int32),
-        ))
-    return caches
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def einsum_f32(spec: str, x: jax.Array, y: jax.Array) -> jax.Array:
-    """`jnp.einsum(spec, x, y)` accumulated and returned in float32, differentiated with matmuls
-    in the operands' own dtype (see the module docstring). `spec` is explicit: "ab,bc->ac"."""
-    return jnp.einsum(spec, x, y, preferred_element_type=F32)
-
-
-def _einsum_f32_fwd(spec, x, y):
-    return einsum_f32(spec, x, y), (x, y)
-
-
-def _einsum_f32_bwd(spec, res, g):
-    x, y = res
-    inputs, out = spec.split("->")
-    xs, ys = inputs.split(",")
-    g = g.astype(jnp.result_type(x.dtype, y.dtype))   # float32 operands keep a float32 backward
-    dx = jnp.einsum(f"{out},{ys}->{xs}", g, y, preferred_element_type=F32)
-    dy = jnp.einsum(f"{out},{xs}->{ys}", g, x, preferred_element_type=F32)
-    return dx.astype(x.dtype), dy.astype(y.dtype)
-
-
-einsum_f32.defvjp(_einsum_f32_fwd, _einsum_f32_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def projected_logprobs(h: jax.Array, emb: jax.Array, targets: jax.Array,
-                       softcap: float | None) -> jax.Array:
-    """float32 `[...]`: log softmax(logits)[targets], logits = softcap(h @ emb^T) in float32.
-
-    h `[..., D]`, emb `[V, D]` (the tied embedding), targets int32 `[...]`. The same numbers as
-    `token_logprobs(model.logits(h), targets)`, with a backward written out: the forward keeps
-    only the logsumexp `[...]` (no `[..., V]` residual), and the backward recomputes the logits
-    once and forms d logits = g (onehot - softmax) in the operands' dtype in one elementwise
-    pass. JAX's own derivative of the chunk took a scatter for the gather, a float32 cotangent
-    and a separate cast, and `jax.checkpoint` recomputed the logsumexp as well: about 40% of a
-    270M GRPO update's kernel time went to `[rows, chunk, V]` passes."""
-    return _projected_logprobs_fwd(h, emb, targets, softcap)[0]
-
-
-def capped_logits(h: jax.Array, emb: jax.Array, softcap: float | None) -> jax.Array:
-    """float32 logits `[..., V]` = softcap(h @ emb^T): `Gemma.logits` and `projected_logprobs`."""
-    z = einsum_f32("...d,vd->...v", h, emb)                             # [..., V]
-    return z if softcap is None else jnp.tanh(z / softcap) * softcap
-
-
-def _projected_logprobs_fwd(h, emb, targets, softcap):
-    logits = capped_logits(h, emb, softcap)                             # [..., V]
-    lse = jax.nn.logsumexp(logits, axis=-1)                             # [...]
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return picked - lse, (h, emb, targets, lse)
-
-
-def _projected_logprobs_bwd(softcap, res, g):
-    h, emb, targets, lse = res
-    logits = capped_logits(h, emb, softcap)                             # [..., V]
-    vocab = jnp.arange(logits.shape[-1], dtype=targets.dtype)
-    d = g[..., None] * ((targets[..., None] == vocab) - jnp.exp(logits - lse[..., None]))
-    if softcap is not None:   # logits = c tanh(z / c): dz = dlogits (1 - (logits / c)^2)
-        d = d * (1.0 - jnp.square(logits / softcap))
-    d = d.astype(jnp.result_type(h.dtype, emb.dtype))                   # [..., V]
-    dh = jnp.einsum("...v,vd->...d", d, emb, preferred_element_type=F32)
-    demb = jnp.einsum("...v,...d->vd", d, h, preferred_element_type=F32)
-    return (dh.astype(h.dtype), demb.astype(emb.dtype),
-            np.zeros(targets.shape, jax.dtypes.float0))
-
-
-projected_logprobs.defvjp(_projected_logprobs_fwd, _projected_logprobs_bwd)
-
-
-def cast_floats(state, dtype):
-    """Every floating-point array of `state` (an `nnx.State` or any pytree) in `dtype`, integer
-    ones as they are: the train step's compute-dtype view and the sampler's decode copy."""
-    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
-                        else x, state)
 
 
 def fuse_projections(model: Gemma) -> Gemma:
@@ -176,61 +66,17 @@ def fuse_projections(model: Gemma) -> Gemma:
     return model
 
 
-def rope_angles(positions: jax.Array, head_dim: int, base: float, scale: float
-                ) -> tuple[jax.Array, jax.Array]:
-    """float32 (sin, cos) `[B, T, hd/2]` of the rotary angles at `positions` `[B, T]`."""
-    half = head_dim // 2
-    freq = base ** (-jnp.arange(half, dtype=F32) * 2 / head_dim)         # [hd/2]
-    angle = (positions.astype(F32) / scale)[..., None] * freq            # [B, T, hd/2]
-    return jnp.sin(angle), jnp.cos(angle)
-
-
-def rope(x: jax.Array, positions: jax.Array, base: float, scale: float) -> jax.Array:
-    """Rotary embedding, half-split convention (first half rotates against the second)."""
-    sin, cos = rope_angles(positions, x.shape[-1], base, scale)
-    sin, cos = sin[:, :, None, :], cos[:, :, None, :]                    # [B, T, 1, hd/2]
-    x1, x2 = jnp.split(x.astype(F32), 2, axis=-1)                       # [B, T, N, hd/2] each
-    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x.dtype)
-
-
 CUDNN_ATTENTION: bool | None = None   # None: on GPUs. Tests set True to run the same call
                                       # (`jax.nn.dot_product_attention`) in XLA on a CPU.
-
-
-def attention_mask(q_pos: jax.Array, k_pos: jax.Array, window: int | None) -> jax.Array:
-    """[B, T, S] bool: key is real, not in the future, and (local layers) inside the window."""
-    q, k = q_pos[:, :, None], k_pos[:, None, :]
-    mask = (k >= 0) & (k <= q)
-    if window is not None:
-        mask &= q - k < window
-    return mask
-
-
-class RMSNorm(nnx.Module):
-    def __init__(self, dim: int, eps: float, dtype):
-        # Gemma scales by (1 + w), so zeros is the identity initialisation.
-        self.scale = nnx.Param(jnp.zeros((dim,), dtype))
-        self.eps = eps
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(F32)
-        var = jnp.mean(x32 * x32, axis=-1, keepdims=True)
-        y = x32 * jax.lax.rsqrt(var + self.eps) * (1.0 + self.scale[...].astype(F32))
-        return y.astype(x.dtype)
-
-
-def _init(rngs: nnx.Rngs, shape, dtype, fan_in: int) -> nnx.Param:
-    return nnx.Param(jax.random.normal(rngs.params(), shape, F32).astype(dtype) / math.sqrt(fan_in))
 
 
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, kind: str, dtype, rngs: nnx.Rngs):
         d, h, k, hd = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q_proj = _init(rngs, (d, h, hd), dtype, d)
-        self.k_proj = _init(rngs, (d, k, hd), dtype, d)
-        self.v_proj = _init(rngs, (d, k, hd), dtype, d)
-        self.o_proj = _init(rngs, (h, hd, d), dtype, h * hd)
+        self.q_proj = init_param(rngs, (d, h, hd), dtype, d)
+        self.k_proj = init_param(rngs, (d, k, hd), dtype, d)
+        self.v_proj = init_param(rngs, (d, k, hd), dtype, d)
+        self.o_proj = init_param(rngs, (h, hd, d), dtype, h * hd)
         if cfg.use_qk_norm:
             self.q_norm = RMSNorm(hd, cfg.norm_eps, dtype)
             self.k_norm = RMSNorm(hd, cfg.norm_eps, dtype)
@@ -317,7 +163,7 @@ class Attention(nnx.Module):
         if cache is None:
             return out, None
         out += jnp.einsum("bkgts,bskh->btkgh", p[..., :-t], cache.v)
-        return out, self._write(cache, k, v, positions)
+        return out, write_cache(cache, k, v, positions)
 
     def _cudnn_fits(self, q) -> bool:
         """Whether a cache-less forward (the train step's) goes to cuDNN's fused attention: on
@@ -355,7 +201,7 @@ class Attention(nnx.Module):
                  else (None, None))
         if cache.k.dtype != x.dtype:
             raise ValueError(f"the KV cache is {cache.k.dtype} and the model computes in "
-                             f"{x.dtype}; build it with model.init_cache(..., model.dtype)")
+                             f"{x.dtype}; build it with kv_cache.init_cache(..., model.dtype)")
         if hasattr(self, "qkv"):   # the decode layout: partials, summed inside the kernel
             qkv = residual.split_matmul(x[:, 0], self.qkv[...], fused.QKV_SPLITS)
         else:
@@ -384,34 +230,19 @@ class Attention(nnx.Module):
         only the updated cache lets XLA write the cache in place and skip the concatenation the
         chunk path needs (one fewer kernel per layer and token)."""
         q, k, v = self._prepare(x, positions)
-        cache = self._write(cache, k, v, positions)
+        cache = write_cache(cache, k, v, positions)
         s = self._scores(q, cache.k)                            # [B, K, G, 1, S]
         m = attention_mask(positions, cache.pos, self.window)   # [B, 1, S]
         p = jax.nn.softmax(jnp.where(m[:, None, None], s, NEG_INF), axis=-1).astype(v.dtype)
         return jnp.einsum("bkgts,bskh->bkgh", p, cache.v), cache    # [B, K, G, hd]
 
-    @staticmethod
-    def _write(cache: LayerCache, k, v, positions) -> LayerCache:
-        """Store the chunk at slot `pos % S`. Only the last S tokens can matter later, and their
-        positions are consecutive, so their slots never collide. Padding (pos < 0) is dropped."""
-        slots = cache.pos.shape[1]
-        n = min(k.shape[1], slots)
-        k, v, pos = k[:, -n:], v[:, -n:], positions[:, -n:]
-        idx = jnp.where(pos >= 0, pos % slots, slots)           # [B, n]; `slots` is out of range
-        rows = jnp.arange(k.shape[0])[:, None]
-        return LayerCache(
-            k=cache.k.at[rows, idx].set(k.astype(cache.k.dtype), mode="drop"),
-            v=cache.v.at[rows, idx].set(v.astype(cache.v.dtype), mode="drop"),
-            pos=cache.pos.at[rows, idx].set(pos, mode="drop"),
-        )
-
 
 class MLP(nnx.Module):
     def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
         d, f = cfg.d_model, cfg.ffn_dim
-        self.gate_proj = _init(rngs, (d, f), dtype, d)
-        self.up_proj = _init(rngs, (d, f), dtype, d)
-        self.down_proj = _init(rngs, (f, d), dtype, f)
+        self.gate_proj = init_param(rngs, (d, f), dtype, d)
+        self.up_proj = init_param(rngs, (d, f), dtype, d)
+        self.down_proj = init_param(rngs, (f, d), dtype, f)
 
     def fuse(self) -> None:
         """In place: gate and up as one `gate_up` `[D, 2F]`, down stored transposed `down_t`

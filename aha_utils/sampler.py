@@ -7,7 +7,7 @@ Design decisions:
 - One jitted program per shape bucket: prefill, then a single `lax.while_loop` that emits one
   token per iteration and exits as soon as every row has stopped (or `max_new_tokens` is
   reached). Nothing leaves the device until the loop is over: no host round-trip per token.
-- KV cache: the model's own (`model.init_cache`): sliding-window layers keep a ring buffer of
+- KV cache: the model's own (`kv_cache.init_cache`): sliding-window layers keep a ring buffer of
   `window` slots, global layers `prompt_bucket + max_new_tokens` slots. Each step runs
   `model.hidden` on one token per row and projects only that position to logits, so the largest
   per-step array is the `[N, V]` float32 logit row; the log-prob of the chosen token is taken
@@ -68,8 +68,10 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from aha_utils import decode_sampling
+from aha_utils.kv_cache import init_cache
+from aha_utils.layers import cast_floats
 from aha_utils.lora import has_lora, merge_lora
-from aha_utils.model import Gemma, cast_floats, fuse_projections, init_cache
+from aha_utils.model import Gemma, fuse_projections
 from aha_utils.sampling import select_tokens
 from aha_utils.sharding import DATA, MODEL, fetch, model_mesh, put, traced_under
 from aha_utils.stop_strings import cached_stop_table, padded_stop_table, truncate_at_stop

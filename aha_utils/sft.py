@@ -53,9 +53,10 @@ from aha_utils import sft_data
 from aha_utils.data.countdown import make_problems
 from aha_utils.sampler import PAD_ID, left_pad
 from aha_utils.grpo import GRPOConfig
+from aha_utils.layers import cast_floats
 from aha_utils.sharding import DATA, model_mesh, shard_batch
-from aha_utils.train_step import (TrainConfig, accumulate_micro_batches, cast_floats,
-                                  completion_logprobs, init_training, make_schedule)
+from aha_utils.train_step import (TrainConfig, accumulate_micro_batches, completion_logprobs,
+                                  init_training, make_schedule)
 
 countdown_sft_example = sft_data.countdown_sft_example   # its first home: kept importable here
 

@@ -17,7 +17,7 @@ The batch is a dict of arrays, rows = completions (samples of one prompt adjacen
 Design decisions:
 - Log-probs without a `[B, T, V]` buffer (`completion_logprobs`): one `model.hidden` pass, then
   the vocabulary projection and log-softmax over chunks of `logprob_chunk` completion tokens in a
-  `lax.map`, each chunk through `model.projected_logprobs`, whose backward recomputes its logits
+  `lax.map`, each chunk through `layers.projected_logprobs`, whose backward recomputes its logits
   instead of keeping `[B, C, V]` float32 residuals (2 GB for 8 x 256 tokens at Gemma's 262k
   vocabulary) and forms their cotangent in one pass.
 - Gradient accumulation with `lax.scan` over micro-batches, not a Python loop: the program and
@@ -57,8 +57,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from aha_utils import grpo
+from aha_utils.layers import cast_floats
 from aha_utils.lora import LoRAParam, apply_lora, has_lora, zero_adapters
-from aha_utils.model import cast_floats
 from aha_utils.sharding import DATA, model_mesh, put, shard_batch, traced_under
 
 F32 = jnp.float32

@@ -113,7 +113,8 @@ print(f"AHA_QUICK={AHA_QUICK}: greedy demo {GREEDY_TOKENS} tokens, parity {PARIT
 #
 # A decoder-only transformer: token ids $t_1..t_T$ become vectors, pass through $L$ identical
 # *blocks*, and a final projection scores every vocabulary entry for the next token. Gemma 3's
-# particular choices, each of which `aha_utils/model.py` implements in a few lines:
+# particular choices, each of which `aha_utils/model.py` (and its building blocks,
+# `aha_utils/layers.py`) implements in a few lines:
 #
 # **Embedding, scaled and tied.** $h^{(0)}_i = \sqrt{d}\;E[t_i]$ with $E \in \mathbb{R}^{V\times d}$
 # ($V = 262{,}144$, $d = 640$). The same $E$ turns the last hidden state into logits:
@@ -167,7 +168,7 @@ print(f"parameters (cfg.num_params()): {cfg.num_params():,}")
 # versus a global layer, for 8 tokens.
 
 # %%
-from aha_utils.model import attention_mask, rope
+from aha_utils.layers import attention_mask, rope
 
 rng = np.random.default_rng(0)
 q = jnp.asarray(rng.normal(size=(1, 1, 1, 256)), jnp.float32)

@@ -80,7 +80,7 @@ import numpy as np
 
 from aha_utils.bench.sampler import device_bandwidth, roofline_seconds
 from aha_utils.config import config_for
-from aha_utils.model import cache_slots, init_cache
+from aha_utils.kv_cache import cache_slots, init_cache
 from aha_utils.sampler import batch_bucket, generate, prompt_bucket
 from aha_utils.stop_strings import stop_table, token_bytes
 from aha_utils.sampling import block_size, select_tokens, two_level_gumbel_max

@@ -1,9 +1,10 @@
 """An independent NumPy Gemma 2/3 forward, written from the published architecture and reading
 the official Flax parameter layout directly (`transformer/layer_{i}/attn/q_einsum/w`, ...).
 
-It shares no code with `aha_utils.model`: loops over heads and positions instead of einsums,
-float64 throughout, masks built from index arithmetic. Tests use it to prove that every array of
-a checkpoint lands in the right place and that the JAX forward computes the same function.
+It shares no code with `aha_utils.model` or `aha_utils.layers`: loops over heads and positions
+instead of einsums, float64 throughout, masks built from index arithmetic. Tests use it to prove
+that every array of a checkpoint lands in the right place and that the JAX forward computes the
+same function.
 """
 
 from __future__ import annotations

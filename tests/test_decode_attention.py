@@ -16,7 +16,8 @@ import pytest
 from flax import nnx
 
 from aha_utils import decode_attention as fused
-from aha_utils.model import Gemma, LayerCache, cache_slots
+from aha_utils.kv_cache import LayerCache, cache_slots
+from aha_utils.model import Gemma
 from aha_utils.sampler import SampleConfig, left_pad, sample_tokens
 from tests.test_model import CONFIGS
 

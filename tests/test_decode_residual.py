@@ -14,7 +14,8 @@ from flax import nnx
 from aha_utils import decode_attention as fused
 from aha_utils import decode_residual as residual
 from aha_utils.config import ModelConfig
-from aha_utils.model import Gemma, fuse_projections, init_cache
+from aha_utils.kv_cache import init_cache
+from aha_utils.model import Gemma, fuse_projections
 from tests.test_model import CONFIGS
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from aha_utils import decode_sampling as ds
 from aha_utils.config import ModelConfig
-from aha_utils.model import capped_logits
+from aha_utils.layers import capped_logits
 from aha_utils.sampler import SampleConfig, left_pad, sample_tokens
 from aha_utils.sampling import token_logprobs
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from aha_utils.model import forward, init_cache
+from aha_utils.kv_cache import init_cache
+from aha_utils.model import forward
 
 NAMES = ["qa", "chat", "countdown", "long"]
 

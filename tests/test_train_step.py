@@ -73,12 +73,12 @@ def test_completion_logprobs_match_full_forward():
     (None, jnp.float32, 1e-5), (30.0, jnp.float32, 1e-5),
     (None, jnp.bfloat16, 1e-2), (30.0, jnp.bfloat16, 1e-2)])
 def test_projected_logprobs_values_and_gradients_equal_autodiff(softcap, dtype, tol):
-    """The hand-written backward (`model.projected_logprobs`) against JAX's own derivative of
+    """The hand-written backward (`layers.projected_logprobs`) against JAX's own derivative of
     the plain chain (logits in float32, soft-cap, log-softmax, gather), for a loss that weighs
     every token differently: the same values, d/dh and d/d embedding. In bfloat16 the two round
     d logits differently (bfloat16 operands of the backward matmuls against float32 ones),
     hence the looser tolerance on the gradients (0.5% seen, bfloat16's epsilon is 0.4%)."""
-    from aha_utils.model import projected_logprobs
+    from aha_utils.layers import projected_logprobs
 
     rng = np.random.default_rng(0)
     h = jnp.asarray(rng.standard_normal((3, 4, 16)), dtype)            # [B, c, D]

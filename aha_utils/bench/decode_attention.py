@@ -26,7 +26,8 @@ import numpy as np
 from flax import nnx
 
 from aha_utils.config import ModelConfig
-from aha_utils.model import Attention, LayerCache
+from aha_utils.kv_cache import LayerCache
+from aha_utils.model import Attention
 
 CONFIG = ModelConfig.gemma3_1b()
 

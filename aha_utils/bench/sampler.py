@@ -33,7 +33,8 @@ import numpy as np
 from flax import nnx
 
 from aha_utils.config import ModelConfig, config_for
-from aha_utils.model import Gemma, cache_slots
+from aha_utils.kv_cache import cache_slots
+from aha_utils.model import Gemma
 from aha_utils.sampler import SampleConfig, sample_tokens
 
 DATASHEET_BW = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12, "TPU v5 lite": 8.19e11,
