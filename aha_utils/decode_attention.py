@@ -60,10 +60,10 @@ from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
 from aha_utils.decode_residual import largest_tile
+from aha_utils.layers import NEG_INF   # the model's finite mask value: masked rows stay NaN-free
 from aha_utils.sharding import DATA, on_each_devices_rows, rows_split_only
 
 F32 = jnp.float32
-NEG_INF = float(jnp.finfo(jnp.float32).min)   # finite, as in the model
 SLOT_MULTIPLE = 16
 MIN_QUERY_ROWS = 16        # Triton's smallest matmul tile
 MIN_HEAD_DIM = 32          # q k^T is two dots over half a head: 16 each at least
