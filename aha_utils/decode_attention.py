@@ -124,15 +124,14 @@ def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: in
     dtype = k_ref.dtype                        # the model's: q, k and v are rounded to it
     first = b * (heads + 2 * n_kv)             # this row's first line of the flat qkv
 
-    def projected(line, cols):
-        """The projection's output: its split-K partials summed, rounded as a dot rounds."""
-        acc = qkv_ref[0, first + line, cols].astype(F32)
-        for s in range(1, qkv_ref.shape[0]):
-            acc += qkv_ref[s, first + line, cols].astype(F32)
-        return acc.astype(dtype)
-
     def rounded(x):
         return x.astype(dtype).astype(F32)
+
+    def projected(line, cols):
+        """One line of the projection's output as float32: its split-K partials summed and
+        rounded as a dot rounds."""
+        return rounded(sum(qkv_ref[s, first + line, cols].astype(F32)
+                           for s in range(qkv_ref.shape[0])))
 
     def norm_rotate(x1, x2, norm_ref):
         """Heads as float32 halves (`[hd/2]` or `[G, hd/2]`), RMS-normed (`norm_ref`: Gemma's
@@ -161,9 +160,9 @@ def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: in
     q1, q2 = norm_rotate(query_half(pl.ds(0, half)), query_half(pl.ds(half, half)), q_norm_ref)
     q1 = jnp.where(real, rounded(q1 * q_scale), 0.0).astype(dtype)                # [Gp, hd/2]
     q2 = jnp.where(real, rounded(q2 * q_scale), 0.0).astype(dtype)
-    k1, k2 = norm_rotate(projected(heads + h, pl.ds(0, half)).astype(F32),     # the new key
-                         projected(heads + h, pl.ds(half, half)).astype(F32), k_norm_ref)
-    v_new = projected(heads + n_kv + h, pl.ds(0, hd))                # [hd]
+    k1, k2 = norm_rotate(projected(heads + h, pl.ds(0, half)),                 # the new key
+                         projected(heads + h, pl.ds(half, half)), k_norm_ref)
+    v_new = projected(heads + n_kv + h, pl.ds(0, hd))                # [hd], float32
 
     part = k_ref.shape[0]
     own = jnp.where(q_pos >= 0, q_pos % slots, -1)                   # the new token's slot
@@ -206,7 +205,7 @@ def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: in
     scale = jnp.exp(run_max - new_max)
     p_new = jnp.where(owner, jnp.exp(s_new - new_max), 0.0)          # [Gp]
     p_new = p_new.astype(dtype).astype(F32)
-    acc = acc * scale[:, None] + p_new[:, None] * v_new.astype(F32)[None, :]
+    acc = acc * scale[:, None] + p_new[:, None] * v_new[None, :]
     # Only the G real query rows are stored (the merge reads only those): the padded rows would
     # be three quarters of the bytes the kernel writes and the merge reads, at G = 4.
     pl_triton.store(acc_ref, acc, mask=jax.lax.broadcasted_iota(jnp.int32, acc.shape, 0) < g)
@@ -218,7 +217,7 @@ def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: in
         at = own - j * part
         k_out[at, pl.ds(0, half)] = k1.astype(k_out.dtype)
         k_out[at, pl.ds(half, half)] = k2.astype(k_out.dtype)
-        v_out[at, :] = v_new
+        v_out[at, :] = v_new.astype(v_out.dtype)
         pos_out[pl.ds(at, 1)] = jnp.full((1,), q_pos, jnp.int32)
 
 
