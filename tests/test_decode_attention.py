@@ -56,12 +56,12 @@ Q_POS = np.array([0, 30, 63, 140, -1, 90], np.int32)
 
 
 @pytest.mark.parametrize("name, layer, block, programs, max_len", [
-    ("gemma3", 1, 16, 24, 64),    # global layer (64 slots), 4 slices per (row, kv head)
+    ("gemma3", 1, 16, 36, 64),    # global layer (64 slots, 4 blocks) in 3 slices: uneven shares
     ("gemma3", 0, 16, 6, 64),     # sliding window 8 (16 slots, a ring), one slice
     ("gemma2", 1, 16, 12, 64),    # soft-capped scores, no qk-norm
     ("mqa", 0, 16, 24, 64),       # one kv head, 4 query heads
     ("mqa", 2, 64, 132, 64),      # a global layer read in one block of 64
-    ("mqa", 2, 16, 30, 80),       # 80 slots, 5 blocks: 5 slices, not a power of two
+    ("mqa", 2, 16, 30, 80),       # 80 slots, 5 blocks in 5 slices: some empty early on
 ])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_kernel_step_equals_the_xla_step(name, layer, block, programs, max_len, dtype):
@@ -87,14 +87,14 @@ def test_kernel_sums_the_projections_split_k_partials(name, layer, dtype):
                      v_exact=False)      # the partials are summed in another order than XLA's
 
 
-def test_slices_per_row_divide_the_blocks_and_reach_the_target():
-    """Fewest slices that split the blocks evenly and give `target` programs; one a block when
-    none does (the 1B's global layers at 640 slots: 10 blocks of 64)."""
-    assert fused._splits(1, 640, 64, 132) == 10       # one row: every block its own program
-    assert fused._splits(64, 640, 64, 132) == 5       # 320 programs; 2 slices would be 128
-    assert fused._splits(64, 512, 64, 132) == 4       # 8 blocks: 3 does not divide them
-    assert fused._splits(256, 512, 64, 132) == 1      # enough rows already
-    assert fused._splits(30, 80, 16, 90) == 5         # 5 blocks: 3 slices would not split them
+def test_slices_per_row_fill_the_target_programs_at_most_one_a_block():
+    """As many slices of a row's filled blocks as `target` programs hold, at least one, at most
+    one per block."""
+    assert fused._splits(1, 640, 32, 132) == 20       # one row: every block its own program
+    assert fused._splits(16, 640, 32, 132) == 8       # 128 programs
+    assert fused._splits(64, 640, 32, 132) == 2       # 128 programs, not 192 (over 132)
+    assert fused._splits(256, 512, 32, 132) == 1      # enough rows already
+    assert fused._splits(30, 80, 16, 90) == 3         # 5 blocks in 3 shares: 1, 2, 2 when full
 
 
 def assert_same_step(step, want_step, dtype, v_exact=True):
