@@ -345,8 +345,9 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # "bandwidth" copy above is limited by arithmetic, and the prefill of the prompt bucket is part
 # of the time. On a TPU or GPU it is the number to watch. For reference, on an
 # H100 (`python -m aha_utils.bench.sampler`, random weights, prompt 128, 512 new tokens) the
-# 1B model at batch 64 makes about 36,700 tokens/s, 45% of the HBM roofline, 3.6-4.6x
-# transformers' compiled `generate` (whose own speed varied between runs). `--profile DIR`
+# 1B model at batch 64 makes about 37,700 tokens/s, 46% of the HBM roofline, 4.2x
+# transformers' compiled `generate` in the same run (3.7-4.8x across runs, as HF's own speed
+# varied). `--profile DIR`
 # shows where a decode step's time goes: about 9 kernels per layer (matrix products at 64 rows
 # that reach 20-70% of the bandwidth, the attention, the norms), each with a fixed cost that a
 # step of 0.8 ms of pure memory traffic cannot hide.
