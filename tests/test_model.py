@@ -163,10 +163,12 @@ def test_unknown_config_name_lists_known_ones():
 
 def test_fused_attention_path_equals_the_xla_path(monkeypatch):
     """The train step's cache-less attention through `jax.nn.dot_product_attention` (cuDNN on
-    GPUs; here the same call in XLA) against the model's own XLA attention: bfloat16 Gemma 3
-    tiny, left-padded rows 20 tokens long (past the window of 8), logits and the gradient of
-    a weighted sum of them (bfloat16 rounding: the backward's differ by up to 1.3%). Gemma 2's
-    soft-capped attention never takes the fused path."""
+    GPUs; elsewhere the same call in XLA) against the model's own XLA attention: bfloat16 Gemma
+    3 tiny, left-padded rows 20 tokens long (past the window of 8), logits and the gradient of
+    a weighted sum of them, each held to the float32 model's: the fused path no further from
+    them than the XLA path, give or take rounding. (Off a GPU the two bfloat16 paths agree to
+    rounding; on an H100 cuDNN rounds in its own order: logits up to 0.19 apart, each up to
+    0.22-0.23 from float32.) Gemma 2's soft-capped attention never takes the fused path."""
     from aha_utils import model as model_mod
 
     model = Gemma(ModelConfig.tiny(), dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
@@ -184,7 +186,7 @@ def test_fused_attention_path_equals_the_xla_path(monkeypatch):
     monkeypatch.setattr(jax.nn, "dot_product_attention",
                         lambda *a, **kw: calls.append(kw["implementation"]) or dpa(*a, **kw))
 
-    def run(flag):
+    def run(flag, model=model):
         monkeypatch.setattr(model_mod, "CUDNN_ATTENTION", flag)
         jax.clear_caches()                 # the flag is read while tracing
         loss = lambda m: jnp.sum(forward(m, tokens, positions) * weights * real[..., None])
@@ -192,14 +194,18 @@ def test_fused_attention_path_equals_the_xla_path(monkeypatch):
         grads = nnx.grad(loss)(model)
         return np.asarray(logits, np.float32)[real], grads
 
+    ref, ref_g = run(False, Gemma(ModelConfig.tiny(), dtype=jnp.float32, rngs=nnx.Rngs(0)))
     want, want_g = run(False)
     assert calls == []
     got, got_g = run(True)
-    assert calls and set(calls) == {None}    # one call per layer; XLA's version on a CPU
-    np.testing.assert_allclose(got, want, atol=0.02)          # logits up to ~70
-    for (path, g), (_, w) in zip(nnx.to_flat_state(got_g), nnx.to_flat_state(want_g)):
-        g, w = np.asarray(g.get_value(), np.float32), np.asarray(w.get_value(), np.float32)
-        assert np.abs(g - w).max() <= 0.03 * np.abs(w).max(), path    # 1.3% seen
+    # One call per layer: cuDNN's kernel on GPUs, XLA's version of the same call elsewhere.
+    assert calls and set(calls) == {"cudnn" if jax.default_backend() == "gpu" else None}
+    off = lambda a, b: np.abs(a - b)
+    assert off(got, ref).max() <= 1.25 * off(want, ref).max()            # logits up to ~70
+    assert off(got, ref).mean() <= 1.1 * off(want, ref).mean()
+    for (path, g), (_, w), (_, r) in zip(*map(nnx.to_flat_state, (got_g, want_g, ref_g))):
+        g, w, r = (np.asarray(a.get_value(), np.float32) for a in (g, w, r))
+        assert off(g, r).max() <= 1.5 * off(w, r).max() + 0.01 * np.abs(r).max(), path
 
     calls.clear()
     jax.clear_caches()
