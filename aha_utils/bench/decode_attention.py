@@ -3,16 +3,16 @@
     python -m aha_utils.bench.decode_attention                       # the README's three shapes
     python -m aha_utils.bench.decode_attention --shapes 128x512x272 --sweep
 
-A shape is ROWSxSLOTSxFILLED: every row has decoded up to position FILLED - 2 and this step's
-token is at FILLED - 1, so slots FILLED..SLOTS-1 are empty (-1), as early in a decode. A step
-is what one layer does between its q/k/v projection and its output projection: qk-norm, rotary
-embedding, the cache write and the attention (`model.Attention._decode_kernel` against
-`Attention._decode`), `--reps` steps inside one jitted loop, so Python
-dispatch is not timed; the steps take turns over copies of the cache that together exceed the
-GPU's L2, so the reads come from HBM, as in the sampler. Gemma 3 1B's attention in the sampler's decode layout (one q/k/v
-matrix): 1 kv head, 4 query heads, head size 256, a sliding-window layer (512), bf16. `--sweep` times every combination of block, target programs,
-warps and stages, fastest first. On a CPU the kernel runs in Pallas's interpreter: a smoke test
-of this script, not a timing.
+A shape is ROWSxSLOTSxFILLED: every row has decoded up to position FILLED - 2 and this step's token
+is at FILLED - 1, so slots FILLED..SLOTS-1 are empty (-1), as early in a decode. A step is what one
+layer does between its q/k/v projection and its output projection: qk-norm, rotary embedding, the
+cache write and the attention (`model.Attention._decode_kernel` against `Attention._decode`),
+`--reps` steps inside one jitted loop, so Python dispatch is not timed; the steps take turns over
+copies of the cache that together exceed the GPU's L2, so the reads come from HBM, as in the
+sampler. Gemma 3 1B's attention in the sampler's decode layout (one q/k/v matrix): 1 kv head, 4
+query heads, head size 256, a sliding-window layer (512), bf16. `--sweep` times every combination
+of block, target programs, warps and stages, fastest first. On a CPU the kernel runs in Pallas's
+interpreter: a smoke test of this script, not a timing.
 """
 
 from __future__ import annotations
