@@ -103,7 +103,7 @@ def _splits(programs: int, slots: int, block: int, target: int) -> int:
     per block. Each slice takes an equal share of its row's *filled* blocks, so every program of
     a step has work: slices of fixed slots left the programs past a row's last filled block
     empty while others read two blocks (1B, 64 rows, a local layer at 384 of 512 slots: 192 of
-    256 programs read, one SM in two got two of them)."""
+    256 programs read; in launch order about one SM in two gets two of them)."""
     return max(1, min(slots // block, target // programs))
 
 
