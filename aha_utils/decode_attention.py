@@ -132,11 +132,13 @@ def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: in
     def rounded(x):
         return x.astype(dtype).astype(F32)
 
-    def projected(line, cols):
-        """One line of the projection's output as float32: its split-K partials summed and
-        rounded as a dot rounds."""
-        return rounded(sum(qkv_ref[s, first + line, cols].astype(F32)
-                           for s in range(qkv_ref.shape[0])))
+    def projected(line, cols, n=None, mask=None):
+        """One line of the projection's output (`n` lines from it: `[n, cols]`) as float32:
+        the split-K partials summed and rounded as a dot rounds; lanes outside `mask` 0."""
+        lines = first + line if n is None else pl.ds(first + line, n)
+        at = lambda s: qkv_ref.at[jnp.int32(s), lines, cols]
+        return rounded(sum(pl_triton.load(at(s), mask=mask, other=None if mask is None else 0)
+                           .astype(F32) for s in range(qkv_ref.shape[0])))
 
     def norm_rotate(x1, x2, norm_ref):
         """Heads as float32 halves (`[hd/2]` or `[G, hd/2]`), RMS-normed (`norm_ref`: Gemma's
@@ -155,14 +157,8 @@ def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: in
     # 1B, 64 rows: 36.2k -> 37.0k tokens/s).
     g = heads // n_kv
     real = jax.lax.broadcasted_iota(jnp.int32, (row_pad, half), 0) < g          # [Gp, hd/2]
-
-    def query_half(cols):
-        """This kv head's query lines `[Gp, hd/2]`: the partials summed and rounded."""
-        at = lambda s: qkv_ref.at[jnp.int32(s), pl.ds(first + h * g, row_pad), cols]
-        return rounded(sum(pl_triton.load(at(s), mask=real, other=0).astype(F32)
-                           for s in range(qkv_ref.shape[0])))
-
-    q1, q2 = norm_rotate(query_half(pl.ds(0, half)), query_half(pl.ds(half, half)), q_norm_ref)
+    q1, q2 = norm_rotate(projected(h * g, pl.ds(0, half), row_pad, real),
+                         projected(h * g, pl.ds(half, half), row_pad, real), q_norm_ref)
     q1 = jnp.where(real, rounded(q1 * q_scale), 0.0).astype(dtype)                # [Gp, hd/2]
     q2 = jnp.where(real, rounded(q2 * q_scale), 0.0).astype(dtype)
     k1, k2 = norm_rotate(projected(heads + h, pl.ds(0, half)),                 # the new key
@@ -170,11 +166,11 @@ def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: in
     v_new = projected(heads + n_kv + h, pl.ds(0, hd))                # [hd], float32
 
     own = jnp.where(q_pos >= 0, q_pos % slots, -1)                   # the new token's slot
-    # Filled slots are 0..min(q_pos, slots - 1) (none for a padding row): blocks 0..filled - 1,
+    # Filled slots are 0..min(q_pos, slots - 1) (none for a padding row): blocks 0..filled_blocks - 1,
     # of which this slice reads [start, end), its share.
-    filled = (jnp.maximum(jnp.minimum(q_pos + 1, slots), 0) + block - 1) // block
+    filled_blocks = (jnp.maximum(jnp.minimum(q_pos + 1, slots), 0) + block - 1) // block
     splits = pl.num_programs(2)
-    start, end = j * filled // splits, (j + 1) * filled // splits
+    start, end = j * filled_blocks // splits, (j + 1) * filled_blocks // splits
 
     def scores(s):
         return s if softcap is None else jnp.tanh(s / softcap) * softcap

@@ -78,6 +78,13 @@ def row_block(rows: int, largest: int = 64) -> int:
     return min(largest, max(MIN_TILE, pl.next_power_of_2(rows)))
 
 
+def pad_rows(x: jax.Array, block: int) -> jax.Array:
+    """`x` with zero rows appended up to a multiple of `block` (a kernel's row block); callers
+    drop the padding rows' results."""
+    extra = -x.shape[0] % block
+    return jnp.pad(x, [(0, extra)] + [(0, 0)] * (x.ndim - 1)) if extra else x
+
+
 def partials_kernel_available(rows: int, k_slice: int, n: int) -> bool:
     """Whether `split_matmul` of `rows` rows, K slices of `k_slice` and `n` columns traced now
     runs `matmul_partials`: tiles that fit, the rows on one device or split over `data` only
@@ -153,9 +160,8 @@ def matmul_partials(x: jax.Array, w: jax.Array, splits: int, *, interpret: bool 
     def local(x, w):
         rows = x.shape[0]
         block_m = row_block(rows)
-        padded = -(-rows // block_m) * block_m
-        if padded > rows:
-            x = jnp.pad(x, ((0, padded - rows), (0, 0)))                     # zero rows
+        x = pad_rows(x, block_m)
+        padded = x.shape[0]
         parts = pl.pallas_call(
             functools.partial(_partials_kernel, block_k=tile_k),
             grid=(padded // block_m, n // block_n, splits),

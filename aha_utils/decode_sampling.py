@@ -49,7 +49,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
-from aha_utils.decode_residual import MIN_TILE, largest_tile, row_block
+from aha_utils.decode_residual import MIN_TILE, largest_tile, pad_rows, row_block
 from aha_utils.sharding import DATA, on_each_devices_rows, rows_per_device, rows_split_only
 
 F32 = jnp.float32
@@ -179,9 +179,8 @@ def _tiles(seed, temp, rows, h, emb, *, greedy, softcap, interpret, block, k_blo
     n, d = h.shape
     v = emb.shape[0]
     rows_each = row_block(n, ROWS_PER_PROGRAM)
-    padded = -(-n // rows_each) * rows_each
-    h = jnp.pad(h, ((0, padded - n), (0, 0)))                  # zero rows, results dropped
-    rows = jnp.pad(rows, (0, padded - n))
+    h, rows = pad_rows(h, rows_each), pad_rows(rows, rows_each)   # results of padding dropped
+    padded = h.shape[0]
     grid = (padded // rows_each, v // block)
     per_tile = pl.BlockSpec((pl.squeezed, rows_each), lambda i, j: (j, i))
     scalar = pl.BlockSpec((1,), lambda i, j: (0,))
