@@ -65,6 +65,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
+from aha_utils import early_launch
 from aha_utils.decode_residual import largest_tile
 from aha_utils.layers import NEG_INF   # the model's finite mask value: masked rows stay NaN-free
 from aha_utils.sharding import DATA, on_each_devices_rows, rows_split_only
@@ -285,8 +286,9 @@ def _attend(qkv, q_pos, k, v, k_pos, sin, cos, *norms, heads, window, softcap, q
     splits = _splits(b * n_kv, slots, block, programs)
     rows = max(MIN_QUERY_ROWS, g)
     sq = pl.squeezed
-    kernel = functools.partial(_kernel, heads=heads, n_kv=n_kv, block=block, slots=slots,
-                               window=window, softcap=softcap, q_scale=q_scale, eps=eps)
+    kernel = early_launch.first(functools.partial(
+        _kernel, heads=heads, n_kv=n_kv, block=block, slots=slots, window=window,
+        softcap=softcap, q_scale=q_scale, eps=eps), interpret=interpret)
     cache_block = pl.BlockSpec((sq, slots, sq, hd), lambda i, h, j: (i, 0, h, 0))  # whole rows
     pos_block = pl.BlockSpec((sq, slots), lambda i, h, j: (i, 0))
     whole = pl.BlockSpec((hd,), lambda i, h, j: (0,))

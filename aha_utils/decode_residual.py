@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
+from aha_utils import early_launch
 from aha_utils.sharding import DATA, on_each_devices_rows, rows_per_device, rows_split_only
 
 F32 = jnp.float32
@@ -163,7 +164,8 @@ def matmul_partials(x: jax.Array, w: jax.Array, splits: int, *, interpret: bool 
         x = pad_rows(x, block_m)
         padded = x.shape[0]
         parts = pl.pallas_call(
-            functools.partial(_partials_kernel, block_k=tile_k),
+            early_launch.first(functools.partial(_partials_kernel, block_k=tile_k),
+                               interpret=interpret),
             grid=(padded // block_m, n // block_n, splits),
             in_specs=[pl.BlockSpec((block_m, k_slice), lambda m, j, s: (m, s)),
                       pl.BlockSpec((k_slice, block_n), lambda m, j, s: (s, j))],
@@ -224,7 +226,7 @@ def residual_norms(parts: jax.Array, x: jax.Array, post_scale: jax.Array,
         row = pl.BlockSpec((pl.squeezed, d), lambda i: (i, 0))
         scale = pl.BlockSpec((d,), lambda i: (0,))
         return pl.pallas_call(
-            functools.partial(_kernel, eps=eps),
+            early_launch.first(functools.partial(_kernel, eps=eps), interpret=interpret),
             grid=(x.shape[0],),
             in_specs=[pl.BlockSpec((parts.shape[0], pl.squeezed, d), lambda i: (0, i, 0)),
                       row, scale, scale],

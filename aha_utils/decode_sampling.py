@@ -49,6 +49,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
+from aha_utils import early_launch
 from aha_utils.decode_residual import MIN_TILE, largest_tile, pad_rows, row_block
 from aha_utils.sharding import DATA, on_each_devices_rows, rows_per_device, rows_split_only
 
@@ -185,7 +186,8 @@ def _tiles(seed, temp, rows, h, emb, *, greedy, softcap, interpret, block, k_blo
     per_tile = pl.BlockSpec((pl.squeezed, rows_each), lambda i, j: (j, i))
     scalar = pl.BlockSpec((1,), lambda i, j: (0,))
     out = pl.pallas_call(
-        functools.partial(_kernel, k_block=k_block, softcap=softcap, greedy=greedy),
+        early_launch.first(functools.partial(_kernel, k_block=k_block, softcap=softcap,
+                                             greedy=greedy), interpret=interpret),
         grid=grid,
         in_specs=[scalar, scalar, pl.BlockSpec((rows_each,), lambda i, j: (i,)),
                   pl.BlockSpec((rows_each, d), lambda i, j: (i, 0)),
