@@ -50,8 +50,11 @@ MIN_TILE = 16      # Triton's smallest matmul tile
 # How many slices of K the two projections before a join hand over (`split_matmul`). XLA's own
 # choice at one token per row was 4 for o and 16 for down (cuBLAS). On an H100 (1B, 64 rows)
 # 4 and 8 sampled fastest of (o, down) = (4, 8), (4, 16), (2, 8), (8, 8): 32.4k tokens/s
-# against 31.4k-31.9k.
-O_SPLITS = 4
+# against 31.4k-31.9k. Re-tuned once the kernels launched their successors early
+# (`early_launch`): o in 2 slices, 38,594-38,646 against 38,244-38,363 (4 slices; 8: 37,711),
+# 10,913-10,926 against 10,861-10,912 at 16 rows; down in 4 or 16 slices was slower (34,916,
+# 36,314).
+O_SPLITS = 2
 DOWN_SPLITS = 8
 NUM_WARPS = 8      # per row (H100, 1B, 64 rows: 2, 4, 8 sampled 32.4k, 32.8k, 33.1k tokens/s)
 PARTIALS_ROWS = (16, 64)   # rows a device for which `split_matmul` uses its kernel (see above)
