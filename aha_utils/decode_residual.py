@@ -51,10 +51,12 @@ MIN_TILE = 16      # Triton's smallest matmul tile
 # choice at one token per row was 4 for o and 16 for down (cuBLAS). On an H100 (1B, 64 rows)
 # 4 and 8 sampled fastest of (o, down) = (4, 8), (4, 16), (2, 8), (8, 8): 32.4k tokens/s
 # against 31.4k-31.9k. Re-tuned once the kernels launched their successors early
-# (`early_launch`): o in 2 slices, 38,594-38,646 against 38,244-38,363 (4 slices; 8: 37,711),
-# 10,913-10,926 against 10,861-10,912 at 16 rows; down in 4 or 16 slices was slower (34,916,
-# 36,314).
-O_SPLITS = 2
+# (`early_launch`): where o runs through the partials kernel, 2 slices sampled 38,594-38,646
+# tokens/s against 38,244-38,363 with 4 (8: 37,711), and 10,913-10,926 against 10,861-10,912
+# at 16 rows; through XLA (1 row) 2 slices were slower, 706-716 against 759-767. Down in 4 or
+# 16 slices was slower at 64 rows (34,916 and 36,314).
+O_SPLITS = 4            # o through XLA's batched matmul
+O_SPLITS_KERNEL = 2     # o through the partials kernel (`o_splits`)
 DOWN_SPLITS = 8
 NUM_WARPS = 8      # per row (H100, 1B, 64 rows: 2, 4, 8 sampled 32.4k, 32.8k, 33.1k tokens/s)
 PARTIALS_ROWS = (16, 64)   # rows a device for which `split_matmul` uses its kernel (see above)
@@ -93,13 +95,22 @@ def partials_kernel_available(rows: int, k_slice: int, n: int) -> bool:
     """Whether `split_matmul` of `rows` rows, K slices of `k_slice` and `n` columns traced now
     runs `matmul_partials`: tiles that fit, the rows on one device or split over `data` only
     (as `decode_attention.kernel_available`), and on GPUs `PARTIALS_ROWS` rows a device."""
-    if USE_KERNEL is False or not (largest_tile(k_slice, BLOCK_K) and n % BLOCK_N == 0
-                                   and rows_split_only()):
-        return False
-    if USE_KERNEL:
-        return True
+    return (largest_tile(k_slice, BLOCK_K) > 0 and n % BLOCK_N == 0 and rows_split_only()
+            and _kernel_rows(rows))
+
+
+def _kernel_rows(rows: int) -> bool:
+    if USE_KERNEL is not None:
+        return USE_KERNEL
     return (jax.default_backend() == "gpu"
             and PARTIALS_ROWS[0] <= rows_per_device(rows) <= PARTIALS_ROWS[1])
+
+
+def o_splits(rows: int, k: int, n: int) -> int:
+    """The most split-K slices for the o projection (`[rows, k] @ [k, n]`): `O_SPLITS_KERNEL`
+    where `matmul_partials` will take them, else `O_SPLITS` (see their tuning above)."""
+    fewer = O_SPLITS_KERNEL
+    return fewer if k % fewer == 0 and partials_kernel_available(rows, k // fewer, n) else O_SPLITS
 
 
 def split_matmul(x: jax.Array, w: jax.Array, max_splits: int, *, transposed: bool = False

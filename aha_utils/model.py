@@ -215,13 +215,15 @@ class Attention(nnx.Module):
             **{"interpret": jax.default_backend() != "gpu", **tuning})
         return out, LayerCache(k, v, pos)
 
-    def decode_partials(self, x, positions, cache: LayerCache, splits: int):
+    def decode_partials(self, x, positions, cache: LayerCache):
         """One token per row `x [B, D]` on GPUs (`Block.decode`): the output projection as
-        `[S, B, D]` float32 split-K partials (`decode_residual`), and the cache."""
+        `[S, B, D]` float32 split-K partials (`decode_residual`, S from `o_splits`), and the
+        cache."""
         out, cache = self._decode_kernel(x[:, None], positions, cache)  # [B, K, G, hd]
         o = self.o_proj[...]
-        return residual.split_matmul(out.reshape(out.shape[0], -1),
-                                     o.reshape(-1, o.shape[-1]), splits), cache
+        o = o.reshape(-1, o.shape[-1])                                   # [H hd, D]
+        splits = residual.o_splits(x.shape[0], *o.shape)
+        return residual.split_matmul(out.reshape(out.shape[0], -1), o, splits), cache
 
     def _decode(self, x, positions, cache: LayerCache):
         """One token per row in XLA: `(out [B, K, G, hd], cache)`, as `_decode_kernel`. The
@@ -297,8 +299,7 @@ class Block(nnx.Module):
         norms again (`decode_residual`), instead of XLA's three or four."""
         join = functools.partial(residual.residual_norms, eps=self.pre_attn_norm.eps,
                                  interpret=jax.default_backend() != "gpu")
-        parts, cache = self.attn.decode_partials(h, positions, cache,
-                                                 residual.O_SPLITS)     # [S, B, D]
+        parts, cache = self.attn.decode_partials(h, positions, cache)  # [S, B, D]
         x, h = join(parts, x, self.post_attn_norm.scale[...], self.pre_ffw_norm.scale[...])
         parts = self.mlp.partials(h, residual.DOWN_SPLITS)             # [S, B, D]
         x, h = join(parts, x, self.post_ffw_norm.scale[...], next_norm.scale[...])

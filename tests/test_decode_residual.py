@@ -119,6 +119,20 @@ def test_split_matmul_uses_the_kernel_where_it_is_available(monkeypatch):
         False, on_gpu, on_gpu, False]
 
 
+def test_o_splits_follow_the_path_that_takes_them(monkeypatch):
+    """The o projection hands over 2 slices where the partials kernel takes them (faster
+    there) and 4 where XLA's batched matmul does (2 were slower there: `O_SPLITS`)."""
+    monkeypatch.setattr(residual, "USE_KERNEL", True)
+    assert residual.o_splits(64, 1024, 1152) == residual.O_SPLITS_KERNEL == 2
+    assert residual.o_splits(64, 1024, 1000) == residual.O_SPLITS == 4   # no tile of 32 columns
+    monkeypatch.setattr(residual, "USE_KERNEL", False)
+    assert residual.o_splits(64, 1024, 1152) == 4
+    monkeypatch.setattr(residual, "USE_KERNEL", None)       # the default: GPUs, 16-64 rows
+    on_gpu = jax.default_backend() == "gpu" and jax.device_count() == 1
+    assert [residual.o_splits(r, 1024, 1152) for r in (1, 16, 64, 128)] == [
+        4, 2 if on_gpu else 4, 2 if on_gpu else 4, 4]
+
+
 def test_largest_tile():
     assert [residual.largest_tile(n, 128) for n in (1152, 6912, 864, 96, 640, 8)] == [
         128, 128, 32, 32, 128, 0]
