@@ -345,8 +345,8 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # "bandwidth" copy above is limited by arithmetic, and the prefill of the prompt bucket is part
 # of the time. On a TPU or GPU it is the number to watch. For reference, on an
 # H100 (`python -m aha_utils.bench.sampler`, random weights, prompt 128, 512 new tokens) the
-# 1B model at batch 64 makes about 37,700 tokens/s, 46% of the HBM roofline, 4.2x
-# transformers' compiled `generate` in the same run (3.7-4.8x across runs, as HF's own speed
+# 1B model at batch 64 makes about 38,400 tokens/s, 47% of the HBM roofline, 3.9x
+# transformers' compiled `generate` in the same run (3.7-4.9x across runs, as HF's own speed
 # varied). `--profile DIR`
 # shows where a decode step's time goes: about 9 kernels per layer (matrix products at 64 rows
 # that reach 20-70% of the bandwidth, the attention, the norms), each with a fixed cost that a
@@ -361,6 +361,8 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # makes the logits a tile at a time and draws the token from them, so the `[N, V]` logits are
 # never written (up to 64 rows a device). At 16 to 64 rows the small q/k/v and o projections
 # go through a Pallas kernel too: one program per slice of K and 32 columns, about 100.
+# Between kernels, each of these tells a Hopper GPU as it starts that the next kernel may be
+# scheduled (`aha_utils.early_launch`), so the next one waits on the GPU, not for a launch.
 # Host time counts too: the host waits
 # for the loop, so the sampler is a plain `jax.jit` (no per-call traversal of the model's
 # graph, which cost 27 ms a call for the 1B) and, on GPUs, runs the whole loop as one CUDA graph.
