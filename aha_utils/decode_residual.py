@@ -100,6 +100,7 @@ def partials_kernel_available(rows: int, k_slice: int, n: int) -> bool:
 
 
 def _kernel_rows(rows: int) -> bool:
+    """Whether `rows` rows suit the partials kernel (`USE_KERNEL`, `PARTIALS_ROWS`)."""
     if USE_KERNEL is not None:
         return USE_KERNEL
     return (jax.default_backend() == "gpu"

@@ -58,8 +58,8 @@ def first(kernel, *, interpret: bool):
     if not enabled(interpret):
         return kernel
 
-    @functools.wraps(kernel)
-    def triggered(*refs):
+    @functools.wraps(getattr(kernel, "func", kernel))   # a partial's function: its name names
+    def triggered(*refs):                               # the kernel in profiles
         launch_dependents()
         return kernel(*refs)
     return triggered

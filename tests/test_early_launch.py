@@ -26,10 +26,9 @@ def _producer_kernel(step_ref, out_ref, *, spin: int):
                                           + (step_ref[0] + pid).astype(jnp.float32))
 
 
-def _producer(step, *, interpret: bool, spin: int = 4000, trigger: bool = True):
-    kernel = functools.partial(_producer_kernel, spin=spin)
-    if trigger:
-        kernel = early_launch.first(kernel, interpret=interpret)
+def _producer(step, *, interpret: bool, spin: int = 4000):
+    kernel = early_launch.first(functools.partial(_producer_kernel, spin=spin),
+                                interpret=interpret)
     return pl.pallas_call(
         kernel, grid=(PROGRAMS,), out_shape=jax.ShapeDtypeStruct((PROGRAMS * WIDTH,), jnp.float32),
         interpret=interpret, compiler_params=pl_triton.CompilerParams(num_warps=4),
