@@ -167,8 +167,8 @@ def _kernel(q_pos_ref, sin_ref, cos_ref, *refs, heads: int, n_kv: int, block: in
     v_new = projected(heads + n_kv + h, pl.ds(0, hd))                # [hd], float32
 
     own = jnp.where(q_pos >= 0, q_pos % slots, -1)                   # the new token's slot
-    # Filled slots are 0..min(q_pos, slots - 1) (none for a padding row): blocks 0..filled_blocks - 1,
-    # of which this slice reads [start, end), its share.
+    # Filled slots are 0..min(q_pos, slots - 1) (none for a padding row): blocks
+    # 0..filled_blocks - 1, of which this slice reads [start, end), its share.
     filled_blocks = (jnp.maximum(jnp.minimum(q_pos + 1, slots), 0) + block - 1) // block
     splits = pl.num_programs(2)
     start, end = j * filled_blocks // splits, (j + 1) * filled_blocks // splits
