@@ -65,7 +65,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
-from aha_utils import early_launch
+from aha_utils import early_launch, l2_prefetch
 from aha_utils.decode_residual import largest_tile
 from aha_utils.layers import NEG_INF   # the model's finite mask value: masked rows stay NaN-free
 from aha_utils.sharding import DATA, on_each_devices_rows, rows_split_only
@@ -231,7 +231,8 @@ def decode_attention(qkv: jax.Array, q_pos: jax.Array, k: jax.Array, v: jax.Arra
                      q_norm: jax.Array | None, k_norm: jax.Array | None, *, heads: int,
                      window: int | None, softcap: float | None, q_scale: float,
                      eps: float | None, interpret: bool = False, block: int = 32,
-                     programs: int = TARGET_PROGRAMS, num_warps: int = 4, num_stages: int = 3
+                     programs: int = TARGET_PROGRAMS, num_warps: int = 4, num_stages: int = 3,
+                     prefetch: tuple[jax.Array, ...] = ()
                      ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """One decode step's attention for one layer: `(out [B, K, G, hd], k, v, k_pos)`.
 
@@ -242,9 +243,10 @@ def decode_attention(qkv: jax.Array, q_pos: jax.Array, k: jax.Array, v: jax.Arra
     `[B, S, K, hd]` and k_pos `[B, S]` int32, the layer's cache before this step; sin, cos:
     `[B, hd / 2]` float32, the rotary angles of q_pos (`layers.rope_angles`); q_norm, k_norm:
     `[hd]` RMSNorm weights (Gemma scales by 1 + w) with `eps`, or None and `eps=None` (no
-    qk-norm); `q_scale`: the query scaling. Returns the attention output in the cache's dtype
-    and the cache with this token written at slot `q_pos % S` (donated: updated in place), as
-    `model.Attention` computes them in XLA. `interpret=True` runs the kernel in Pallas's
+    qk-norm); `q_scale`: the query scaling; `prefetch`: arrays whose bytes the programs ask L2
+    for as they end, where `l2_prefetch.wanted` (the MLP's first weights, in the model).
+    Returns the attention output in the cache's dtype and the cache with this token written at
+    slot `q_pos % S` (donated: updated in place), as `model.Attention` computes them in XLA. `interpret=True` runs the kernel in Pallas's
     interpreter (CPU tests). Tuning: `block`, the largest block of slots per loop step;
     `programs`, the most programs to aim for per device (`_splits`); Triton's warps and
     stages. Under a mesh in context, each device takes its own rows (a `shard_map` over
@@ -268,37 +270,43 @@ def decode_attention(qkv: jax.Array, q_pos: jax.Array, k: jax.Array, v: jax.Arra
         interpret=interpret, block=_block(slots, block), programs=programs,
         num_warps=num_warps, num_stages=num_stages)
     norms = () if q_norm is None else (q_norm, k_norm)
-    rows = P(DATA)     # per-row arguments and outputs split; the norm weights whole everywhere
+    ahead = (tuple(a.reshape(-1) for a in prefetch) if l2_prefetch.wanted(b, interpret)
+             else ())                                  # flat: each program takes a share
+    rows = P(DATA)     # per-row arguments and outputs split; weights whole everywhere
     return on_each_devices_rows(
-        local, (qkv, q_pos, k, v, k_pos, sin, cos, *norms),
-        in_specs=(P(None, DATA),) + (rows,) * 6 + (P(),) * len(norms), out_specs=(rows,) * 4,
-        rows=b, what="decode_attention")
+        functools.partial(local, n_ahead=len(ahead)),
+        (*ahead, qkv, q_pos, k, v, k_pos, sin, cos, *norms),
+        in_specs=(P(),) * len(ahead) + (P(None, DATA),) + (rows,) * 6 + (P(),) * len(norms),
+        out_specs=(rows,) * 4, rows=b, what="decode_attention")
 
 
-def _attend(qkv, q_pos, k, v, k_pos, sin, cos, *norms, heads, window, softcap, q_scale, eps,
-            interpret, block, programs, num_warps, num_stages):
-    """`decode_attention` on the rows of one device: the kernel, then the merge of its slices."""
+def _attend(*args, n_ahead, heads, window, softcap, q_scale, eps, interpret, block, programs,
+            num_warps, num_stages):
+    """`decode_attention` on the rows of one device: the kernel, then the merge of its slices.
+    `args`: `n_ahead` flat arrays to prefetch, then `decode_attention`'s arrays."""
     from jax.experimental.pallas import triton as pl_triton   # here: TPU hosts never need it
 
+    ahead, (qkv, q_pos, k, v, k_pos, sin, cos, *norms) = args[:n_ahead], args[n_ahead:]
     n_parts, b, lines, hd = qkv.shape
     slots, n_kv = k.shape[1], k.shape[2]
     g = heads // n_kv
     splits = _splits(b * n_kv, slots, block, programs)
     rows = max(MIN_QUERY_ROWS, g)
     sq = pl.squeezed
-    kernel = early_launch.first(functools.partial(
+    kernel = early_launch.first(l2_prefetch.at_end(functools.partial(
         _kernel, heads=heads, n_kv=n_kv, block=block, slots=slots, window=window,
-        softcap=softcap, q_scale=q_scale, eps=eps), interpret=interpret)
+        softcap=softcap, q_scale=q_scale, eps=eps), n_ahead, grid_rank=3), interpret=interpret)
     cache_block = pl.BlockSpec((sq, slots, sq, hd), lambda i, h, j: (i, 0, h, 0))  # whole rows
     pos_block = pl.BlockSpec((sq, slots), lambda i, h, j: (i, 0))
     whole = pl.BlockSpec((hd,), lambda i, h, j: (0,))
-    in_specs = [pl.BlockSpec((sq, 1), lambda i, h, j: (i, 0)),                   # q_pos
+    in_specs = [*map(l2_prefetch.spec, ahead),                                   # prefetch
+                pl.BlockSpec((sq, 1), lambda i, h, j: (i, 0)),                   # q_pos
                 pl.BlockSpec((sq, hd // 2), lambda i, h, j: (i, 0)),              # sin
                 pl.BlockSpec((sq, hd // 2), lambda i, h, j: (i, 0)),              # cos
                 *[whole] * len(norms),                                            # norms
                 pl.BlockSpec((n_parts, b * lines, hd), lambda i, h, j: (0, 0, 0)),  # qkv
                 cache_block, cache_block, pos_block]                              # k, v, k_pos
-    first_cache = 4 + len(norms)
+    first_cache = n_ahead + 4 + len(norms)
     acc, run_max, run_sum, k, v, k_pos = pl.pallas_call(
         kernel,
         grid=(b, n_kv, splits),
@@ -317,7 +325,7 @@ def _attend(qkv, q_pos, k, v, k_pos, sin, cos, *norms, heads, window, softcap, q
         input_output_aliases={first_cache: 3, first_cache + 1: 4, first_cache + 2: 5},
         interpret=interpret,
         compiler_params=pl_triton.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-    )(q_pos.astype(jnp.int32)[:, None], sin.astype(F32), cos.astype(F32), *norms,
+    )(*ahead, q_pos.astype(jnp.int32)[:, None], sin.astype(F32), cos.astype(F32), *norms,
       qkv.reshape(n_parts, b * lines, hd), k, v, k_pos.astype(jnp.int32))
     # Merge the slices: rescale each to the largest running max, then normalise once. A slice
     # that read nothing has sum 0 and weighs nothing; a row that read nothing gets zeros.

@@ -190,11 +190,12 @@ class Attention(nnx.Module):
             implementation="cudnn" if jax.default_backend() == "gpu" else None)
         return out.reshape(b, t, n_kv, g, hd)                          # [B, T, K, G, hd]
 
-    def _decode_kernel(self, x, positions, cache: LayerCache, **tuning):
+    def _decode_kernel(self, x, positions, cache: LayerCache, prefetch=(), **tuning):
         """One token per row on GPUs: qk-norm, rotary embedding, the cache write and the
         attention over only each row's filled slots in one kernel
-        (`aha_utils.decode_attention`; `tuning`: its keyword arguments), instead of about eight
-        small XLA kernels. Off a GPU (tests) the kernel runs in Pallas's interpreter."""
+        (`aha_utils.decode_attention`; `prefetch` and `tuning`: its keyword arguments), instead
+        of about eight small XLA kernels. Off a GPU (tests) the kernel runs in Pallas's
+        interpreter."""
         h, n_kv, hd = self.heads
         sin, cos = rope_angles(positions, hd, self.rope_base, self.rope_scale)  # [B, 1, hd/2]
         norms = ((self.q_norm.scale[...], self.k_norm.scale[...]) if self.use_qk_norm
@@ -211,15 +212,16 @@ class Attention(nnx.Module):
             qkv, positions[:, 0], cache.k, cache.v, cache.pos, sin[:, 0],
             cos[:, 0], *norms, heads=h, window=self.window, softcap=self.softcap,
             q_scale=float(np.asarray(self.q_scale, x.dtype)),   # rounded as the XLA path rounds it
-            eps=self.q_norm.eps if self.use_qk_norm else None,
+            eps=self.q_norm.eps if self.use_qk_norm else None, prefetch=prefetch,
             **{"interpret": jax.default_backend() != "gpu", **tuning})
         return out, LayerCache(k, v, pos)
 
-    def decode_partials(self, x, positions, cache: LayerCache):
+    def decode_partials(self, x, positions, cache: LayerCache, prefetch=()):
         """One token per row `x [B, D]` on GPUs (`Block.decode`): the output projection as
         `[S, B, D]` float32 split-K partials (`decode_residual`, S from `o_splits`), and the
-        cache."""
-        out, cache = self._decode_kernel(x[:, None], positions, cache)  # [B, K, G, hd]
+        cache. `prefetch`: weights read soon after, for the attention kernel to bring into L2
+        (`aha_utils.l2_prefetch`)."""
+        out, cache = self._decode_kernel(x[:, None], positions, cache, prefetch)  # [B, K, G, hd]
         o = self.o_proj[...]
         o = o.reshape(-1, o.shape[-1])                                   # [H hd, D]
         splits = residual.o_splits(x.shape[0], *o.shape)
@@ -252,6 +254,12 @@ class MLP(nnx.Module):
         self.gate_up = nnx.Param(jnp.concatenate([self.gate_proj[...], self.up_proj[...]], axis=1))
         self.down_t = nnx.Param(self.down_proj[...].T)                    # [D, F]
         del self.gate_proj, self.up_proj, self.down_proj
+
+    def first_weights(self) -> tuple[jax.Array, ...]:
+        """The weights the MLP reads first: gate and up (one matrix in the decode layout)."""
+        if hasattr(self, "gate_up"):
+            return (self.gate_up[...],)
+        return self.gate_proj[...], self.up_proj[...]
 
     def _hidden(self, x):
         """gelu(x @ gate) * (x @ up), `[..., F]`, in either layout."""
@@ -296,10 +304,12 @@ class Block(nnx.Module):
         this block's pre-attention norm of it, computed by the block before. Returns the new
         `x`, `next_norm(x)` (the next block's pre-norm, or the final norm) and the cache. Each
         half ends in one kernel that sums the projection's split-K partials, norms, adds and
-        norms again (`decode_residual`), instead of XLA's three or four."""
+        norms again (`decode_residual`), instead of XLA's three or four. The attention kernel
+        asks L2 for the MLP's gate/up weights as it ends (`aha_utils.l2_prefetch`)."""
         join = functools.partial(residual.residual_norms, eps=self.pre_attn_norm.eps,
                                  interpret=jax.default_backend() != "gpu")
-        parts, cache = self.attn.decode_partials(h, positions, cache)  # [S, B, D]
+        parts, cache = self.attn.decode_partials(h, positions, cache,
+                                                 self.mlp.first_weights())  # [S, B, D]
         x, h = join(parts, x, self.post_attn_norm.scale[...], self.pre_ffw_norm.scale[...])
         parts = self.mlp.partials(h, residual.DOWN_SPLITS)             # [S, B, D]
         x, h = join(parts, x, self.post_ffw_norm.scale[...], next_norm.scale[...])
