@@ -3,11 +3,13 @@ GPU to bring the MLP's gate/up weights into L2, so that the MLP's first matmul r
 there.
 
 Why: a decode step of the 1B at 64 rows reads 32 MB of gate/up weights a layer in one GEMM,
-12.5 us cold on an H100 and 10.3 us with the weights already in L2 (50 MB on an H100), timed
-alone. Between the attention kernel and that GEMM run the slice merge, the o projection and the
+12.5 us cold on an H100 and 10.3-10.7 us right after a kernel that prefetched them into L2 (50
+MB on an H100), timed alone. Between the attention kernel and that GEMM run the slice merge, the o projection and the
 residual join: small kernels that mostly wait on latency and leave HBM idle. Prefetched from
-there, the weights arrive while those kernels run (`.prof`-style A/B, H100, 1B, greedy, 512
-new tokens, one process: 64 rows 38,475 / 38,448 -> 39,345 / 39,272 tokens/s, +2.2%).
+there, the weights arrive while those kernels run. Sampler A/B (`.prof`-style script, H100, 1B,
+greedy, 512 new tokens, one process each, without -> with): 64 rows 38,305 -> 39,039 tokens/s
+(+1.9%; in an earlier pair of runs 38,475 / 38,448 -> 39,345 / 39,272), 16 rows 10,706 ->
+10,798; the same tokens.
 
 Design decisions:
 - Hopper's `cp.async.bulk.prefetch.L2.global [addr], bytes` is fire and forget: a thread issues
@@ -15,13 +17,20 @@ Design decisions:
   before. Each program takes an equal share of the array, spread over `LANES` threads, each a
   run of whole 128-byte lines (`lane_ranges`).
 - Issued as a program ends, not as it starts: at the start the copies competed with the
-  attention's own reads (36,707 tokens/s against 38,710 without).
-- Only the gate/up weights, and only at `ROWS` rows a device. Also tried (1B, 64 rows) and
-  slower or no faster: the o projection's weights with them (39,135 against 39,366), the down
-  projection's from the attention or from the join before gate/up (38,273, 36,475: 48 MB with
-  gate/up's, most of L2, fetched while the gate/up GEMM reads), the next layer's q/k/v
-  (39,258), the layer's KV cache from the q/k/v kernel or the join before it (38,177, 36,380),
-  and each attention program's own cache blocks at its start (37,485). At 1 row the prefetch
+  attention's own reads (36,707 tokens/s, against 39,366 at the end and 38,470 without).
+- Only on the GPUs where it was measured to pay (`DEVICES`): on an NVIDIA H200 (4.8 TB/s of
+  HBM against the H100's 3.35, the same 50 MB of L2) it cost 1.1% at 64 rows (44,439 / 44,416
+  against 44,981 / 44,876 tokens/s without) and 1.8% at 16 (11,658 / 11,666 against 11,873 /
+  11,875): the GEMM reads its weights fast enough from HBM there, and the copies only add
+  traffic. `ENABLED = True` turns it on for any Hopper GPU, to measure another.
+- Only the gate/up weights, and only at `ROWS` rows a device. Also tried (1B, 64 rows; the
+  gate/up prefetch alone made 39,366-39,430 tokens/s in the same runs), all slower or no
+  faster: the o projection's weights with them (39,135), the down projection's from the
+  attention or from the join before gate/up (38,273, 36,475: 48 MB with gate/up's, most of L2,
+  fetched while the gate/up GEMM reads), the next layer's q/k/v from the last join (39,258),
+  the layer's whole KV cache from the q/k/v kernel or the join before it (38,177, 36,380); and,
+  without the gate/up prefetch, each attention program's own cache blocks at its start (37,485
+  against 38,710). At 1 row the prefetch
   cost 10% (774 -> 700 tokens/s: the one-row GEMV streams the weights at full bandwidth
   anyway), at 256 rows 1% (77,553 -> 76,648); at 16 rows it gained 1% (10,739 -> 10,835).
 - Pallas has no prefetch, and its inline assembly is a pure elementwise op that the compiler
@@ -43,7 +52,8 @@ from jax.experimental import pallas as pl
 from aha_utils import early_launch
 from aha_utils.sharding import rows_per_device
 
-ENABLED: bool | None = None   # None: where `wanted`; False: never (an A/B of the prefetch)
+ENABLED: bool | None = None   # None: on `DEVICES`; True: on any Hopper GPU; False: never
+DEVICES = ("H100",)           # device kinds (substrings) where it paid (above)
 ROWS = (16, 64)               # rows a device for which the attention kernel prefetches (above)
 LANES = 128                   # threads of a program that issue prefetches (4 warps)
 LINE = 128                    # bytes in a cache line: each lane's run is whole lines
@@ -51,9 +61,17 @@ LINE = 128                    # bytes in a cache line: each lane's run is whole 
 
 def wanted(rows: int, interpret: bool) -> bool:
     """Whether a decode kernel traced now for `rows` rows prefetches: on Hopper GPUs
-    (`early_launch.enabled`), at `ROWS` rows a device, unless `ENABLED` is False."""
-    return (ENABLED is not False and early_launch.enabled(interpret)
+    (`early_launch.enabled`) of the `DEVICES` kinds (any, with `ENABLED = True`; none with
+    False), at `ROWS` rows a device."""
+    if ENABLED is False or not early_launch.enabled(interpret):
+        return False
+    return ((ENABLED or any(kind in device_kind() for kind in DEVICES))
             and ROWS[0] <= rows_per_device(rows) <= ROWS[1])
+
+
+def device_kind() -> str:
+    """The first device's kind, as JAX names it (e.g. "NVIDIA H100 80GB HBM3")."""
+    return jax.devices()[0].device_kind
 
 
 def lane_ranges(n: int, itemsize: int, part, parts: int, xp=jnp):

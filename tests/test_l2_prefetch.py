@@ -57,13 +57,19 @@ def test_prefetch_lowers_to_the_bulk_l2_prefetch():
     assert "cp.async.bulk.prefetch.L2.global" not in lowered(0)
 
 
-def test_issued_on_hopper_at_the_rows_where_it_paid(monkeypatch):
+def test_issued_on_the_gpus_and_at_the_rows_where_it_paid(monkeypatch):
     assert not l2_prefetch.wanted(64, interpret=True)
     if jax.default_backend() != "gpu":
         assert not l2_prefetch.wanted(64, interpret=False)          # no GPU: never
     monkeypatch.setattr(early_launch, "enabled", lambda interpret: not interpret)
+    monkeypatch.setattr(l2_prefetch, "device_kind", lambda: "NVIDIA H100 80GB HBM3")
     assert [l2_prefetch.wanted(r, interpret=False) for r in (1, 8, 16, 64, 128, 256)] == [
         False, False, True, True, False, False]
+    monkeypatch.setattr(l2_prefetch, "device_kind", lambda: "NVIDIA H200")
+    assert not l2_prefetch.wanted(64, interpret=False)              # slower there
+    monkeypatch.setattr(l2_prefetch, "ENABLED", True)                # any Hopper GPU
+    assert l2_prefetch.wanted(64, interpret=False)
+    assert not l2_prefetch.wanted(1, interpret=False)
     monkeypatch.setattr(l2_prefetch, "ENABLED", False)
     assert not l2_prefetch.wanted(64, interpret=False)
 
@@ -79,9 +85,10 @@ def test_the_interpreted_kernel_ignores_what_it_is_given_to_prefetch():
 
 @pytest.mark.skipif(not early_launch.enabled(interpret=False),
                     reason="needs a GPU of compute capability 9.0+ (Hopper)")
-def test_a_prefetching_attention_kernel_computes_the_same_step():
+def test_a_prefetching_attention_kernel_computes_the_same_step(monkeypatch):
     """Compiled, at 16 rows (where the kernel prefetches): a gate/up-sized array and one of an
     odd size prefetched, against no prefetch: the same output and cache, bit for bit."""
+    monkeypatch.setattr(l2_prefetch, "ENABLED", True)               # on any Hopper GPU
     q_pos = np.resize(Q_POS, 16)
     attn, x, positions, cache = layer_and_inputs("gemma3", 1, jnp.bfloat16, q_pos)
     assert l2_prefetch.wanted(16, interpret=False)
