@@ -2,14 +2,14 @@
 GPU to bring the MLP's gate/up weights into L2, so that the MLP's first matmul reads them from
 there.
 
-Why: a decode step of the 1B at 64 rows reads 32 MB of gate/up weights a layer in one GEMM,
-12.5 us cold on an H100 and 10.3-10.7 us right after a kernel that prefetched them into L2
-(50 MB on an H100), timed alone. Between the attention kernel and that GEMM run the slice
-merge, the o projection and the residual join: small kernels that mostly wait on latency and
-leave HBM idle. Prefetched from there, the weights arrive while those kernels run. Sampler A/B (`.prof`-style script, H100, 1B,
-greedy, 512 new tokens, one process each, without -> with): 64 rows 38,305 -> 39,039 tokens/s
-(+1.9%; in an earlier pair of runs 38,475 / 38,448 -> 39,345 / 39,272), 16 rows 10,706 ->
-10,798; the same tokens.
+Why: a decode step of the 1B at 64 rows reads 32 MB of gate/up weights a layer in one GEMM, 12.5
+us cold on an H100 and 10.3-10.7 us right after a kernel that prefetched them into L2 (50 MB on
+an H100), timed alone. Between the attention kernel and that GEMM run the slice merge, the o
+projection and the residual join: small kernels that mostly wait on latency and leave HBM idle.
+Prefetched from there, the weights arrive while those kernels run. Sampler A/B (`.prof`-style
+script, H100, 1B, greedy, 512 new tokens, one process each, without -> with): 64 rows 38,305 ->
+39,039 tokens/s (+1.9%; in an earlier pair of runs 38,475 / 38,448 -> 39,345 / 39,272), 16 rows
+10,706 -> 10,798; the same tokens.
 
 Design decisions:
 - Hopper's `cp.async.bulk.prefetch.L2.global [addr], bytes` is fire and forget: a thread issues
