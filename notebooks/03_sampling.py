@@ -345,8 +345,8 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # "bandwidth" copy above is limited by arithmetic, and the prefill of the prompt bucket is part
 # of the time. On a TPU or GPU it is the number to watch. For reference, on an
 # H100 (`python -m aha_utils.bench.sampler`, random weights, prompt 128, 512 new tokens) the
-# 1B model at batch 64 makes about 38,400 tokens/s, 47% of the HBM roofline, 3.9x
-# transformers' compiled `generate` in the same run (3.7-4.9x across runs, as HF's own speed
+# 1B model at batch 64 makes about 39,400 tokens/s, 48% of the HBM roofline, 3.9x
+# transformers' compiled `generate` in the same run (3.9-4.97x across runs, as HF's own speed
 # varied). `--profile DIR`
 # shows where a decode step's time goes: about 9 kernels per layer (matrix products at 64 rows
 # that reach 20-70% of the bandwidth, the attention, the norms), each with a fixed cost that a
@@ -363,6 +363,8 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # go through a Pallas kernel too: one program per slice of K and 32 columns, about 100.
 # Between kernels, each of these tells a Hopper GPU as it starts that the next kernel may be
 # scheduled (`aha_utils.early_launch`), so the next one waits on the GPU, not for a launch.
+# And on an H100 the attention kernel, as it ends, asks L2 for the MLP's next weights
+# (`aha_utils.l2_prefetch`), which arrive while the small kernels after it run.
 # Host time counts too: the host waits
 # for the loop, so the sampler is a plain `jax.jit` (no per-call traversal of the model's
 # graph, which cost 27 ms a call for the 1B) and, on GPUs, runs the whole loop as one CUDA graph.
