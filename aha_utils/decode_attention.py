@@ -246,11 +246,11 @@ def decode_attention(qkv: jax.Array, q_pos: jax.Array, k: jax.Array, v: jax.Arra
     qk-norm); `q_scale`: the query scaling; `prefetch`: arrays whose bytes the programs ask L2
     for as they end, where `l2_prefetch.wanted` (the MLP's first weights, in the model).
     Returns the attention output in the cache's dtype and the cache with this token written at
-    slot `q_pos % S` (donated: updated in place), as `model.Attention` computes them in XLA. `interpret=True` runs the kernel in Pallas's
-    interpreter (CPU tests). Tuning: `block`, the largest block of slots per loop step;
-    `programs`, the most programs to aim for per device (`_splits`); Triton's warps and
-    stages. Under a mesh in context, each device takes its own rows (a `shard_map` over
-    `data`)."""
+    slot `q_pos % S` (donated: updated in place), as `model.Attention` computes them in XLA.
+    `interpret=True` runs the kernel in Pallas's interpreter (CPU tests). Tuning: `block`, the
+    largest block of slots per loop step; `programs`, the most programs to aim for per device
+    (`_splits`); Triton's warps and stages. Under a mesh in context, each device takes its own
+    rows (a `shard_map` over `data`)."""
     if qkv.ndim != 4:
         raise ValueError(f"decode_attention: qkv {qkv.shape} is not [n, B, H + 2K, hd]")
     _, b, lines, hd = qkv.shape

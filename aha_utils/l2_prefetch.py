@@ -24,15 +24,15 @@ Design decisions:
   11,875): the GEMM reads its weights fast enough from HBM there, and the copies only add
   traffic. `ENABLED = True` turns it on for any Hopper GPU, to measure another.
 - Only the gate/up weights, and only at `ROWS` rows a device. Also tried (1B, 64 rows; the
-  gate/up prefetch alone made 39,366-39,430 tokens/s in the same runs), all slower or no
-  faster: the o projection's weights with them (39,135), the down projection's from the
-  attention or from the join before gate/up (38,273, 36,475: 48 MB with gate/up's, most of L2,
-  fetched while the gate/up GEMM reads), the next layer's q/k/v from the last join (39,258),
-  the layer's whole KV cache from the q/k/v kernel or the join before it (38,177, 36,380); and,
-  without the gate/up prefetch, each attention program's own cache blocks at its start (37,485
-  against 38,710). At 1 row the prefetch
-  cost 10% (774 -> 700 tokens/s: the one-row GEMV streams the weights at full bandwidth
-  anyway), at 256 rows 1% (77,553 -> 76,648); at 16 rows it gained 1% (10,739 -> 10,835).
+  gate/up prefetch alone made 39,366-39,430 tokens/s in the same runs), all slower or no faster:
+  the o projection's weights with them (39,135), the down projection's from the attention or
+  from the join before gate/up (38,273, 36,475: 48 MB with gate/up's, most of L2, fetched while
+  the gate/up GEMM reads), the next layer's q/k/v from the last join (39,258), the layer's whole
+  KV cache from the q/k/v kernel or the join before it (38,177, 36,380); and, without the
+  gate/up prefetch, each attention program's own cache blocks at its start (37,485 against
+  38,710). At 1 row the prefetch cost 10% (774 -> 700 tokens/s: the one-row GEMV streams the
+  weights at full bandwidth anyway), at 256 rows 1% (77,553 -> 76,648); at 16 rows it gained 1%
+  (10,739 -> 10,835).
 - Pallas has no prefetch, and its inline assembly is a pure elementwise op that the compiler
   may drop, so this module registers a side-effecting primitive through Pallas's Triton
   lowering registry (`jax._src`, as `early_launch` does; the CPU test lowers it for CUDA).
