@@ -52,11 +52,12 @@ from jax.experimental import pallas as pl
 from aha_utils import early_launch
 from aha_utils.sharding import rows_per_device
 
-ENABLED: bool | None = None   # None: on `DEVICES`; True: on any Hopper GPU; False: never
-DEVICES = ("H100",)           # device kinds (substrings) where it paid (above)
-ROWS = (16, 64)               # rows a device for which the attention kernel prefetches (above)
-LANES = 128                   # threads of a program that issue prefetches (4 warps)
-LINE = 128                    # bytes in a cache line: each lane's run is whole lines
+ENABLED: bool | None = None    # None: on `DEVICES`; True: on any Hopper GPU; False: never
+DEVICES = ("H100 80GB HBM3",)  # device kinds (substrings) where it was measured to pay: the
+                               # H100 SXM (PCIe and NVL parts have other HBM: not measured)
+ROWS = (16, 64)                # rows a device for which the attention kernel prefetches
+LANES = 128                    # threads of a program that issue prefetches (4 warps)
+LINE = 128                     # bytes in a cache line: each lane's run is whole lines
 
 
 def wanted(rows: int, interpret: bool) -> bool:
