@@ -73,6 +73,15 @@ def launch_dependents() -> None:
 
 @functools.cache
 def _primitive():
+    return inline_asm_primitive("launch_dependents", "griddepcontrol.launch_dependents; // $0",
+                                "=r")
+
+
+def inline_asm_primitive(name: str, asm: str, constraints: str, operands=None):
+    """A primitive to bind inside a Pallas (Triton) kernel that lowers to inline PTX `asm` with
+    side effects, so the compiler keeps it where it is (also `l2_prefetch`'s). `$0` is a
+    dummy int32 output (the op needs a result). `operands(*lowered_args)`, given the bound
+    arguments as lowered, returns the asm's operands and their common shape; none by default."""
     from jax._src import core as jax_core
     from jax._src.interpreters import mlir
     from jax._src.lib.triton import dialect as tt_dialect
@@ -80,19 +89,21 @@ def _primitive():
     from jax._src.pallas.triton import primitives as triton_primitives
     import jax.numpy as jnp
 
-    prim = jax_core.Primitive("launch_dependents")
+    prim = jax_core.Primitive(name)
     prim.multiple_results = True
     # An effect, so that tracing keeps it though it returns nothing (Pallas allows this one,
     # its barrier's, inside kernels and loops).
-    prim.def_effectful_abstract_eval(lambda: ([], {triton_primitives.barrier_effect}))
+    prim.def_effectful_abstract_eval(lambda *avals: ([], {triton_primitives.barrier_effect}))
 
     @triton_lowering.register_lowering(prim)
-    def _lower(ctx):
+    def _lower(ctx, *args):
         del ctx
-        tt_dialect.elementwise_inline_asm(   # one dummy output: the op needs a result
-            [mlir.dtype_to_ir_type(jnp.dtype(jnp.int32))],
-            "griddepcontrol.launch_dependents; // $0", constraints="=r", pure=False,
-            packed_element=1, args=[])
+        asm_args, shape = operands(*args) if operands else ([], ())
+        out = mlir.dtype_to_ir_type(jnp.dtype(jnp.int32))
+        if shape:
+            out = triton_lowering.ir.RankedTensorType.get(shape, out)
+        tt_dialect.elementwise_inline_asm([out], asm, constraints=constraints, pure=False,
+                                          packed_element=1, args=asm_args)
         return []
 
     return prim

@@ -120,30 +120,12 @@ def spec(array: jax.Array) -> pl.BlockSpec:
 
 @functools.cache
 def _primitive():
-    from jax._src import core as jax_core
-    from jax._src.interpreters import mlir
-    from jax._src.lib.triton import dialect as tt_dialect
     from jax._src.pallas.triton import lowering as triton_lowering
-    from jax._src.pallas.triton import primitives as triton_primitives
 
-    prim = jax_core.Primitive("prefetch_l2")
-    prim.multiple_results = True
-    # An effect, so that tracing keeps it though it returns nothing (`early_launch`'s reason).
-    prim.def_effectful_abstract_eval(
-        lambda ref, start, size: ([], {triton_primitives.barrier_effect}))
+    def operands(ptr, start, size):   # the lanes' addresses (the ref's pointer + offsets)
+        shape = triton_lowering.ir.RankedTensorType(start.type).shape
+        return [triton_lowering._add(triton_lowering._bcast_to(ptr, shape), start), size], shape
 
-    @triton_lowering.register_lowering(prim)
-    def _lower(ctx, ptr, start, size):
-        del ctx
-        ir = triton_lowering.ir
-        shape = ir.RankedTensorType(start.type).shape
-        ptrs = triton_lowering._add(triton_lowering._bcast_to(ptr, shape), start)
-        i32 = ir.RankedTensorType.get(shape, mlir.dtype_to_ir_type(jnp.dtype(jnp.int32)))
-        tt_dialect.elementwise_inline_asm(   # one dummy output: the op needs a result
-            [i32],
-            "{ .reg .pred p; setp.gt.s32 p, $2, 0; "
-            "@p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
-            constraints="=r,l,r", pure=False, packed_element=1, args=[ptrs, size])
-        return []
-
-    return prim
+    return early_launch.inline_asm_primitive(
+        "prefetch_l2", "{ .reg .pred p; setp.gt.s32 p, $2, 0; "
+        "@p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }", "=r,l,r", operands)
