@@ -16,8 +16,9 @@ import pytest
 from flax import nnx
 
 from aha_utils import decode_attention as fused
+from aha_utils.config import ModelConfig
 from aha_utils.kv_cache import LayerCache, cache_slots
-from aha_utils.model import Gemma
+from aha_utils.model import Attention, Gemma
 from aha_utils.sampler import SampleConfig, left_pad, sample_tokens
 from tests.test_model import CONFIGS
 
@@ -97,9 +98,9 @@ def test_slices_per_row_fill_the_target_programs_at_most_one_a_block():
     assert fused._splits(30, 80, 16, 90) == 3         # 5 blocks in 3 shares: 1, 2, 2 when full
 
 
-def assert_same_step(step, want_step, dtype, v_exact=True):
+def assert_same_step(step, want_step, dtype, v_exact=True, rows=None):
     (got, got_cache), (want, want_cache) = step, want_step
-    real = Q_POS >= 0
+    real = Q_POS >= 0 if rows is None else rows
     tol = dict(atol=2e-5, rtol=2e-5) if dtype == "float32" else dict(atol=0.03, rtol=0.03)
     np.testing.assert_allclose(np.asarray(got, np.float32)[real],
                                np.asarray(want, np.float32)[real], **tol)
@@ -110,6 +111,26 @@ def assert_same_step(step, want_step, dtype, v_exact=True):
                                                            np.asarray(want_cache.v, np.float32))
     np.testing.assert_allclose(np.asarray(got_cache.k, np.float32),
                                np.asarray(want_cache.k, np.float32), **tol)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="the compiled kernel: GPU only")
+@pytest.mark.parametrize("programs", [64, 132, 200])    # 1, 2 and 3 slices a row
+def test_compiled_kernel_on_gemma3_1b_equals_the_xla_step(programs):
+    """Compiled by Triton at Gemma 3 1B's shapes (64 rows, a global layer): with one slice a
+    row the kernel normalises its output itself, with more the slices are merged after it.
+    Two steps in a row, against XLA's."""
+    cfg = ModelConfig.gemma3_1b()
+    attn = Attention(cfg, "global", jnp.bfloat16, nnx.Rngs(0))
+    q_pos = np.random.default_rng(1).integers(0, 600, 64).astype(np.int32)
+    q_pos[[3, 40]] = -1                                                   # padding rows
+    cache = want_cache = ring_cache(q_pos - 1, 640, cfg.num_kv_heads, cfg.head_dim,
+                                    jnp.bfloat16)
+    for step in range(2):
+        x = jax.random.normal(jax.random.key(step), (64, 1, cfg.d_model), jnp.bfloat16)
+        positions = jnp.asarray(np.where(q_pos >= 0, q_pos + step, -1))[:, None]
+        got, cache = attn._decode_kernel(x, positions, cache, programs=programs)
+        want, want_cache = attn._decode(x, positions, want_cache)
+        assert_same_step((got, cache), (want, want_cache), "bfloat16", rows=q_pos >= 0)
 
 
 def test_blocks_past_the_filled_slots_are_never_read():
