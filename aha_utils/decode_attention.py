@@ -32,7 +32,9 @@ Design decisions:
 - Flash-decoding: each program takes one (row, kv head, slice), runs an online softmax over
   blocks of `block` slots, and writes its unnormalised output with its running max and sum; a
   few XLA ops merge the slices. Slicing gives the GPU enough programs when rows are few (64 rows
-  x 1 kv head would fill half of an H100's 132 SMs). A slice is a share of the row's *filled*
+  x 1 kv head would fill half of an H100's 132 SMs). With one slice a row (from 128 rows on an
+  H100) the program normalises and writes the output itself, and no merge kernel runs; a merge
+  by the last slice to finish (an atomic count) was slower at 64 rows than XLA's kernel. A slice is a share of the row's *filled*
   blocks, not a fixed range of slots, so that no program of a step is idle and none reads more
   than its share. Small blocks (32 slots) and three pipeline stages keep two blocks' loads in
   flight while one is used: an `ncu` profile of the earlier kernel (64-slot slices of fixed
