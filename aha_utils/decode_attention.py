@@ -34,13 +34,13 @@ Design decisions:
   few XLA ops merge the slices. Slicing gives the GPU enough programs when rows are few (64 rows
   x 1 kv head would fill half of an H100's 132 SMs). With one slice a row (from 128 rows on an
   H100) the program normalises and writes the output itself, and no merge kernel runs; a merge
-  by the last slice to finish (an atomic count) was slower at 64 rows than XLA's kernel. A slice is a share of the row's *filled*
-  blocks, not a fixed range of slots, so that no program of a step is idle and none reads more
-  than its share. Small blocks (32 slots) and three pipeline stages keep two blocks' loads in
-  flight while one is used: an `ncu` profile of the earlier kernel (64-slot slices of fixed
-  slots, 2 stages; H100, 64 rows at 384 of 512 slots) showed 45% of the HBM bandwidth, SMs
-  active 67% of the time, and most warp stalls waiting on the first block's loads. Together
-  (H100, 1B, 64 rows, sampler): 36,834-37,108 -> 37,643-37,973 tokens/s.
+  by the last slice to finish (an atomic count) was slower at 64 rows than XLA's kernel. A slice
+  is a share of the row's *filled* blocks, not a fixed range of slots, so that no program of a
+  step is idle and none reads more than its share. Small blocks (32 slots) and three pipeline
+  stages keep two blocks' loads in flight while one is used: an `ncu` profile of the earlier
+  kernel (64-slot slices of fixed slots, 2 stages; H100, 64 rows at 384 of 512 slots) showed 45%
+  of the HBM bandwidth, SMs active 67% of the time, and most warp stalls waiting on the first
+  block's loads. Together (H100, 1B, 64 rows, sampler): 36,834-37,108 -> 37,643-37,973 tokens/s.
 - Masks inside a block come from the slots' stored positions, as in the model: filled
   (`pos >= 0`), not in the future, inside the sliding window. So the last partial block, left
   padding and the ring buffer need no other bookkeeping. A padding row (position -1) reads
