@@ -58,11 +58,17 @@ def first(kernel, *, interpret: bool):
     if not enabled(interpret):
         return kernel
 
-    @functools.wraps(getattr(kernel, "func", kernel))   # a partial's function: its name names
-    def triggered(*refs):                               # the kernel in profiles
+    @keeps_name(kernel)
+    def triggered(*refs):
         launch_dependents()
         return kernel(*refs)
     return triggered
+
+
+def keeps_name(kernel):
+    """A decorator for a wrapper of the Pallas kernel body `kernel` (or a partial of one): the
+    wrapper takes the body's name, by which profiles name the kernel."""
+    return functools.wraps(getattr(kernel, "func", kernel))
 
 
 def launch_dependents() -> None:

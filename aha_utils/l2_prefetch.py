@@ -101,7 +101,7 @@ def at_end(kernel, count: int, grid_rank: int):
     if not count:
         return kernel
 
-    @functools.wraps(getattr(kernel, "func", kernel))   # profiles name kernels by it
+    @early_launch.keeps_name(kernel)
     def prefetching(*refs):
         targets, rest = refs[:count], refs[count:]
         part, parts = 0, 1
