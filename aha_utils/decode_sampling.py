@@ -11,25 +11,33 @@ Design decisions:
 - Why a kernel: at 64 rows the 1B's logits are a `[64, 262144]` float32 array, 67 MB, written by
   the projection and read twice by the draw (`sampling.two_level_sample`: each block's max, then
   its sums of `exp`), about 200 MB of traffic a step beside the embedding's 604 MB. Here each
-  program computes one tile of `block` tokens for its rows in registers and writes five numbers
-  per row and tile.
-- The draw is `sampling.two_level_sample`'s, with the tile as the block: P(token) = P(tile)
-  P(token | tile). Inside the kernel each tile draws its own candidate from its tokens, and
-  keeps its max `m`, its sums of `exp` at T = 1 and at T, and the candidate's logit. Outside, a
-  Gumbel-max over the tiles' masses `log sum exp(z / T)` picks the tile, and its candidate is
-  the token: an exact draw, because the two levels' noises are independent. The log-prob is the
-  candidate's logit minus the logsumexp of the tiles' T = 1 sums. Greedy is the same with no
-  noise: the first largest logit, as `jnp.argmax` picks it.
-- The candidate is an exponential race, `argmax p / E` with `p = exp((z - m) / T)` (already
-  made for the tile's sum at T) and `E` standard exponential: the same law as Gumbel-max
-  (`-log E` is a Gumbel), one logarithm a token instead of two. The random numbers come from
-  a counter-based hash, not `jax.random` (which cannot run inside a Triton kernel): murmur3's
-  32-bit finaliser over (global row, token), keyed per row by a seed drawn from the step's key.
-  Rows are numbered globally, so rows split over devices get different noise. The 24 high bits
-  make a uniform `u` in (0, 1), and `E = -log u`. Making them is the kernel's main cost beyond
-  the embedding's bytes (H100, 1B, 64 rows: greedy decoding, no noise, 35,759 tokens/s;
-  sampling with a Gumbel-max's two logarithms a token 35,259, with the race's one 35,437).
-  The tile-level Gumbels are `jax.random`'s.
+  program computes one tile of `block` tokens for its rows in registers and writes four numbers
+  per row and tile; a second, small kernel picks the token from them (`_pick_kernel`).
+- The draw is an exponential race over the whole vocabulary: the token is
+  `argmax exp(z / T) / E`, `E` standard exponential per token, which has the law of
+  `softmax(z / T)` (the same as Gumbel-max: `-log E` is a Gumbel; one logarithm a token instead
+  of two). A race splits over tiles: each tile keeps its own winner, and the tile whose winner
+  scores highest holds the overall one. So the tile kernel keeps, per row, the winner of its
+  tile (`argmax p / E`, `p = exp((z - m) / T)` made from the tile's max `m`), that token's
+  logit, the winner's key `m / T + log max(p / E)` (the log of its score on a scale common to
+  all tiles), and the tile's logsumexp at T = 1. The pick takes the tile of the largest key
+  and returns its winner, whose log-prob is its logit minus the logsumexp over tiles. Greedy
+  is the same with no noise, the key being the tile's max: the first largest logit, as
+  `jnp.argmax` picks it.
+- The random numbers come from a counter-based hash, not `jax.random` (which cannot run inside
+  a Triton kernel): murmur3's 32-bit finaliser over (global row, token), keyed per row by a seed
+  mixed from the step's key words (`key_seed`). Rows are numbered globally, so rows split over
+  devices get different noise. The 24 high bits make a uniform `u` in (0, 1), and
+  `E = -log u`. Making them is the kernel's main cost beyond the embedding's bytes (H100, 1B,
+  64 rows: greedy decoding, no noise, 35,759 tokens/s; sampling with a Gumbel-max's two
+  logarithms a token 35,259, with the race's one 35,437).
+- Why the pick is a kernel, and the statistics row-major (`[N, tiles]`): XLA ran the pick over
+  tiles (a logsumexp, a Gumbel-max over tiles' masses with `jax.random`'s noise, a gather) as
+  about ten small kernels a step, three of them reductions of 4-9 us over the tiles axis
+  (H100, 1B, 64 rows). One program per row reads its row's statistics, contiguous, in one
+  step. (H100, 1B, 64 rows, sampler, one process: 39,264 / 39,198 -> 39,624 / 39,580 tokens/s;
+  the same kernel over tiles-major statistics, 8 rows a program, was slower: 39,361 at best,
+  its 8 programs strided through 2,048 sectors each.)
 - Rows are taken 16, 32 or 64 at a time (padded with zero rows whose results are dropped), and
   the sampler uses the kernel only up to `MAX_ROWS` rows a device, where it wins: on an H100
   (1B, 512 new tokens) it sampled 35,437 tokens/s at 64 rows against XLA's 34,632 (+2.3%), 758
@@ -59,6 +67,9 @@ BLOCK = 128                # tokens per tile (the 1B at 64 rows on an H100: 128 
                            # and 4 stages beat 256 (no room), 4 warps and 3 stages)
 ROWS_PER_PROGRAM = 64
 MAX_ROWS = 64              # rows a device, at most, for which the sampler uses the kernel
+# The pick over tiles: rows a program, tiles a step, warps (H100, 1B, 64 rows: (1, 2048, 4)
+# 39,624 / 39,580 tokens/s; 8 warps 39,568; (4, 512, 4) 39,386).
+PICK_ROWS, PICK_CHUNK, PICK_WARPS = 1, 2048, 4
 
 USE_KERNEL: bool | None = None   # None: on GPUs. Tests set True to run the kernel,
                                  # interpreted, inside the sampler on a CPU.
@@ -95,10 +106,21 @@ def hash_exponential(seed: jax.Array, rows: jax.Array, tokens: jax.Array) -> jax
     return -jnp.log(u)                                                             # u in (0, 1)
 
 
-def _kernel(seed_ref, temp_ref, rows_ref, h_ref, e_ref, max_ref, sum1_ref, sumt_ref, tok_ref,
-            logit_ref, *, k_block: int, softcap: float | None, greedy: bool):
-    """One (row tile, vocabulary tile): the tile's logits in registers, their max and sums of
-    `exp` at T = 1 and T, and one candidate token drawn from them with its logit."""
+def key_seed(words) -> jax.Array:
+    """A uint32 seed `[]` from a `jax.random` key's words (`jax.random.key_data`, uint32 `[W]`
+    or a sequence of W scalars): each word mixed in turn, so that the draw needs no
+    `jax.random` call of its own (a split and a draw of bits were four kernels a step)."""
+    seed = U32(0x243F6A88)
+    for word in words:
+        seed = _mix(seed ^ word)
+    return seed
+
+
+def _kernel(words_ref, temp_ref, rows_ref, h_ref, e_ref, lse_ref, key_ref, tok_ref, logit_ref,
+            *, k_block: int, softcap: float | None, greedy: bool):
+    """One (row tile, vocabulary tile): the tile's logits in registers, their logsumexp at
+    T = 1, the tile's winner of the race (greedy: its first largest logit) with its logit,
+    and the race's key for comparing tiles."""
     rows, width = h_ref.shape
     block = e_ref.shape[0]
 
@@ -111,20 +133,55 @@ def _kernel(seed_ref, temp_ref, rows_ref, h_ref, e_ref, max_ref, sum1_ref, sumt_
         z = jnp.tanh(z / softcap) * softcap
     top = jnp.max(z, axis=1)                                                      # [R]
     token = pl.program_id(1) * block + jax.lax.broadcasted_iota(jnp.int32, (rows, block), 1)
-    sum1 = jnp.sum(jnp.exp(z - top[:, None]), axis=1)                             # [R]
+    lse_ref[...] = top + jnp.log(jnp.sum(jnp.exp(z - top[:, None]), axis=1))      # [R]
     if greedy:
-        score, sumt = z, sum1
+        score = z
     else:
         p = jnp.exp((z - top[:, None]) / temp_ref[0])                              # [R, C]
-        sumt = jnp.sum(p, axis=1)                                                  # [R]
-        score = p / hash_exponential(seed_ref[0], rows_ref[...], token)            # [R, C]
-    best = jnp.max(score, axis=1)
+        # The words one by one: Triton has no slices of a loaded array.
+        seed = key_seed([words_ref[i] for i in range(words_ref.shape[0])])
+        noise = hash_exponential(seed, rows_ref[...], token)                     # [R, C]
+        score = p / noise
+    best = jnp.max(score, axis=1)                                                 # [R]
     pick = jnp.min(jnp.where(score == best[:, None], token, jnp.iinfo(jnp.int32).max), axis=1)
-    max_ref[...] = top
-    sum1_ref[...] = sum1
-    sumt_ref[...] = sumt
+    # The race's key on a common scale: log max(exp(z / T) / E) = top / T + log(best); best
+    # >= 1 / E_max > 0 (the tile's max has p = 1). Greedy: the tile's largest logit.
+    key_ref[...] = top if greedy else top / temp_ref[0] + jnp.log(best)
     tok_ref[...] = pick
     logit_ref[...] = jnp.max(jnp.where(token == pick[:, None], z, -jnp.inf), axis=1)
+
+
+def _pick_kernel(lse_ref, key_ref, tok_ref, logit_ref, tok_out, lp_out, *, rows: int,
+                 chunk: int):
+    """`rows` rows of the `[N, tiles]` statistics: the tile with the largest key (the first of
+    equal ones), its token, and that token's logit minus the logsumexp over tiles. `chunk`
+    tiles a step, masked past the last."""
+    from jax.experimental.pallas import triton as pl_triton
+
+    tiles = lse_ref.shape[1]
+    lanes = pl.program_id(0) * rows + jnp.arange(rows)                        # [R]
+
+    def step(c, carry):
+        run_max, run_sum, best, best_tile = carry
+        t = c * chunk + jnp.arange(chunk)                                     # [C]
+        inside = jnp.broadcast_to((t < tiles)[None, :], (rows, chunk))
+        load = lambda ref: pl_triton.load(ref.at[lanes[:, None], t[None, :]], mask=inside,
+                                          other=-jnp.inf)                     # [R, C]
+        lse, key = load(lse_ref), load(key_ref)
+        new_max = jnp.maximum(run_max, jnp.max(lse, axis=1))                  # [R]
+        run_sum = run_sum * jnp.exp(run_max - new_max) + jnp.sum(
+            jnp.exp(lse - new_max[:, None]), axis=1)
+        top = jnp.max(key, axis=1)                                            # [R]
+        first = jnp.min(jnp.where(key == top[:, None], t[None, :], tiles), axis=1)
+        better = top > best                       # strictly: an earlier chunk keeps a tie
+        return new_max, run_sum, jnp.where(better, top, best), jnp.where(better, first,
+                                                                         best_tile)
+
+    init = (jnp.full((rows,), -jnp.inf, F32), jnp.zeros((rows,), F32),
+            jnp.full((rows,), -jnp.inf, F32), jnp.zeros((rows,), jnp.int32))
+    run_max, run_sum, _, tile = jax.lax.fori_loop(0, pl.cdiv(tiles, chunk), step, init)
+    tok_out[...] = tok_ref[lanes, tile]
+    lp_out[...] = logit_ref[lanes, tile] - (run_max + jnp.log(run_sum))
 
 
 @functools.partial(jax.jit, static_argnames=("greedy", "softcap", "interpret", "block",
@@ -150,53 +207,69 @@ def draw(h: jax.Array, emb: jax.Array, rng: jax.Array, temperature, *, greedy: b
         raise ValueError(f"draw: a vocabulary of {v} and a width of {d} need a power-of-two "
                          f"factor of at least {MIN_TILE}; use the XLA path "
                          "(sampling.select_tokens) for this model")
-    k_tiles, k_tokens = jax.random.split(rng)
-    seed = jax.random.bits(k_tokens, (1,), U32)
+    words = jax.random.key_data(rng).reshape(-1).astype(U32)
     temp = jnp.asarray(temperature, F32).reshape(1)
-    local = functools.partial(_tiles, greedy=greedy, softcap=softcap, interpret=interpret,
+    local = functools.partial(_draw_rows, greedy=greedy, softcap=softcap, interpret=interpret,
                               block=block, k_block=k_block, num_warps=num_warps,
                               num_stages=num_stages)
-    stats = on_each_devices_rows(
-        local, (seed, temp, jnp.arange(n, dtype=jnp.int32), h, emb),
-        in_specs=(P(), P(), P(DATA), P(DATA), P()), out_specs=(P(None, DATA),) * 5,
-        rows=n, what="decode_sampling.draw")
-    top, sum1, sumt, cand, cand_logit = stats                             # [V / block, N] each
-    lse = jax.nn.logsumexp(top + jnp.log(sum1), axis=0)                   # [N] at T = 1
-    if greedy:
-        tile = jnp.argmax(top, axis=0)                                     # the first largest
-    else:
-        mass = top / temp[0] + jnp.log(sumt)                               # [V / block, N]
-        tile = jnp.argmax(mass + jax.random.gumbel(k_tiles, mass.shape, F32), axis=0)
-    pick = lambda x: jnp.take_along_axis(x, tile[None], axis=0)[0]         # [N]
-    return pick(cand), pick(cand_logit) - lse
+    return tuple(on_each_devices_rows(
+        local, (words, temp, jnp.arange(n, dtype=jnp.int32), h, emb),
+        in_specs=(P(), P(), P(DATA), P(DATA), P()), out_specs=(P(DATA),) * 2,
+        rows=n, what="decode_sampling.draw"))
 
 
-def _tiles(seed, temp, rows, h, emb, *, greedy, softcap, interpret, block, k_block, num_warps,
-           num_stages):
-    """The kernel on the rows of one device: `(max, sum at T = 1, sum at T, candidate, its
-    logit)`, each `[V / block, N]`."""
+def _draw_rows(words, temp, rows, h, emb, *, greedy, softcap, interpret, block, k_block,
+               num_warps, num_stages):
+    """`draw` on the rows of one device: the tiles' statistics, then the pick over tiles."""
     from jax.experimental.pallas import triton as pl_triton   # here: TPU hosts never need it
 
-    n, d = h.shape
-    v = emb.shape[0]
-    rows_each = row_block(n, ROWS_PER_PROGRAM)
+    n = h.shape[0]
+    stats = _tiles(words, temp, rows, h, emb, greedy=greedy, softcap=softcap,
+                   interpret=interpret, block=block, k_block=k_block, num_warps=num_warps,
+                   num_stages=num_stages)                             # [N', V / block] each
+    padded, tiles = stats[0].shape
+    whole = pl.BlockSpec((padded, tiles), lambda i: (0, 0))
+    per_row = pl.BlockSpec((PICK_ROWS,), lambda i: (i,))
+    tok, lp = pl.pallas_call(
+        early_launch.first(functools.partial(
+            _pick_kernel, rows=PICK_ROWS, chunk=min(PICK_CHUNK, pl.next_power_of_2(tiles))),
+            interpret=interpret),
+        grid=(padded // PICK_ROWS,),
+        in_specs=[whole] * 4,
+        out_specs=[per_row] * 2,
+        out_shape=[jax.ShapeDtypeStruct((padded,), jnp.int32),
+                   jax.ShapeDtypeStruct((padded,), F32)],
+        interpret=interpret,
+        compiler_params=pl_triton.CompilerParams(num_warps=PICK_WARPS, num_stages=1),
+    )(*stats)
+    return tok[:n], lp[:n]
+
+
+def _tiles(words, temp, rows, h, emb, *, greedy, softcap, interpret, block, k_block, num_warps,
+           num_stages):
+    """The tile kernel on the rows of one device, padded to its row block: `(logsumexp at
+    T = 1, key, winner, its logit)`, each `[N', V / block]`, N' the padded rows."""
+    from jax.experimental.pallas import triton as pl_triton   # here: TPU hosts never need it
+
+    v, d = emb.shape
+    rows_each = row_block(h.shape[0], ROWS_PER_PROGRAM)
     h, rows = pad_rows(h, rows_each), pad_rows(rows, rows_each)   # results of padding dropped
     padded = h.shape[0]
     grid = (padded // rows_each, v // block)
-    per_tile = pl.BlockSpec((pl.squeezed, rows_each), lambda i, j: (j, i))
-    scalar = pl.BlockSpec((1,), lambda i, j: (0,))
-    out = pl.pallas_call(
+    per_tile = pl.BlockSpec((rows_each, pl.squeezed), lambda i, j: (i, j))
+    vector = lambda size: pl.BlockSpec((size,), lambda i, j: (0,))
+    return tuple(pl.pallas_call(
         early_launch.first(functools.partial(_kernel, k_block=k_block, softcap=softcap,
                                              greedy=greedy), interpret=interpret),
         grid=grid,
-        in_specs=[scalar, scalar, pl.BlockSpec((rows_each,), lambda i, j: (i,)),
+        in_specs=[vector(words.shape[0]), vector(1),
+                  pl.BlockSpec((rows_each,), lambda i, j: (i,)),
                   pl.BlockSpec((rows_each, d), lambda i, j: (i, 0)),
                   pl.BlockSpec((block, d), lambda i, j: (j, 0))],
-        out_specs=[per_tile] * 5,
-        out_shape=[jax.ShapeDtypeStruct((v // block, padded), F32)] * 3
-                  + [jax.ShapeDtypeStruct((v // block, padded), jnp.int32),
-                     jax.ShapeDtypeStruct((v // block, padded), F32)],
+        out_specs=[per_tile] * 4,
+        out_shape=[jax.ShapeDtypeStruct((padded, v // block), F32)] * 2
+                  + [jax.ShapeDtypeStruct((padded, v // block), jnp.int32),
+                     jax.ShapeDtypeStruct((padded, v // block), F32)],
         interpret=interpret,
         compiler_params=pl_triton.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-    )(seed, temp, rows, h, emb)
-    return tuple(x[:, :n] for x in out)
+    )(words, temp, rows, h, emb))

@@ -184,7 +184,6 @@ def _sample(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
         h, last_pos = jnp.repeat(h, g, axis=0), jnp.repeat(last_pos, g)
     n = b * g
     active = last_pos >= 0                                             # [N]; padding rows: False
-    stop_ids = jnp.asarray(config.stop_ids, jnp.int32)
 
     def emit(st: _Loop, h) -> _Loop:
         """Choose token `st.step` of every live row from its final hidden state `[N, D]`;
@@ -195,7 +194,10 @@ def _sample(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
         live = ~st.done
         tok = jnp.where(live, tok, PAD_ID)
         lp = jnp.where(live, lp, 0.0)
-        stop = jnp.isin(tok, stop_ids) if config.stop_ids else jnp.zeros_like(live)
+        # One comparison per stop id: elementwise, so it fuses with the ops around it
+        # (`jnp.isin` is a reduction, a kernel of its own each step).
+        stop = functools.reduce(jnp.logical_or, [tok == s for s in config.stop_ids],
+                                jnp.zeros_like(live))
         nxt = table[st.stop_state, tok].astype(jnp.int32)              # [N] one gather per step
         stop, state = stop | (nxt < 0), jnp.maximum(nxt, 0)
         return st._replace(

@@ -49,22 +49,24 @@ def test_greedy_ties_go_to_the_first_token_as_argmax():
 
 
 def test_tile_statistics_are_the_logits_reductions():
-    """Per row and tile of 128: the max, the sums of `exp` at T = 1 and T = 0.6 (soft-capped
-    logits), and the candidate's logit, against the same reductions of XLA's logits."""
+    """Per row and tile of 128 (soft-capped logits, T = 0.6): the logsumexp at T = 1; the
+    race's winner `argmax exp(z / T) / E` with its logit, and its key `log max exp(z / T) / E`,
+    against the same reductions of XLA's logits and the hash's noise."""
     h, emb = hidden_and_embedding(20, 512, 64, scale=3.0, seed=4)
-    t = 0.6
-    top, sum1, sumt, cand, cand_logit = ds._tiles(
-        jnp.array([9], jnp.uint32), jnp.array([t], jnp.float32), jnp.arange(20, dtype=jnp.int32),
-        h, emb, greedy=False, softcap=5.0, interpret=INTERPRET, block=128, k_block=64,
-        num_warps=4, num_stages=1)
-    z = np.asarray(capped_logits(h, emb, 5.0)).reshape(20, 4, 128).transpose(1, 0, 2)
-    m = z.max(-1)
-    np.testing.assert_allclose(top, m, rtol=1e-6)
-    np.testing.assert_allclose(sum1, np.exp(z - m[..., None]).sum(-1), rtol=1e-5)
-    np.testing.assert_allclose(sumt, np.exp((z - m[..., None]) / t).sum(-1), rtol=1e-5)
-    cand = np.asarray(cand)
-    assert ((cand >= np.arange(4)[:, None] * 128) & (cand < np.arange(1, 5)[:, None] * 128)).all()
-    np.testing.assert_allclose(cand_logit, np.take_along_axis(z, cand[..., None] % 128, -1)[..., 0],
+    t, words = 0.6, jnp.array([9, 4], jnp.uint32)
+    stats = ds._tiles(words, jnp.array([t], jnp.float32), jnp.arange(20, dtype=jnp.int32), h,
+                      emb, greedy=False, softcap=5.0, interpret=INTERPRET, block=128, k_block=64,
+                      num_warps=4, num_stages=1)
+    lse, key, cand, cand_logit = (np.asarray(x)[:20].T for x in stats)  # rows padded to 32
+    z = np.asarray(capped_logits(h, emb, 5.0), np.float64)                     # [20, 512]
+    noise = np.asarray(ds.hash_exponential(ds.key_seed(words), jnp.arange(20),
+                                           jnp.broadcast_to(jnp.arange(512), (20, 512))))
+    tiled = lambda x: x.reshape(20, 4, 128).transpose(1, 0, 2)                 # [4, 20, 128]
+    race = tiled(z / t - np.log(noise))
+    np.testing.assert_allclose(lse, np.log(np.exp(tiled(z)).sum(-1)), rtol=1e-5)
+    np.testing.assert_allclose(key, race.max(-1), rtol=1e-5)
+    np.testing.assert_array_equal(cand, race.argmax(-1) + np.arange(4)[:, None] * 128)
+    np.testing.assert_allclose(cand_logit, np.take_along_axis(z, cand.T, 1).T,
                                rtol=1e-6)
 
 
