@@ -13,24 +13,28 @@ Design decisions:
   its sums of `exp`), about 200 MB of traffic a step beside the embedding's 604 MB. Here each
   program computes one tile of `block` tokens for its rows in registers and writes four numbers
   per row and tile; a second, small kernel picks the token from them (`_pick_kernel`).
-- The draw is an exponential race over the whole vocabulary: the token is
-  `argmax exp(z / T) / E`, `E` standard exponential per token, which has the law of
-  `softmax(z / T)` (the same as Gumbel-max: `-log E` is a Gumbel; one logarithm a token instead
-  of two). A race splits over tiles: each tile keeps its own winner, and the tile whose winner
-  scores highest holds the overall one. So the tile kernel keeps, per row, the winner of its
-  tile (`argmax p / E`, `p = exp((z - m) / T)` made from the tile's max `m`), that token's
-  logit, the winner's key `m / T + log max(p / E)` (the log of its score on a scale common to
-  all tiles), and the tile's logsumexp at T = 1. The pick takes the tile of the largest key
-  and returns its winner, whose log-prob is its logit minus the logsumexp over tiles. Greedy
-  is the same with no noise, the key being the tile's max: the first largest logit, as
-  `jnp.argmax` picks it.
+- The draw is `sampling.two_level_sample`'s, with the tile as the block: P(token) = P(tile)
+  P(token | tile), an exact draw because the two levels' noises are independent. Inside the
+  kernel each tile draws its own token by inverse CDF: with `p = exp((z - m) / T)` (`m` the
+  tile's max), the first token whose running sum of `p` passes `u * sum(p)`, `u` uniform (a
+  cumulative sum over the tile's lanes). It keeps that token, its logit, the tile's logsumexp
+  at T = 1, and the tile's key `m / T + log sum(p) + G`, its log mass at T plus a Gumbel `G`.
+  The pick takes the tile of the largest key (Gumbel-max over the tiles' masses) and returns
+  its token, whose log-prob is its logit minus the logsumexp over tiles. Greedy is the same
+  with no noise, the key being the tile's max: the first largest logit, as `jnp.argmax` picks
+  it.
+- Why inverse CDF inside a tile: two random numbers per (row, tile) instead of one per token.
+  Before, each tile ran an exponential race (`argmax p / E`, one hashed exponential per token,
+  the tiles compared by `m / T + log max(p / E)`); the random numbers were the kernel's main
+  cost beyond the embedding's bytes (an older head, H100, 1B, 64 rows: greedy decoding, no
+  noise, 35,759 tokens/s; a Gumbel-max with two logarithms a token 35,259, the race 35,437).
+  The inverse CDF sampled 39,886 / 39,878 tokens/s against the race's 39,769 / 39,737 (H100,
+  1B, 64 rows, one process).
 - The random numbers come from a counter-based hash, not `jax.random` (which cannot run inside
-  a Triton kernel): murmur3's 32-bit finaliser over (global row, token), keyed per row by a seed
-  mixed from the step's key words (`key_seed`). Rows are numbered globally, so rows split over
-  devices get different noise. The 24 high bits make a uniform `u` in (0, 1), and
-  `E = -log u`. Making them is the kernel's main cost beyond the embedding's bytes (H100, 1B,
-  64 rows: greedy decoding, no noise, 35,759 tokens/s; sampling with a Gumbel-max's two
-  logarithms a token 35,259, with the race's one 35,437).
+  a Triton kernel): murmur3's 32-bit finaliser over (global row, counter), the counters `2 j`
+  and `2 j + 1` for tile `j`, keyed per row by a seed mixed from the step's key words
+  (`key_seed`). Rows are numbered globally, so rows split over devices get different noise.
+  The 24 high bits make a uniform in (0, 1).
 - Why the pick is a kernel, and the statistics row-major (`[N, tiles]`): XLA ran the pick over
   tiles (a logsumexp, a Gumbel-max over tiles' masses with `jax.random`'s noise, a gather) as
   about ten small kernels a step, three of them reductions of 4-9 us over the tiles axis
@@ -96,14 +100,15 @@ def _mix(x: jax.Array) -> jax.Array:
     return x ^ jax.lax.shift_right_logical(x, U32(16))
 
 
-def hash_exponential(seed: jax.Array, rows: jax.Array, tokens: jax.Array) -> jax.Array:
-    """Standard exponential noise `[R, C]` float32 from uint32 `seed []`, int32 global row ids
-    `[R]` and token ids `[R, C]`: a pure function of the three, the same inside the kernel and
-    out. One finaliser a token (the row's key takes two, once a row)."""
+def hash_uniform(seed: jax.Array, rows: jax.Array, counters: jax.Array) -> jax.Array:
+    """Uniform noise in (0, 1), float32 shaped like `counters` (`[R]` or `[R, C]` int32), from
+    uint32 `seed []` and int32 global row ids `[R]`: a pure function of the three, the same
+    inside the kernel and out. murmur3's finaliser once per counter, twice per row."""
     row_key = _mix(seed ^ _mix(rows.astype(U32) * U32(0x9E3779B9) + U32(1)))       # [R]
-    bits = _mix(tokens.astype(U32) * U32(0x9E3779B1) + row_key[:, None])           # [R, C]
-    u = (jax.lax.shift_right_logical(bits, U32(8)).astype(F32) + 0.5) * (1.0 / (1 << 24))
-    return -jnp.log(u)                                                             # u in (0, 1)
+    if counters.ndim == 2:
+        row_key = row_key[:, None]
+    bits = _mix(counters.astype(U32) * U32(0x9E3779B1) + row_key)
+    return (jax.lax.shift_right_logical(bits, U32(8)).astype(F32) + 0.5) * (1.0 / (1 << 24))
 
 
 def key_seed(words) -> jax.Array:
@@ -119,8 +124,9 @@ def key_seed(words) -> jax.Array:
 def _kernel(words_ref, temp_ref, rows_ref, h_ref, e_ref, lse_ref, key_ref, tok_ref, logit_ref,
             *, k_block: int, softcap: float | None, greedy: bool):
     """One (row tile, vocabulary tile): the tile's logits in registers, their logsumexp at
-    T = 1, the tile's winner of the race (greedy: its first largest logit) with its logit,
-    and the race's key for comparing tiles."""
+    T = 1, a token drawn from the tile (greedy: its first largest logit) with its logit, and
+    the tile's key for the pick among tiles: its Gumbel-perturbed log mass at T (greedy: its
+    largest logit)."""
     rows, width = h_ref.shape
     block = e_ref.shape[0]
 
@@ -135,18 +141,24 @@ def _kernel(words_ref, temp_ref, rows_ref, h_ref, e_ref, lse_ref, key_ref, tok_r
     token = pl.program_id(1) * block + jax.lax.broadcasted_iota(jnp.int32, (rows, block), 1)
     lse_ref[...] = top + jnp.log(jnp.sum(jnp.exp(z - top[:, None]), axis=1))      # [R]
     if greedy:
-        score = z
+        best = jnp.max(z, axis=1)                                                 # [R]
+        pick = jnp.min(jnp.where(z == best[:, None], token, jnp.iinfo(jnp.int32).max), axis=1)
+        key_ref[...] = top
     else:
-        p = jnp.exp((z - top[:, None]) / temp_ref[0])                              # [R, C]
+        t = temp_ref[0]
+        p = jnp.exp((z - top[:, None]) / t)                                        # [R, C]
+        cdf = jnp.cumsum(p, axis=1)                                               # [R, C]
+        mass = jnp.max(cdf, axis=1)          # the last: p >= 0; >= 1, the max's p being 1
         # The words one by one: Triton has no slices of a loaded array.
         seed = key_seed([words_ref[i] for i in range(words_ref.shape[0])])
-        noise = hash_exponential(seed, rows_ref[...], token)                     # [R, C]
-        score = p / noise
-    best = jnp.max(score, axis=1)                                                 # [R]
-    pick = jnp.min(jnp.where(score == best[:, None], token, jnp.iinfo(jnp.int32).max), axis=1)
-    # The race's key on a common scale: log max(exp(z / T) / E) = top / T + log(best); best
-    # >= 1 / E_max > 0 (the tile's max has p = 1). Greedy: the tile's largest logit.
-    key_ref[...] = top if greedy else top / temp_ref[0] + jnp.log(best)
+        counter = jnp.full((rows,), 2 * pl.program_id(1), jnp.int32)              # [R]
+        u = hash_uniform(seed, rows_ref[...], counter)
+        gumbel = -jnp.log(-jnp.log(hash_uniform(seed, rows_ref[...], counter + 1)))
+        # The first token whose cumulative mass passes u * mass; u * mass can round up to
+        # mass (u < 1 by 2^-25), hence the clamp.
+        inside = jnp.sum((cdf <= (u * mass)[:, None]).astype(jnp.int32), axis=1)
+        pick = pl.program_id(1) * block + jnp.minimum(inside, block - 1)
+        key_ref[...] = top / t + jnp.log(mass) + gumbel
     tok_ref[...] = pick
     logit_ref[...] = jnp.max(jnp.where(token == pick[:, None], z, -jnp.inf), axis=1)
 

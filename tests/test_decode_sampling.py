@@ -49,24 +49,27 @@ def test_greedy_ties_go_to_the_first_token_as_argmax():
 
 
 def test_tile_statistics_are_the_logits_reductions():
-    """Per row and tile of 128 (soft-capped logits, T = 0.6): the logsumexp at T = 1; the
-    race's winner `argmax exp(z / T) / E` with its logit, and its key `log max exp(z / T) / E`,
-    against the same reductions of XLA's logits and the hash's noise."""
+    """Per row and tile of 128 (soft-capped logits, T = 0.6): the logsumexp at T = 1; the token
+    drawn by inverse CDF with the hash's uniform `u` (the first whose running mass at T passes
+    `u` of the tile's), its logit, and the key `log mass + Gumbel`, against the same from
+    XLA's logits."""
     h, emb = hidden_and_embedding(20, 512, 64, scale=3.0, seed=4)
     t, words = 0.6, jnp.array([9, 4], jnp.uint32)
     stats = ds._tiles(words, jnp.array([t], jnp.float32), jnp.arange(20, dtype=jnp.int32), h,
                       emb, greedy=False, softcap=5.0, interpret=INTERPRET, block=128, k_block=64,
                       num_warps=4, num_stages=1)
     lse, key, cand, cand_logit = (np.asarray(x)[:20].T for x in stats)  # rows padded to 32
-    z = np.asarray(capped_logits(h, emb, 5.0), np.float64)                     # [20, 512]
-    noise = np.asarray(ds.hash_exponential(ds.key_seed(words), jnp.arange(20),
-                                           jnp.broadcast_to(jnp.arange(512), (20, 512))))
-    tiled = lambda x: x.reshape(20, 4, 128).transpose(1, 0, 2)                 # [4, 20, 128]
-    race = tiled(z / t - np.log(noise))
-    np.testing.assert_allclose(lse, np.log(np.exp(tiled(z)).sum(-1)), rtol=1e-5)
-    np.testing.assert_allclose(key, race.max(-1), rtol=1e-5)
-    np.testing.assert_array_equal(cand, race.argmax(-1) + np.arange(4)[:, None] * 128)
-    np.testing.assert_allclose(cand_logit, np.take_along_axis(z, cand.T, 1).T,
+    z = np.asarray(capped_logits(h, emb, 5.0), np.float64).reshape(20, 4, 128)  # [R, tile, C]
+    seed = ds.key_seed(words)
+    noise = lambda k: np.asarray(ds.hash_uniform(seed, jnp.arange(20),
+                                                 jnp.broadcast_to(2 * jnp.arange(4) + k, (20, 4))))
+    u, g = noise(0), -np.log(-np.log(noise(1)))                                 # [R, tile]
+    cdf = np.cumsum(np.exp((z - z.max(-1, keepdims=True)) / t), -1)            # [R, tile, C]
+    drawn = (cdf <= u[..., None] * cdf[..., -1:]).sum(-1)                       # [R, tile]
+    np.testing.assert_allclose(lse.T, np.log(np.exp(z).sum(-1)), rtol=1e-5)
+    np.testing.assert_allclose(key.T, np.log(np.exp(z / t).sum(-1)) + g, rtol=1e-5)
+    np.testing.assert_array_equal(cand.T, drawn + np.arange(4) * 128)
+    np.testing.assert_allclose(cand_logit.T, np.take_along_axis(z, drawn[..., None], -1)[..., 0],
                                rtol=1e-6)
 
 
@@ -93,16 +96,19 @@ def test_draws_follow_the_tempered_softmax(temperature, block):
     np.testing.assert_allclose(logprobs, jax.nn.log_softmax(logits)[tokens], atol=1e-5)
 
 
-def test_the_noise_is_exponential_and_differs_by_row_token_and_seed():
-    """The kernel's noise: mean 1, variance 1, the tail of a standard exponential, and nothing
-    shared between neighbouring rows, tokens or seeds."""
-    rows, tokens = jnp.arange(64), jnp.broadcast_to(jnp.arange(1024), (64, 1024))
-    e = np.asarray(ds.hash_exponential(jnp.uint32(12345), rows, tokens))
-    assert (e > 0).all() and abs(e.mean() - 1) < 0.01 and abs(e.var() - 1) < 0.03
-    assert abs((e > 3).mean() - np.exp(-3)) < 0.002
-    other_seed = np.asarray(ds.hash_exponential(jnp.uint32(12346), rows, tokens))
-    for a, b in ((e, other_seed), (e[1:], e[:-1]), (e[:, 1:], e[:, :-1])):
+def test_the_noise_is_uniform_and_differs_by_row_counter_and_seed():
+    """The kernel's noise: inside (0, 1), mean 1/2, variance 1/12, flat over ten bins, and
+    nothing shared between neighbouring rows, counters or seeds."""
+    rows, counters = jnp.arange(64), jnp.broadcast_to(jnp.arange(1024), (64, 1024))
+    u = np.asarray(ds.hash_uniform(jnp.uint32(12345), rows, counters))
+    assert ((u > 0) & (u < 1)).all()
+    assert abs(u.mean() - 0.5) < 0.003 and abs(u.var() - 1 / 12) < 0.002
+    assert np.abs(np.histogram(u, bins=10, range=(0, 1))[0] / u.size - 0.1).max() < 0.004
+    other_seed = np.asarray(ds.hash_uniform(jnp.uint32(12346), rows, counters))
+    for a, b in ((u, other_seed), (u[1:], u[:-1]), (u[:, 1:], u[:, :-1])):
         assert (a != b).mean() > 0.999 and abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01
+    np.testing.assert_array_equal(ds.hash_uniform(jnp.uint32(12345), rows, counters[:, 7]),
+                                  u[:, 7])                       # [R] counters: the same noise
 
 
 def test_the_sampler_with_the_kernel_decodes_what_xla_decodes(monkeypatch):
