@@ -140,9 +140,8 @@ def _kernel(words_ref, temp_ref, rows_ref, h_ref, e_ref, lse_ref, key_ref, tok_r
     top = jnp.max(z, axis=1)                                                      # [R]
     token = pl.program_id(1) * block + jax.lax.broadcasted_iota(jnp.int32, (rows, block), 1)
     lse_ref[...] = top + jnp.log(jnp.sum(jnp.exp(z - top[:, None]), axis=1))      # [R]
-    if greedy:
-        best = jnp.max(z, axis=1)                                                 # [R]
-        pick = jnp.min(jnp.where(z == best[:, None], token, jnp.iinfo(jnp.int32).max), axis=1)
+    if greedy:   # the first largest logit
+        pick = jnp.min(jnp.where(z == top[:, None], token, jnp.iinfo(jnp.int32).max), axis=1)
         key_ref[...] = top
     else:
         t = temp_ref[0]
@@ -260,7 +259,7 @@ def _draw_rows(words, temp, rows, h, emb, *, greedy, softcap, interpret, block, 
 def _tiles(words, temp, rows, h, emb, *, greedy, softcap, interpret, block, k_block, num_warps,
            num_stages):
     """The tile kernel on the rows of one device, padded to its row block: `(logsumexp at
-    T = 1, key, winner, its logit)`, each `[N', V / block]`, N' the padded rows."""
+    T = 1, key, drawn token, its logit)`, each `[N', V / block]`, N' the padded rows."""
     from jax.experimental.pallas import triton as pl_triton   # here: TPU hosts never need it
 
     v, d = emb.shape
