@@ -139,8 +139,9 @@ def _kernel(words_ref, temp_ref, rows_ref, h_ref, e_ref, lse_ref, key_ref, tok_r
         z = jnp.tanh(z / softcap) * softcap
     top = jnp.max(z, axis=1)                                                      # [R]
     token = pl.program_id(1) * block + jax.lax.broadcasted_iota(jnp.int32, (rows, block), 1)
-    lse_ref[...] = top + jnp.log(jnp.sum(jnp.exp(z - top[:, None]), axis=1))      # [R]
+    lse = lambda: top + jnp.log(jnp.sum(jnp.exp(z - top[:, None]), axis=1))      # [R] at T = 1
     if greedy:   # the first largest logit
+        lse_ref[...] = lse()
         pick = jnp.min(jnp.where(z == top[:, None], token, jnp.iinfo(jnp.int32).max), axis=1)
         key_ref[...] = top
     else:
@@ -148,6 +149,15 @@ def _kernel(words_ref, temp_ref, rows_ref, h_ref, e_ref, lse_ref, key_ref, tok_r
         p = jnp.exp((z - top[:, None]) / t)                                        # [R, C]
         cdf = jnp.cumsum(p, axis=1)                                               # [R, C]
         mass = jnp.max(cdf, axis=1)          # the last: p >= 0; >= 1, the max's p being 1
+
+        @pl.when(t == 1.0)            # GRPO's temperature: p is the T = 1 exp already
+        def _():
+            lse_ref[...] = top + jnp.log(mass)
+
+        @pl.when(t != 1.0)
+        def _():
+            lse_ref[...] = lse()
+
         # The words one by one: Triton has no slices of a loaded array.
         seed = key_seed([words_ref[i] for i in range(words_ref.shape[0])])
         counter = jnp.full((rows,), 2 * pl.program_id(1), jnp.int32)              # [R]

@@ -48,13 +48,14 @@ def test_greedy_ties_go_to_the_first_token_as_argmax():
     np.testing.assert_array_equal(tokens, [40, 40])
 
 
-def test_tile_statistics_are_the_logits_reductions():
-    """Per row and tile of 128 (soft-capped logits, T = 0.6): the logsumexp at T = 1; the token
+@pytest.mark.parametrize("t", [0.6, 1.0])    # 1.0: the logsumexp from the draw's own sums
+def test_tile_statistics_are_the_logits_reductions(t):
+    """Per row and tile of 128 (soft-capped logits, T = t): the logsumexp at T = 1; the token
     drawn by inverse CDF with the hash's uniform `u` (the first whose running mass at T passes
     `u` of the tile's), its logit, and the key `log mass + Gumbel`, against the same from
     XLA's logits."""
     h, emb = hidden_and_embedding(20, 512, 64, scale=3.0, seed=4)
-    t, words = 0.6, jnp.array([9, 4], jnp.uint32)
+    words = jnp.array([9, 4], jnp.uint32)
     stats = ds._tiles(words, jnp.array([t], jnp.float32), jnp.arange(20, dtype=jnp.int32), h,
                       emb, greedy=False, softcap=5.0, interpret=INTERPRET, block=128, k_block=64,
                       num_warps=4, num_stages=1)
