@@ -1,5 +1,6 @@
-"""A decode step's vocabulary projection and token draw as one GPU kernel (Pallas on Triton): the
-logits `h @ emb^T` are made, reduced and drawn from tile by tile, and never written to memory.
+"""A decode step's vocabulary projection and token draw as two GPU kernels (Pallas on Triton):
+the logits `h @ emb^T` are made, reduced and drawn from tile by tile, never written to memory,
+and a small kernel picks the token among the tiles.
 
 `sampler._choose` calls `draw(...)` on GPUs for greedy decoding and for plain sampling (no top-k,
 no top-p: GRPO's rollouts) where `kernel_available(...)`; elsewhere it keeps the XLA path
@@ -104,10 +105,19 @@ def hash_uniform(seed: jax.Array, rows: jax.Array, counters: jax.Array) -> jax.A
     """Uniform noise in (0, 1), float32 shaped like `counters` (`[R]` or `[R, C]` int32), from
     uint32 `seed []` and int32 global row ids `[R]`: a pure function of the three, the same
     inside the kernel and out. murmur3's finaliser once per counter, twice per row."""
-    row_key = _mix(seed ^ _mix(rows.astype(U32) * U32(0x9E3779B9) + U32(1)))       # [R]
+    return keyed_uniform(row_keys(seed, rows), counters)
+
+
+def row_keys(seed: jax.Array, rows: jax.Array) -> jax.Array:
+    """uint32 `[R]`: each global row's key under `seed`, for `keyed_uniform`."""
+    return _mix(seed ^ _mix(rows.astype(U32) * U32(0x9E3779B9) + U32(1)))
+
+
+def keyed_uniform(keys: jax.Array, counters: jax.Array) -> jax.Array:
+    """`hash_uniform` from the rows' keys (`row_keys`), made once for several counters."""
     if counters.ndim == 2:
-        row_key = row_key[:, None]
-    bits = _mix(counters.astype(U32) * U32(0x9E3779B1) + row_key)
+        keys = keys[:, None]
+    bits = _mix(counters.astype(U32) * U32(0x9E3779B1) + keys)
     return (jax.lax.shift_right_logical(bits, U32(8)).astype(F32) + 0.5) * (1.0 / (1 << 24))
 
 
@@ -160,9 +170,10 @@ def _kernel(words_ref, temp_ref, rows_ref, h_ref, e_ref, lse_ref, key_ref, tok_r
 
         # The words one by one: Triton has no slices of a loaded array.
         seed = key_seed([words_ref[i] for i in range(words_ref.shape[0])])
+        keys = row_keys(seed, rows_ref[...])                                      # [R]
         counter = jnp.full((rows,), 2 * pl.program_id(1), jnp.int32)              # [R]
-        u = hash_uniform(seed, rows_ref[...], counter)
-        gumbel = -jnp.log(-jnp.log(hash_uniform(seed, rows_ref[...], counter + 1)))
+        u = keyed_uniform(keys, counter)
+        gumbel = -jnp.log(-jnp.log(keyed_uniform(keys, counter + 1)))
         # The first token whose cumulative mass passes u * mass; u * mass can round up to
         # mass (u < 1 by 2^-25), hence the clamp.
         inside = jnp.sum((cdf <= (u * mass)[:, None]).astype(jnp.int32), axis=1)

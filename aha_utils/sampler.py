@@ -13,8 +13,8 @@ Design decisions:
   per-step array is the `[N, V]` float32 logit row; the log-prob of the chosen token is taken
   from it inside the loop (`aha_utils.sampling`) and only `[N, max_new_tokens]` floats are kept.
   On GPUs, greedy decoding and plain sampling (no top-k or top-p) of up to 64 rows a device do
-  not even write that row: one kernel projects, reduces and draws tile by tile
-  (`aha_utils.decode_sampling`).
+  not even write that row: one kernel projects, reduces and draws tile by tile, and a small one
+  picks among the tiles (`aha_utils.decode_sampling`).
 - Left padding with per-row positions: a prompt of length L in a bucket of P columns has
   positions `-1` (padding) then `0..L-1`; the model derives every mask from positions, so
   padding needs no extra mask argument and each row decodes at its own position.
@@ -227,7 +227,7 @@ def _sample(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
 
 def _choose(model: Gemma, h, rng, temperature, top_p, config: SampleConfig):
     """`(tokens [N], logprobs [N])` from final hidden states `h [N, D]`: on GPUs, for greedy
-    decoding and plain sampling of up to 64 rows a device, one kernel that never writes the
+    decoding and plain sampling of up to 64 rows a device, the draw kernels that never write the
     `[N, V]` logits (`decode_sampling.draw`); otherwise the logits, then
     `sampling.select_tokens`."""
     cfg = model.config
