@@ -345,9 +345,10 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # "bandwidth" copy above is limited by arithmetic, and the prefill of the prompt bucket is part
 # of the time. On a TPU or GPU it is the number to watch. For reference, on an
 # H100 (`python -m aha_utils.bench.sampler`, random weights, prompt 128, 512 new tokens) the
-# 1B model at batch 64 makes about 39,400 tokens/s, 48% of the HBM roofline, 3.9x
-# transformers' compiled `generate` in the same run (3.9-4.97x across runs, as HF's own speed
-# varied). `--profile DIR`
+# 1B model at batch 64 makes about 40,000 tokens/s, 49% of this roofline (54% of a looser one,
+# `% whole cache`, that counts every slot of the cache as a decode of fixed shapes reads it),
+# 3.7x transformers' compiled `generate` in the same run (3.7-4.97x across runs, as HF's own
+# speed varied). `--profile DIR`
 # shows where a decode step's time goes: about 9 kernels per layer (matrix products at 64 rows
 # that reach 20-70% of the bandwidth, the attention, the norms), each with a fixed cost that a
 # step of 0.8 ms of pure memory traffic cannot hide.
