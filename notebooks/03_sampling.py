@@ -351,7 +351,10 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # speed varied). `--profile DIR`
 # shows where a decode step's time goes: about 9 kernels per layer (matrix products at 64 rows
 # that reach 20-70% of the bandwidth, the attention, the norms), each with a fixed cost that a
-# step of 0.8 ms of pure memory traffic cannot hide.
+# step of 0.8 ms of pure memory traffic cannot hide. That is why an H200, with 1.43x the H100's
+# bandwidth, makes only 1.12x the tokens (about 44,700 a second, 42% of its whole-cache
+# roofline): the small kernels take as long on both. `aha_utils/bench/SAMPLER_TUNING.md` logs
+# every round of tuning behind these figures.
 # Five things cut that count. The sampler decodes a copy of the model whose q/k/v projections
 # are one matrix and gate/up another (`model.fuse_projections`). On GPUs one Pallas kernel
 # (`aha_utils.decode_attention`) does a layer's qk-norm, rotary embedding, cache write and

@@ -1,6 +1,6 @@
 """One layer's decode attention step: the Pallas kernel (`aha_utils.decode_attention`) against XLA.
 
-    python -m aha_utils.bench.decode_attention                       # the README's three shapes
+    python -m aha_utils.bench.decode_attention        # three shapes (SAMPLER_TUNING.md, round 3)
     python -m aha_utils.bench.decode_attention --shapes 128x512x272 --sweep
 
 A shape is ROWSxSLOTSxFILLED: every row has decoded up to position FILLED - 2 and this step's token
@@ -32,7 +32,7 @@ from aha_utils.model import Attention
 
 CONFIG = ModelConfig.gemma3_1b()
 SPILL_BYTES = 256 * 2**20    # several times a GPU's L2 (H100: 50 MB; H200: 60 MB)
-MAX_COPIES = 16              # smaller caches (not the README's) stay partly in L2
+MAX_COPIES = 16              # smaller caches (not those three) stay partly in L2
 
 
 def inputs(rows: int, slots: int, filled: int, seed: int = 0):
@@ -51,7 +51,7 @@ def inputs(rows: int, slots: int, filled: int, seed: int = 0):
 
 def seconds_per_step(step, attn, x, positions, cache: LayerCache, reps: int) -> float:
     """Seconds per step, the steps taking turns over copies of the cache that together exceed
-    `SPILL_BYTES`: one cache of the README's shapes (17-42 MB) fits in an H100's 50 MB L2, so
+    `SPILL_BYTES`: one cache of the default shapes (17-42 MB) fits in an H100's 50 MB L2, so
     steps over the same one would time L2 reads; in the sampler each layer has its own."""
     size = sum(a.nbytes for a in cache)
     copies = min(MAX_COPIES, reps, -(-SPILL_BYTES // size))      # unrolled in the loop body
