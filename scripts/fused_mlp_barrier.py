@@ -50,17 +50,17 @@ one process, on three machines in turn):
 
 The fused kernel's sums agree with the sampler's path to 3e-3 of the largest value (the bf16
 rounding of `h`), and the counters end at 0 (reset) or at 108 (epoch). The fused kernel keeps to
-28.3-30.1 us on every machine. On the first two machines the three kernels took 28.4-30.6 us
-and the fused kernel was within 0.5 us of them either way; on the third they took 30.3-33.1 us
-and the fused kernel was 1.0-3.9 us faster. That spread is between processes, in the XLA and cuBLAS path only. The barrier costs
-about 2 us (the no-barrier rows), which is most of what the fusion saves. On average the
-fusion saves about 1 us of a 30 us layer (about 26 us of a 1,600 us step, under 2%). That is
-too little for a counter threaded through the decode loop, a path that Pallas's interpreter
-cannot run (it runs programs one after another, so a barrier would wait forever), and a
-kernel that hangs if its programs are ever not all resident. It was not put in the sampler. In
+28.3-30.1 us on every machine. On the first two machines the three kernels took 28.4-30.6 us and
+the fused kernel was within 0.5 us of them either way; on the third they took 30.3-33.1 us and the
+fused kernel was 1.0-3.9 us faster. That spread is between processes, in the XLA and cuBLAS path
+only. The barrier costs about 2 us (the no-barrier rows), which is most of what the fusion saves.
+On average the fusion saves about 1 us of a 30 us layer (about 26 us of a 1,600 us step, under
+2%). That is too little for a counter threaded through the decode loop, a path that Pallas's
+interpreter cannot run (it runs programs one after another, so a barrier would wait forever), and
+a kernel that hangs if its programs are ever not all resident. It was not put in the sampler. In
 an earlier harness that sliced each layer's weights out of one stacked array (XLA copied them
-first, so both paths were about twice as slow), K steps of 64 and 3 phase-B slices were 8 to 11
-us slower, and plain loads in phase B were no faster than volatile ones.
+first, so both paths were about twice as slow), K steps of 64 and 3 phase-B slices were 8 to 11 us
+slower, and plain loads in phase B were no faster than volatile ones.
 """
 
 from __future__ import annotations
@@ -75,16 +75,12 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from aha_utils import early_launch, l2_prefetch
+from aha_utils.decode_residual import DOWN_SPLITS, split_matmul
 
 F32, BF16 = jnp.float32, jnp.bfloat16
 B, D, F = 64, 1152, 6912          # rows, the 1B's width and hidden units
 BN = 64                           # phase A: hidden units a program
 PROGRAMS = F // BN                # 108
-
-
-def gelu_tanh(x):
-    """`jax.nn.gelu(x, approximate=True)`, written out for the kernel."""
-    return 0.5 * x * (1.0 + jnp.tanh(0.7978845608028654 * (x + 0.044715 * (x * x * x))))
 
 
 def tile_down(wd, slices: int):
@@ -133,7 +129,8 @@ def _kernel(flat_ref, x_ref, wgu_ref, wd_ref, cnt_in, h_ref, out_ref, cnt_ref, *
     zero = jnp.zeros((B, BN), F32)
     gate, up = lax.fori_loop(0, D // block_k, step_a, (zero, zero))                # [B, BN] each
     rounded = lambda a: a.astype(BF16).astype(F32)   # as XLA's bf16 outputs are
-    h_ref[:, pl.ds(c0, BN)] = (rounded(gelu_tanh(rounded(gate))) * rounded(up)).astype(BF16)
+    h = rounded(jax.nn.gelu(rounded(gate), approximate=True)) * rounded(up)          # [B, BN]
+    h_ref[:, pl.ds(c0, BN)] = h.astype(BF16)
 
     if prefetch:
         l2_prefetch.share(flat_ref, p, PROGRAMS)
@@ -179,12 +176,12 @@ def fused(x, wgu, wd_tiles, cnt, *, slices: int, block_k: int, warps: int, stage
     return parts, cnt
 
 
-def sampler_path(x, wgu, wd_t, splits: int = 8):
-    """The sampler's MLP at 64 rows (`model.MLP.partials`): `[splits, B, D]` float32."""
+def sampler_path(x, wgu, wd_t):
+    """The sampler's MLP at 64 rows (`model.MLP.partials` on the decode layout):
+    `[DOWN_SPLITS, B, D]` float32."""
     gate, up = jnp.split(x @ wgu, 2, axis=-1)                                      # [B, F] each
     h = jax.nn.gelu(gate, approximate=True) * up                                   # [B, F]
-    return jnp.einsum("bsk,nsk->sbn", h.reshape(B, splits, F // splits),
-                      wd_t.reshape(D, splits, F // splits), preferred_element_type=F32)
+    return split_matmul(h, wd_t, DOWN_SPLITS, transposed=True)
 
 
 def join(parts):

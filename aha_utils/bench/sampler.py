@@ -77,10 +77,11 @@ def roofline_seconds(cfg: ModelConfig, batch: int, prompt: int, new: int, bw: fl
     params = cfg.num_params() * bytes_per_value
     kv_per_slot = 2 * cfg.num_kv_heads * cfg.head_dim * bytes_per_value   # k and v
     built = [cache_slots(cfg, kind, prompt + new) for kind in cfg.layer_kinds]
+    whole = sum(built)
     total = params                                   # prefill reads the weights once
     for step in range(1, new):                       # decode steps; the prefill made token 0
         length = prompt + step                       # keys attended by this step's token
-        slots = sum(built) if whole_cache else sum(min(length, s) for s in built)
+        slots = whole if whole_cache else sum(min(length, s) for s in built)
         total += params + batch * slots * kv_per_slot
     return total / bw
 
