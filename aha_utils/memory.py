@@ -71,7 +71,7 @@ import jax.numpy as jnp
 
 from aha_utils.config import ModelConfig
 from aha_utils.kv_cache import cache_slots
-from aha_utils.sampler import DEFAULT_MAX_PROMPT_LEN, batch_bucket, prompt_bucket
+from aha_utils.buckets import DEFAULT_MAX_PROMPT_LEN, batch_bucket, prompt_bucket
 
 GB = 1e9
 # Longest prompt in tokens (BOS included, Gemma tokenizer) by task and template: Countdown over

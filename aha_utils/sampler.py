@@ -68,6 +68,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from aha_utils import decode_sampling
+from aha_utils.buckets import (DEFAULT_MAX_PROMPT_LEN, PAD_ID, batch_bucket, left_pad,  # noqa: F401
+                               prompt_bucket)
 from aha_utils.kv_cache import init_cache
 from aha_utils.layers import cast_floats
 from aha_utils.lora import has_lora, merge_lora
@@ -76,9 +78,6 @@ from aha_utils.sampling import select_tokens
 from aha_utils.sharding import DATA, MODEL, fetch, model_mesh, put, traced_under
 from aha_utils.stop_strings import cached_stop_table, padded_stop_table, truncate_at_stop
 
-PAD_ID = 0            # Gemma's <pad>: fills `.tokens` after the end and the left of prompts
-MIN_PROMPT_BUCKET = 16
-DEFAULT_MAX_PROMPT_LEN = 4096
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,11 +284,6 @@ def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: Sa
 # ----------------------------------------------------------------------------------------------
 # Host side: text in, text out
 # ----------------------------------------------------------------------------------------------
-def prompt_bucket(longest: int, max_prompt_len: int) -> int:
-    """Columns for a batch whose longest prompt has `longest` tokens."""
-    return min(max(MIN_PROMPT_BUCKET, 1 << (longest - 1).bit_length()), max_prompt_len)
-
-
 def encode_prompts(tokenizer, prompts: Sequence[str],
                    max_prompt_len: int = DEFAULT_MAX_PROMPT_LEN) -> tuple[list[list[int]], int]:
     """Each prompt's token ids (with `<bos>`) and the batch's prompt columns (its bucket).
@@ -301,23 +295,6 @@ def encode_prompts(tokenizer, prompts: Sequence[str],
         raise ValueError(f"prompt {worst} has {longest} tokens, more than max_prompt_len="
                          f"{max_prompt_len}; shorten it or pass a larger max_prompt_len")
     return ids, prompt_bucket(longest, max_prompt_len)
-
-
-def batch_bucket(n: int, n_data: int = 1) -> int:
-    """Rows for `n` prompts: a power of two, and a multiple of the data-parallel devices."""
-    rows = 1 << (n - 1).bit_length()
-    return math.ceil(rows / n_data) * n_data
-
-
-def left_pad(ids: Sequence[Sequence[int]], columns: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """int32 `(tokens, positions)` `[rows, columns]`, right-aligned; padding rows at the end."""
-    tokens = np.full((rows, columns), PAD_ID, np.int32)
-    positions = np.full((rows, columns), -1, np.int32)
-    for r, seq in enumerate(ids):
-        if seq:
-            tokens[r, columns - len(seq):] = seq
-            positions[r, columns - len(seq):] = np.arange(len(seq))
-    return tokens, positions
 
 
 @dataclasses.dataclass

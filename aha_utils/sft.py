@@ -51,7 +51,7 @@ from flax import nnx
 
 from aha_utils import sft_data
 from aha_utils.data.countdown import make_problems
-from aha_utils.sampler import PAD_ID, left_pad
+from aha_utils.buckets import PAD_ID, left_pad
 from aha_utils.grpo import GRPOConfig
 from aha_utils.layers import cast_floats
 from aha_utils.sharding import DATA, model_mesh, shard_batch

@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -78,7 +78,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aha_utils.bench.sampler import device_bandwidth, roofline_seconds
+from benchmarks.sampler import device_bandwidth, roofline_seconds
 from aha_utils.config import config_for
 from aha_utils.kv_cache import cache_slots, init_cache
 from aha_utils.sampler import batch_bucket, generate, prompt_bucket
@@ -153,7 +153,7 @@ for total in (640, 4096):
 # dominates (the weights are read once for all rows), and the only way to beat the bound is to
 # move fewer bytes (smaller dtypes, fewer KV heads, windows).
 #
-# The table below puts numbers on it for this device; `python -m aha_utils.bench.sampler` measures
+# The table below puts numbers on it for this device; `python -m benchmarks.sampler` measures
 # the real thing against it.
 
 # %%
@@ -344,7 +344,7 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # On a CPU the percentage means little: bfloat16 arithmetic is emulated there, so even the
 # "bandwidth" copy above is limited by arithmetic, and the prefill of the prompt bucket is part
 # of the time. On a TPU or GPU it is the number to watch. For reference, on an
-# H100 (`python -m aha_utils.bench.sampler`, random weights, prompt 128, 512 new tokens) the
+# H100 (`python -m benchmarks.sampler`, random weights, prompt 128, 512 new tokens) the
 # 1B model at batch 64 makes about 40,000 tokens/s, 49% of this roofline (54% of a looser one,
 # `% whole cache`, that counts every slot of the cache as a decode of fixed shapes reads it),
 # 3.7x transformers' compiled `generate` in the same run (3.7-4.97x across runs, as HF's own
@@ -353,7 +353,7 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # that reach 20-70% of the bandwidth, the attention, the norms), each with a fixed cost that a
 # step of 0.8 ms of pure memory traffic cannot hide. That is why an H200, with 1.43x the H100's
 # bandwidth, makes only 1.12x the tokens (about 44,700 a second, 42% of its whole-cache
-# roofline): the small kernels take as long on both. `aha_utils/bench/SAMPLER_TUNING.md` logs
+# roofline): the small kernels take as long on both. `docs/SAMPLER_TUNING.md` logs
 # every round of tuning behind these figures.
 # Five things cut that count. The sampler decodes a copy of the model whose q/k/v projections
 # are one matrix and gate/up another (`model.fuse_projections`). On GPUs one Pallas kernel

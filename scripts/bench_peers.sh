@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU run of aha_utils.bench.peers: one GRPO step (Gemma 3 270M, 16 prompts x G=8, 256 new
+# The GPU run of benchmarks.peers: one GRPO step (Gemma 3 270M, 16 prompts x G=8, 256 new
 # tokens, full and LoRA) by this project, HF TRL and Tunix, on one GPU.
 #
 #   bash scripts/bench_peers.sh --install-only                 # wheels only (see below)
@@ -67,5 +67,5 @@ for module in ("trl", "peft", "accelerate", "datasets", "tunix", "qwix", "gguf")
 EOF
 mkdir -p "$out"
 results=${AHA_PEERS_JSON:-/tmp/aha_peers.json}
-"$py" -m aha_utils.bench.peers --json "$results" --merge "$@" | tee "$out/peers.md"
+"$py" -m benchmarks.peers --json "$results" --merge "$@" | tee "$out/peers.md"
 cp "$results" "$out/peers.json"

@@ -23,7 +23,7 @@ Design decisions:
   The early-launch trigger (`early_launch.first`) fires only once every program has started,
   so the next kernel cannot take an SM that one of these programs still needs.
 - The barrier orders memory like the attention kernel's atomic merge did (round 13 of
-  `aha_utils/bench/SAMPLER_TUNING.md`): a CTA barrier orders every thread's stores before one
+  `docs/SAMPLER_TUNING.md`): a CTA barrier orders every thread's stores before one
   atomic add (acquire/release), and phase B reads `h` with volatile loads, never from this
   SM's L1.
 - `--barrier reset` (default): arrive, spin until the count is 108, then a second counter

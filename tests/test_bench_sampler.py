@@ -1,11 +1,11 @@
-"""`aha_utils.bench.sampler`: its two rooflines against numbers worked by hand and against the
+"""`benchmarks.sampler`: its two rooflines against numbers worked by hand and against the
 issue's estimates, and the script end to end on a toy model."""
 
 import json
 
 import pytest
 
-from aha_utils.bench import sampler as bench
+from benchmarks import sampler as bench
 from aha_utils.config import ModelConfig, config_for
 
 

@@ -1,7 +1,7 @@
 """Peak memory, time and model FLOP/s of one GRPO update (the train step, not the sampler).
 
-    python -m aha_utils.bench.grpo_step                                 # gemma3-1b, B=64, LoRA and full
-    python -m aha_utils.bench.grpo_step --model gemma3-270m --batch 16 --new 64 --micro 8
+    python -m benchmarks.grpo_step                                 # gemma3-1b, B=64, LoRA and full
+    python -m benchmarks.grpo_step --model gemma3-270m --batch 16 --new 64 --micro 8
 
 Random weights (memory and speed do not depend on their values); every row is a prompt of
 `--prompt` tokens and a completion of `--new` tokens, all valid (the worst case for a batch).
@@ -89,7 +89,7 @@ def one(model_name: str, mode: str, batch: int, prompt: int, new: int, micro: in
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m aha_utils.bench.grpo_step", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.grpo_step", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="gemma3-1b")
     p.add_argument("--modes", default="lora,full", help="comma-separated: lora, full")
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
     for mode in args.modes.split(","):
         for micro in args.micro.split(","):
             for remat in args.remat.split(","):
-                cmd = [sys.executable, "-m", "aha_utils.bench.grpo_step", "--one", "--model",
+                cmd = [sys.executable, "-m", "benchmarks.grpo_step", "--one", "--model",
                        args.model, "--modes", mode, "--batch", str(args.batch), "--prompt",
                        str(args.prompt), "--new", str(args.new), "--micro", micro, "--remat",
                        remat, "--lora-rank", str(args.lora_rank), "--reps", str(args.reps),

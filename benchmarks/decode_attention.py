@@ -1,7 +1,7 @@
 """One layer's decode attention step: the Pallas kernel (`aha_utils.decode_attention`) against XLA.
 
-    python -m aha_utils.bench.decode_attention        # three shapes (SAMPLER_TUNING.md, round 3)
-    python -m aha_utils.bench.decode_attention --shapes 128x512x272 --sweep
+    python -m benchmarks.decode_attention        # three shapes (SAMPLER_TUNING.md, round 3)
+    python -m benchmarks.decode_attention --shapes 128x512x272 --sweep
 
 A shape is ROWSxSLOTSxFILLED: every row has decoded up to position FILLED - 2 and this step's token
 is at FILLED - 1, so slots FILLED..SLOTS-1 are empty (-1), as early in a decode. A step is what one
@@ -77,7 +77,7 @@ def seconds_per_step(step, attn, x, positions, cache: LayerCache, reps: int) -> 
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m aha_utils.bench.decode_attention",
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.decode_attention",
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="128x512x272,64x640x384,128x512x512")

@@ -1,7 +1,7 @@
 """Sampler throughput against the HBM roofline, and against HF transformers on the same device.
 
-    python -m aha_utils.bench.sampler                       # 270M and 1B, B = 1 16 64 256
-    python -m aha_utils.bench.sampler --models gemma3-270m --batches 1,16 --new 64 --hf none
+    python -m benchmarks.sampler                       # 270M and 1B, B = 1 16 64 256
+    python -m benchmarks.sampler --models gemma3-270m --batches 1,16 --new 64 --hf none
 
 Random weights (speed does not depend on their values); prompt 128 tokens, 512 new tokens,
 bfloat16, sampling at temperature 1 with no stop (every row makes all its tokens).

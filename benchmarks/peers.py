@@ -1,7 +1,7 @@
 """One GRPO step, the same work, by this project and by its peers (HF TRL, Tunix), on one device.
 
-    python -m aha_utils.bench.peers                                  # ours, trl, tunix x full, lora
-    python -m aha_utils.bench.peers --frameworks ours,trl --modes lora --prompts 2 --samples 2 \\
+    python -m benchmarks.peers                                  # ours, trl, tunix x full, lora
+    python -m benchmarks.peers --frameworks ours,trl --modes lora --prompts 2 --samples 2 \\
         --new 8 --steps 2                                            # a CPU smoke test (minutes)
     bash scripts/bench_peers.sh OUT_DIR                              # the GPU run, peers installed
 
@@ -130,7 +130,7 @@ def summarise(steps: list[dict], rows: int, new: int) -> dict:
 # ----------------------------------------------------------------------------------------------
 def run_ours(args, mode: str, data_parallel: bool = False) -> dict:
     """`data_parallel`: the model on a mesh over every device of every process, rows split
-    (`aha_utils.bench.scaling`); otherwise on the default device, as for the peers."""
+    (`benchmarks.scaling`); otherwise on the default device, as for the peers."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -210,7 +210,7 @@ def run_trl(args, mode: str) -> dict:
     from transformers import Gemma3ForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from aha_utils.bench.sampler import hf_config
+    from benchmarks.sampler import hf_config
     from aha_utils.data.prompts import make_prompt
     from aha_utils.tokenizer import gguf_tokenizer
     from aha_utils.train import task_reward_fn
@@ -494,7 +494,7 @@ RUNNERS = {"ours": run_ours, "trl": run_trl, "tunix": run_tunix}
 # Driver
 # ----------------------------------------------------------------------------------------------
 def child_command(args, framework: str, mode: str) -> list[str]:
-    cmd = [sys.executable, "-m", "aha_utils.bench.peers", "--one", "--frameworks", framework,
+    cmd = [sys.executable, "-m", "benchmarks.peers", "--one", "--frameworks", framework,
            "--modes", mode, "--model", args.model, "--steps", str(args.steps), "--prompts",
            str(args.prompts), "--samples", str(args.samples), "--new", str(args.new),
            "--micro", str(args.micro), "--lora-rank", str(args.lora_rank), "--cache-dir",
@@ -575,7 +575,7 @@ def print_table(args, rows: list[dict]) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m aha_utils.bench.peers", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS),
                    help=f"comma-separated: {', '.join(FRAMEWORKS)}")

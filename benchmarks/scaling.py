@@ -1,12 +1,12 @@
 """Data-parallel scaling of this project's GRPO step: one GPU, then N GPUs driven by one process,
 then N processes of one GPU each that meet through `jax.distributed`, the same work per GPU.
 
-    python -m aha_utils.bench.scaling                        # every GPU of this host, full + LoRA
-    python -m aha_utils.bench.scaling --modes full --steps 6 --gpus 2
-    python -m aha_utils.bench.scaling --cpu-devices 2 --model tiny --prompts 2 --samples 2 \\
+    python -m benchmarks.scaling                        # every GPU of this host, full + LoRA
+    python -m benchmarks.scaling --modes full --steps 6 --gpus 2
+    python -m benchmarks.scaling --cpu-devices 2 --model tiny --prompts 2 --samples 2 \\
         --new 8 --steps 2 --modes lora                       # a CPU smoke test (a minute)
 
-The step is `aha_utils.bench.peers`' (`run_ours`: sample, score, one AdamW update; Gemma 3
+The step is `benchmarks.peers`' (`run_ours`: sample, score, one AdamW update; Gemma 3
 270M with random weights, Countdown prompts, every completion `--new` tokens) with the model on a
 mesh over every device (`sharding.make_mesh`: all of them on `data`, parameters replicated,
 gradients all-reduced by XLA's collectives, NCCL on GPUs).
@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 
-from aha_utils.bench.peers import MODES, fmt, result_row, run_ours, save_rows
+from benchmarks.peers import MODES, fmt, result_row, run_ours, save_rows
 
 
 def per_run(args, n: int) -> argparse.Namespace:
@@ -56,7 +56,7 @@ def child_env(args, visible: str) -> dict:
 
 
 def child_args(args, mode: str) -> list[str]:
-    return [sys.executable, "-m", "aha_utils.bench.scaling", "--one", "--modes", mode,
+    return [sys.executable, "-m", "benchmarks.scaling", "--one", "--modes", mode,
             "--model", args.model, "--steps", str(args.steps), "--prompts", str(args.prompts),
             "--samples", str(args.samples), "--new", str(args.new), "--micro", str(args.micro),
             "--lora-rank", str(args.lora_rank)]
@@ -139,7 +139,7 @@ def print_table(args, rows: list[dict]) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m aha_utils.bench.scaling", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated: full, lora")
     p.add_argument("--gpus", type=int, default=None, help="GPUs to scale to (default: all)")
