@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -55,8 +55,6 @@ NUMBER_RANGE = (1, 99)  # TinyZero's numbers are one or two digits
 TARGET_RANGE = (10, 100)  # below 10 most targets are a trivial difference
 N_TOKEN_SAMPLES = 100 if AHA_QUICK else 1319  # prompts per template for length statistics
 LOAD_FROM_HUB = False  # True when online: TinyZero's own Countdown set and GSM8K from the Hub
-# A local copy of GSM8K in the original release format (train.jsonl, test.jsonl), if present.
-GSM8K_PATH = Path(os.environ.get("AHA_GSM8K_PATH", REPO_ROOT.parent / "shared" / "data" / "gsm8k"))
 
 # %% [markdown]
 # ## 1. Countdown
@@ -161,16 +159,17 @@ else:
 # ## 2. GSM8K
 #
 # 8.5k grade-school maths problems (7,473 train, 1,319 test). Each reference answer is a worked
-# solution ending in `#### N`; the number `N` is the answer a reward compares with. `load_gsm8k`
-# reads the original release's JSONL (offline) or the Hub, and returns the question, `N` with
-# thousands separators removed, and the worked solution.
+# solution ending in `#### N`; the number `N` is the answer a reward compares with. The original
+# release (MIT-licensed, 1.6 MB gzipped) ships with the course, so `load_gsm8k` works offline;
+# `source="hub"` reads the same rows from the Hugging Face Hub instead. It returns the question,
+# `N` with thousands separators removed, and the worked solution.
 
 # %%
 from aha_utils.data.gsm8k import load_gsm8k
 
-gsm8k_source = GSM8K_PATH if GSM8K_PATH.is_dir() else None  # None: the Hugging Face Hub
-gsm8k = {split: load_gsm8k(split, path=gsm8k_source) for split in ("train", "test")}
-print({split: len(rows) for split, rows in gsm8k.items()}, "from", gsm8k_source or "the Hub")
+gsm8k_source = "hub" if LOAD_FROM_HUB else "bundled"  # bundled: the copy in aha_utils/data/
+gsm8k = {split: load_gsm8k(split, source=gsm8k_source) for split in ("train", "test")}
+print({split: len(rows) for split, rows in gsm8k.items()}, "from the", gsm8k_source, "copy")
 example = gsm8k["test"][0]
 print(example["question"], "\n---\n", example["solution"], "\n---\nanswer:", example["answer"])
 

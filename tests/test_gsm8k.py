@@ -1,26 +1,24 @@
-"""GSM8K loading from the real release files, and from the Hub through a faithful fake."""
+"""GSM8K loading from the real release files (the copy shipped with the course, and the release
+beside the repo when it is there), and from the Hub through a faithful fake."""
 
+import gzip
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from aha_utils.data.gsm8k import GSM8K_CONFIG, GSM8K_HUB_ID, load_gsm8k, split_solution
+from aha_utils.data.gsm8k import BUNDLED_DIR, GSM8K_CONFIG, GSM8K_HUB_ID, load_gsm8k, split_solution
 from aha_utils.rewards import gsm8k_reward
 
-GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
-needs_files = pytest.mark.skipif(
-    not (GSM8K_DIR / "test.jsonl").is_file(),
-    reason=f"the real GSM8K release files are not at {GSM8K_DIR} (../shared/data/gsm8k beside the repo)",
-)
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+GSM8K_DIR = BUNDLED_DIR
 CANONICAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
-@needs_files
 def test_real_files_load_with_canonical_answers():
-    test = load_gsm8k("test", path=GSM8K_DIR)
-    train = load_gsm8k("train", path=GSM8K_DIR / "train.jsonl")
+    test = load_gsm8k("test")                                   # the bundled copy, offline
+    train = load_gsm8k("train", path=GSM8K_DIR / "train.jsonl.gz")
     assert (len(train), len(test)) == (7473, 1319)
     assert test[0]["answer"] == "18" and test[0]["question"].startswith("Janet")
     assert "####" not in test[0]["solution"] and test[0]["solution"].endswith("farmer’s market.")
@@ -30,9 +28,8 @@ def test_real_files_load_with_canonical_answers():
     assert {"-10", "-3"} <= {r["answer"] for r in test}
 
 
-@needs_files
 def test_every_real_test_solution_scores_one_with_its_answer_in_tags():
-    raw_lines = (GSM8K_DIR / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    raw_lines = gzip.decompress((GSM8K_DIR / "test.jsonl.gz").read_bytes()).decode().splitlines()
     problems = load_gsm8k("test", path=GSM8K_DIR)
     with_commas = 0
     for line, problem in zip(raw_lines, problems, strict=True):
@@ -78,7 +75,7 @@ def test_hub_path_with_a_real_dataset_object(monkeypatch):
         return table
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    rows = load_gsm8k("train")
+    rows = load_gsm8k("train", source="hub")
     assert calls == [((GSM8K_HUB_ID, GSM8K_CONFIG), {"split": "train"})]
     assert rows == [
         {"question": "How many?", "answer": "4", "solution": "2 + 2 = <<2+2=4>>4"},
@@ -94,4 +91,19 @@ def test_hub_path_offline_says_what_to_do(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(ConnectionError, match="path="):
-        load_gsm8k("test")
+        load_gsm8k("test", source="hub")
+
+
+def test_bundled_copy_is_the_release_byte_for_byte_with_its_licence():
+    assert "MIT License" in (BUNDLED_DIR / "LICENSE").read_text()
+    if not (SHARED_DIR / "test.jsonl").is_file():
+        pytest.skip(f"no release beside the repo at {SHARED_DIR} to compare with")
+    for split in ("train", "test"):
+        shipped = gzip.decompress((BUNDLED_DIR / f"{split}.jsonl.gz").read_bytes())
+        assert shipped == (SHARED_DIR / f"{split}.jsonl").read_bytes()
+    assert load_gsm8k("test") == load_gsm8k("test", path=SHARED_DIR)
+
+
+def test_unknown_source_is_refused():
+    with pytest.raises(ValueError, match="source"):
+        load_gsm8k("test", source="kaggle")

@@ -9,16 +9,23 @@ worked text before `####` (for few-shot prompts or an SFT warm-start). Train has
 
 Rows are checked as they load: a row without exactly one `####`, or whose N is not one number,
 raises `ValueError` naming the row, rather than producing a problem nobody can score.
+
+The release (MIT, its licence beside it) ships with the course, gzipped, in `gsm8k_release/`:
+the task then works offline and with nothing beside the clone. The Hub stays one argument away
+(`source="hub"`) for readers who use `datasets`.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
 
 GSM8K_HUB_ID, GSM8K_CONFIG = "openai/gsm8k", "main"
 SPLITS = ("train", "test")
+SOURCES = ("bundled", "hub")
+BUNDLED_DIR = Path(__file__).resolve().parent / "gsm8k_release"   # {train,test}.jsonl.gz, LICENSE
 # What follows `####` in the release: an integer, sometimes negative or with thousands commas.
 _FINAL_NUMBER = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+|-?[0-9]+(?:\.[0-9]+)?")
 
@@ -51,7 +58,8 @@ def _rows_to_problems(rows, source: str) -> list[dict]:
 
 def _read_jsonl(file: Path) -> list[dict]:
     rows = []
-    with file.open(encoding="utf-8") as f:
+    opener = gzip.open if file.suffix == ".gz" else open
+    with opener(file, "rt", encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if line.strip():
                 try:
@@ -61,21 +69,28 @@ def _read_jsonl(file: Path) -> list[dict]:
     return rows
 
 
-def load_gsm8k(split: str, *, path: str | Path | None = None) -> list[dict]:
+def load_gsm8k(split: str, *, path: str | Path | None = None, source: str = "bundled"
+               ) -> list[dict]:
     """GSM8K's `split` ("train" or "test") as `[{"question", "answer", "solution"}, ...]`.
 
-    `path` is a local copy in the original release's JSONL format: a file, or the folder holding
-    `train.jsonl` and `test.jsonl`. Without it the Hugging Face Hub is used (needs internet).
+    `path` is a local copy in the original release's JSONL format (plain or `.gz`): a file, or the
+    folder holding `train.jsonl` and `test.jsonl`. Without it, `source` picks the copy shipped
+    with the course ("bundled", offline) or the Hugging Face Hub ("hub", needs internet).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if path is not None:
         file = Path(path)
         if file.is_dir():
-            file = file / f"{split}.jsonl"
+            plain, packed = file / f"{split}.jsonl", file / f"{split}.jsonl.gz"
+            file = plain if plain.is_file() or not packed.is_file() else packed
         if not file.is_file():
             raise ValueError(f"no GSM8K file at {file}: pass the folder holding {split}.jsonl or the file itself")
         return _rows_to_problems(_read_jsonl(file), str(file))
+    if source == "bundled":
+        return load_gsm8k(split, path=BUNDLED_DIR)
 
     import datasets  # heavy and only needed here
 
@@ -83,8 +98,8 @@ def load_gsm8k(split: str, *, path: str | Path | None = None) -> list[dict]:
         table = datasets.load_dataset(GSM8K_HUB_ID, GSM8K_CONFIG, split=split)
     except OSError as err:  # ConnectionError and the Hub's offline errors are OSErrors
         raise ConnectionError(
-            f"could not load {GSM8K_HUB_ID} from the Hugging Face Hub ({err}). Offline, pass "
-            "path= a folder holding train.jsonl/test.jsonl from github.com/openai/grade-school-math "
-            "(grade_school_math/data), or use the Countdown task, which needs no download."
+            f"could not load {GSM8K_HUB_ID} from the Hugging Face Hub ({err}). Offline, use the "
+            "copy shipped with the course (source='bundled', the default) or pass path= a folder "
+            "holding train.jsonl/test.jsonl from github.com/openai/grade-school-math."
         ) from err
     return _rows_to_problems(table, f"{GSM8K_HUB_ID} {split}")
