@@ -17,19 +17,21 @@ two numbers are left the closest operation is written and compared with the targ
 search; a miss is a failed attempt, written with its TRUE computed value ("30 + 47 = 77, not 53.")
 and the gap ("77 is 24 too many"). The miss informs the next move: at the point the search backs
 up to, the siblings that move the result the way the gap asks come first, and the trace says so
-only when the next step really does ("77 is 24 too many, so go lower than 30."). The answer is the expression
-of the hit, checked by `rewards.countdown_correct`; every written equation is checked true (apart
+only when the next step really does ("77 is 24 too many, so go lower than 30."). The answer is
+the expression of the hit, checked by `rewards.countdown_correct`; every written equation is checked true (apart
 from an optional slip, written wrong and corrected at once: "12 * 4 = 46. No: 12 * 4 = 48.").
 
-Knobs: `max_failed` (dead ends shown; later ones are dropped, the trace going from the last one
-shown straight to the hit), `explore`, `slip_rate`, `max_tokens` with `count_tokens` (failed
-attempts are dropped from the end until the whole completion fits; the answer is never cut).
+Knobs: `max_failed` (the dead ends shown are the search's own, at most a cap drawn per problem in
+1..max_failed, so long searches do not all show the maximum; later ones are dropped, the trace
+going from the last one shown straight to the hit), `explore`, `breadth`, `slip_rate`,
+`max_tokens` with `count_tokens` (dead ends are dropped from the end until the whole completion
+fits; the answer is never cut). The default `count_tokens` overcounts Gemma (`estimate_tokens`).
 Measured (2,000 problems each, Gemma tokenizer, cap 512, defaults): dead ends written 0/1/2/3/4 in
 44/35/13/4/3% of Countdown-3 traces and 38/27/18/11/7% of Countdown-4; 101 tokens mean (p99 261)
 and 152 (p99 338). The search itself needed more dead ends than shown in 16% (C3) and 36% (C4): the
-trace then goes from the last one shown to the hit. At a 256-token cap C4 traces lose dead
-ends to the cap (14%): use 512 for search traces. No trace uses a phrase of `analysis.REFLECTION_PHRASES`, so that keyword count stays a measure of
-what RL adds. Where no whole-number path exists (a few problems need fractions) the trace falls
+trace then goes from the last one shown to the hit. At a 256-token cap 14% of C4 traces lose
+dead ends to the cap: use 512 for search traces. No trace uses a phrase of
+`analysis.REFLECTION_PHRASES`, so that keyword count stays a measure of what RL adds. Where no whole-number path exists (a few problems need fractions) the trace falls
 back to the solver's expression written step by step (`fallback=True`).
 """
 
