@@ -65,6 +65,9 @@ def test_the_issue_example_and_plausible_order():
     t = write_search({"nums": [65, 35, 47], "target": 53})
     assert t.reasoning == ("65 - 35 = 30. 47 + 30 = 77, not 53. 77 is 24 too many, so go lower than 30. "
                            "Start over. 65 - 47 = 18. 35 + 18 = 53, the target.")
+    # the hint knows which way a value moves the result: subtracted, it must grow to lower it
+    t = write_search({"nums": [2, 91, 26], "target": 39}, seed=14)
+    assert "91 - 28 = 63, not 39. 63 is 24 too many, so go higher than 28." in t.reasoning
     # the first step tried is the one whose result is closest to the target (no noise), not the first pair
     t = write_search({"nums": [2, 50, 3], "target": 55}, explore=0.0)   # 53 is closer than 52 or 100
     assert t.reasoning == "50 + 3 = 53. 53 + 2 = 55, the target."
@@ -72,14 +75,14 @@ def test_the_issue_example_and_plausible_order():
 
 def test_a_cap_drops_dead_ends_but_never_the_answer():
     q = {"nums": [59, 78, 90, 46], "target": 15}
-    full = write_search(q, seed=9, max_failed=4)
-    assert full.failed == 2 and full.dropped_for_tokens == 0
-    tight = write_search(q, seed=9, max_failed=4, max_tokens=full.tokens - 1)
+    full = write_search(q, seed=0, max_failed=4)
+    assert full.failed == 3 and full.dropped_for_tokens == 0
+    tight = write_search(q, seed=0, max_failed=4, max_tokens=full.tokens - 1)
     assert tight.dropped_for_tokens == 1
     assert tight.failed < full.failed and tight.dropped > full.dropped and tight.tokens < full.tokens
     assert reward_terms("countdown", tight.completion, q)["correct"] == 1.0
     counted = []
-    write_search(q, seed=1, count_tokens=lambda s: counted.append(s) or len(s.split()))
+    write_search(q, seed=0, count_tokens=lambda s: counted.append(s) or len(s.split()))
     assert counted and all(s.endswith("</answer>") for s in counted)
     with pytest.raises(ValueError, match="fits"):
         write_search(q, seed=1, max_tokens=10)

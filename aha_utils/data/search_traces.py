@@ -16,8 +16,9 @@ up to a new first pair at once; other inner moves try at most `breadth` siblings
 two numbers are left the closest operation is written and compared with the target: a hit ends the
 search; a miss is a failed attempt, written with its TRUE computed value ("30 + 47 = 77, not 53.")
 and the gap ("77 is 24 too many"). The miss informs the next move: at the point the search backs
-up to, the siblings that move the result the way the gap asks come first, and the trace says so
-only when the next step really does ("77 is 24 too many, so go lower than 30."). The answer is
+up to, the siblings that move the result the way the gap asks come first (lower when the value is
+added or multiplied on, higher when it is subtracted or divided by), and the trace says so only
+when the next step really does ("77 is 24 too many, so go lower than 30."). The answer is
 the expression of the hit, checked by `rewards.countdown_correct`; every written equation is checked true (apart
 from an optional slip, written wrong and corrected at once: "12 * 4 = 46. No: 12 * 4 = 48.").
 
@@ -27,8 +28,8 @@ going from the last one shown straight to the hit), `explore`, `breadth`, `slip_
 `max_tokens` with `count_tokens` (dead ends are dropped from the end until the whole completion
 fits; the answer is never cut). The default `count_tokens` overcounts Gemma (`estimate_tokens`).
 Measured (2,000 problems each, Gemma tokenizer, cap 512, defaults): dead ends written 0/1/2/3/4 in
-44/35/13/4/3% of Countdown-3 traces and 38/27/18/11/7% of Countdown-4; 101 tokens mean (p99 261)
-and 152 (p99 338). The search itself needed more dead ends than shown in 16% (C3) and 36% (C4): the
+44/37/12/4/2% of Countdown-3 traces and 38/26/18/11/7% of Countdown-4; 100 tokens mean (p99 259)
+and 153 (p99 341). The search itself needed more dead ends than shown in 12% (C3) and 34% (C4): the
 trace then goes from the last one shown to the hit. At a 256-token cap 14% of C4 traces lose
 dead ends to the cap: use 512 for search traces. No trace uses a phrase of
 `analysis.REFLECTION_PHRASES`, so that keyword count stays a measure of what RL adds. Where no whole-number path exists (a few problems need fractions) the trace falls
@@ -173,15 +174,18 @@ class _Search:
             left = min(left, 1 if len(state) == 3 else self.breadth)
         while children and left:
             left -= 1
-            if previous is not None and self.last_miss:
-                # Use the last miss: over the target -> a smaller result here first, short -> larger.
-                want = -self.last_miss
+            last = self.attempts[-1][0] if self.attempts else None
+            if previous is not None and self.last_miss and len(last) > len(steps) and last[len(steps)] is tried:
+                # Use the last miss: over the target -> whatever lowers the result first, which is
+                # a smaller value here if it is added or multiplied on, a larger one if subtracted
+                # or divided by (`_direction`); short of it -> the other way.
+                want = -self.last_miss * _direction(last, len(steps))
                 children.sort(key=lambda c: (want * (c[1][3][0] - previous) <= 0, c[0]))
-            score, step, rest = children.pop(0)
-            found = self._visit(rest, steps + [step])
+            score, tried, rest = children.pop(0)
+            found = self._visit(rest, steps + [tried])
             if found is not None:
                 return found
-            previous = step[3][0]
+            previous = tried[3][0]
         return None
 
 
@@ -226,17 +230,30 @@ def _render(nums, target, attempts, rng, slip_at) -> str:
     return " ".join(s for s in sents if s)
 
 
+def _direction(steps, k: int) -> int:
+    """+1 if the final value grows with step k's result along this path, -1 if it shrinks: each
+    later step that takes it as the right operand of - or / flips the sign (values are positive)."""
+    sign, v = 1, steps[k][3]
+    for a, op, b, r in steps[k + 1:]:
+        if a is v or b is v:
+            sign = -sign if (b is v and op in "-/") else sign
+            v = r
+    return sign
+
+
 def _hint(steps, nxt, gap):
-    """'lower than 30' when the next attempt's first new step really moves that way, else None."""
+    """'lower than 30' when the miss asks for that (`_direction`) and the next attempt's first new
+    step really moves that way, else None."""
     if nxt is None:
         return None
     d = 0
     while d < len(steps) - 1 and d < len(nxt) - 1 and nxt[d][3] is steps[d][3]:
         d += 1
     before, after = steps[d][3][0], nxt[d][3][0]
-    if gap > 0 and after < before:
+    want = -(1 if gap > 0 else -1) * _direction(steps, d)
+    if want < 0 and after < before:
         return f"lower than {before}"
-    if gap < 0 and after > before:
+    if want > 0 and after > before:
         return f"higher than {before}"
     return None
 
