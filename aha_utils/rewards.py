@@ -24,7 +24,8 @@ Terms (each a float, logged per completion by `batch_rewards`):
 - `steps_true`: 1 if the reasoning writes at least one equation and every one holds
   (`written_equations`, exact fractions; a slip corrected at once, "12 * 4 = 46. No: 12 * 4 =
   48.", is not held against it). No equation at all is 0, not 1: the cheapest way to write no
-  false step is to write no step, which is the guessing that issue 30 is about.
+  false step is to write no step, which is the guessing that issue 30 is about. It checks that
+  the steps are true, not that they lead to the answer: "1 + 1 = 2" and a guess pass it.
 - `xml_count` (willccbb): 0.125 for each of the four tags written once (the opening reasoning
   tag may instead be absent before a closing one: the base prompt wrote it), minus 0.001 per
   character after the final `</answer>`, the penalty capped at 0.5, so it lies in [-0.5, 0.5].
@@ -53,9 +54,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Mapping
-
 from fractions import Fraction
+from typing import Callable, Mapping
 
 from aha_utils.arith import ExpressionError, evaluate, parse_number
 from aha_utils.steps import Equation, reasoning_text, steps_true, written_equations  # noqa: F401 (re-exported)
