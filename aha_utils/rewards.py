@@ -21,11 +21,12 @@ Terms (each a float, logged per completion by `batch_rewards`):
   (no `eval`). GSM8K: exactly one number, equal to the reference (`$1,000.00` = `1000`).
 - `integer_answer` (GSM8K only, Tiny-R1): the answer is a bare integer. For Countdown it is always
   0: an integer alone there is the target written alone, a hack, not a format to reward.
-- `steps_true`: 1 if the reasoning writes at least one equation and every one holds
-  (`written_equations`, exact fractions; a slip corrected at once, "12 * 4 = 46. No: 12 * 4 =
-  48.", is not held against it). No equation at all is 0, not 1: the cheapest way to write no
-  false step is to write no step, which is the guessing that issue 30 is about. It checks that
-  the steps are true, not that they lead to the answer: "1 + 1 = 2" and a guess pass it.
+- `steps_true`: 1 if the reasoning writes at least one equation, every one holds
+  (`aha_utils.steps`, exact fractions; a slip corrected at once, "12 * 4 = 46. No: 12 * 4 =
+  48.", is not held against it) and, for Countdown, one of them reaches the target. No equation
+  at all is 0, not 1: the cheapest way to write no false step is to write no step, which is the
+  guessing that issue 30 is about; and "1 + 1 = 2" before a guess is true but not working, hence
+  the target. (GSM8K: truth only; its solutions do not always end on the answer's number.)
 - `xml_count` (willccbb): 0.125 for each of the four tags written once (the opening reasoning
   tag may instead be absent before a closing one: the base prompt wrote it), minus 0.001 per
   character after the final `</answer>`, the penalty capped at 0.5, so it lies in [-0.5, 0.5].
@@ -182,7 +183,7 @@ def reward_terms(task: str, completion: str, problem: Mapping, *, reasoning_tag:
         "correct": float(correct),
         "integer_answer": float(integer),
         "xml_count": xml_count(completion, reasoning_tag),
-        "steps_true": float(steps_true(completion)),
+        "steps_true": float(steps_true(completion, problem["target"] if task == "countdown" else None)),
     }
 
 

@@ -175,11 +175,15 @@ def written_equations(text: str) -> list[Equation]:
     return scan(text)[0]
 
 
-def steps_true(completion: str) -> bool:
+def steps_true(completion: str, goal: int | Fraction | None = None) -> bool:
     """True iff the completion's reasoning writes at least one equation and each one holds (a
-    slip corrected at once aside), within the bounds of the module doc."""
+    slip corrected at once aside), within the bounds of the module doc. With `goal` (Countdown's
+    target), one of them must also reach it: true steps that lead nowhere ("1 + 1 = 2", then a
+    guessed answer) are not the working of the answer."""
     equations, overflow = scan(reasoning_text(completion))
-    return bool(equations) and not overflow and all(e.holds or e.corrected for e in equations)
+    if not equations or overflow or not all(e.holds or e.corrected for e in equations):
+        return False
+    return goal is None or any(e.holds and e.right_value == goal for e in equations)
 
 
 def has_false_step(completion: str) -> bool:

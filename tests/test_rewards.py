@@ -249,12 +249,16 @@ UNFINISHED = " 44 + 19 = 63, 63 - 35 = 28, not 98. 28 is 70 too few. Back up. 44
 
 def test_steps_true_term():
     terms = lambda c: reward_terms("countdown", c, {"nums": NUMS, "target": TARGET})
-    assert [terms(c)["steps_true"] for c in (HONEST, FALSE_STEPS, NO_STEPS, GUESS, UNFINISHED)] == [1, 0, 0, 1, 1]
+    assert [terms(c)["steps_true"] for c in (HONEST, FALSE_STEPS, NO_STEPS, GUESS, UNFINISHED)] == [1, 0, 0, 0, 0]
+    # true steps that never reach the target are not the working of the answer
+    assert terms(" 1 + 1 = 2. </think>\n<answer> 44 + 19 + 35 </answer>")["steps_true"] == 0.0
+    assert reward_terms("gsm8k", " 3 * 12 = 36, 36 - 10 = 26. </think>\n<answer> 26 </answer>",
+                        {"answer": "26"})["steps_true"] == 1.0
     # equations outside the reasoning do not count; a slip caught at once does not cost
     assert terms(NO_STEPS + " 1 + 1 = 2")["steps_true"] == 0.0
     assert terms(" 44 + 19 = 62. No: 44 + 19 = 63. 63 + 35 = 98. </think>\n<answer> 44 + 19 + 35 </answer>"
                  )["steps_true"] == 1.0
-    assert terms("<think>\n44 × 19 = 836\n</think>\n<answer>\n44 + 19 + 35\n</answer>")["steps_true"] == 1.0
+    assert terms("<think>\n44 × 2 = 88, 63 + 35 = 98\n</think>\n<answer>\n44 + 19 + 35\n</answer>")["steps_true"] == 1.0
 
 
 @pytest.mark.parametrize("scheme, expected", [

@@ -77,6 +77,13 @@ def test_only_the_reasoning_is_read():
     assert not steps_true(" 2 + 2 = 5 </think>\n<answer> 2 + 2 </answer>")
 
 
+def test_steps_true_with_a_goal_needs_a_step_that_reaches_it():
+    assert steps_true("44 + 19 = 63, 63 + 35 = 98", goal=98)
+    assert not steps_true("44 + 19 = 63", goal=98)
+    assert not steps_true("44 + 19 = 98. No: 44 + 19 = 63", goal=98)   # the slip does not reach it
+    assert steps_true("44 + 19 = 63", goal=None)
+
+
 def test_steps_true_needs_a_step_and_bounded_text():
     assert not steps_true(" I just know. </think>\n<answer> 44 + 19 + 35 </answer>")   # no step: 0
     assert not steps_true("")
