@@ -4,6 +4,11 @@ Reads what a run writes (`metrics.jsonl`, `eval.jsonl`, `completions/*.jsonl`, `
 and measures it: accuracy with a confidence interval, response lengths, and how often
 completions use reflection words ("wait", "let me check", ...). Notebook 06 draws these; the
 training loop uses `wilson_interval` for the held-out accuracy in `summary.json`.
+
+Reflection words are a proxy a ritual can fake, so the aha is also measured on what is written
+(issue 30): `search_profile` finds checks that fail on a true value and are followed by a
+different attempt, counts attempts and false steps; `aha_metrics` aggregates them into
+`summary.json`'s `self_correction` and `false_step_rate` and an attempts histogram.
 """
 
 from __future__ import annotations
@@ -226,3 +231,100 @@ def before_after(run: dict, k: int | None = 5) -> list[dict]:
               "before_step": first, "after_step": last}
              for r in evals[first] if problem_key(r["problem"]) in after]
     return pairs if k is None else pairs[:k]
+
+
+# ----------------------------------------------------------------------------------------------
+# The aha, measured: checks that fail, attempts, false steps (Countdown)
+# ----------------------------------------------------------------------------------------------
+# A check against the target: after an equation's value, "not 53" / "53? no" / "too high". Words
+# only, read in the text between the equation and the next one (at most `_CHECK_WINDOW` chars).
+_MISS_WORDS = re.compile(
+    r"\b(?:too\s+(?:high|big|large|many|much|low|small|few|little)|short|over\s+by|under\s+by|"
+    r"off\s+by|misses|miss|no\s+good|doesn'?t\s+work|does\s+not\s+work|not\s+(?:it|enough|the\s+target))\b",
+    re.IGNORECASE)
+_NOT_NUMBER = re.compile(r"(?:\bnot|\u2260|!=)\s*(?:equal\s+to\s+|the\s+target\s+)?(-?\d+)\b", re.IGNORECASE)
+_CHECK_WINDOW = 80
+
+
+def _attempt_key(left: str) -> str:
+    """One step's identity: `47 + 30` and `30 + 47` are the same step."""
+    parts = left.split()
+    if len(parts) == 3 and parts[1] in "+*":
+        parts = sorted((parts[0], parts[2])) + [parts[1]]
+    return " ".join(parts)
+
+
+def search_profile(completion: str, target: int) -> dict:
+    """How a completion searches (Countdown): its attempts, failed checks and false steps.
+
+    A *failed check* is an equation that holds, whose value is not the target, followed (before
+    the next equation) by words that compare it with the target and find it different: "77, not
+    53", "that's 77, too high". A false equation, or a "miss" claimed for a value that does hit
+    the target, is not a check. Equations are those of `aha_utils.steps` (reasoning only).
+    Attempts are the runs of equations between failed checks: the one after the last check
+    counts when it writes any equation. A completion *self-corrects* when some failed check is
+    followed by a different attempt (not the same steps written out once more).
+
+    Returns `{"attempts", "failed_checks", "self_corrects", "false_step", "equations"}`.
+    """
+    from aha_utils.steps import reasoning_text, scan   # steps imports nothing of the analysis
+
+    text = reasoning_text(completion)
+    equations, _ = scan(text)
+    runs: list[set] = [set()]
+    failed = 0
+    for k, eq in enumerate(equations):
+        runs[-1].add(_attempt_key(eq.left))
+        stop = equations[k + 1].start if k + 1 < len(equations) else len(text)
+        window = text[eq.end:min(stop, eq.end + _CHECK_WINDOW)]
+        said = _NOT_NUMBER.search(window)
+        missed = (said is not None and int(said.group(1)) == target) or _MISS_WORDS.search(window)
+        if missed and eq.holds and eq.right_value is not None and eq.right_value != target:
+            failed += 1
+            runs.append(set())
+    attempts = failed + (1 if runs[-1] else 0)
+    corrects = any(runs[i + 1] and runs[i + 1] != runs[i] for i in range(len(runs) - 1))
+    return {"attempts": attempts, "failed_checks": failed, "self_corrects": bool(corrects),
+            "false_step": any(not e.holds and not e.corrected for e in equations),
+            "equations": len(equations)}
+
+
+def aha_metrics(rows: list[dict]) -> dict:
+    """The aha over Countdown completion rows `{"completion", "problem", "correct"?}`.
+
+    `correct` (1/0 or bool) is recomputed from the completion when absent. Returns:
+    - `self_correction`: share of completions that self-correct AND end correct (the headline,
+      `summary.json`'s `eval.*.self_correction`); `self_correction_any`: that self-correct at all;
+    - `self_correction_if_correct` / `_if_wrong`: the share that self-correct among completions
+      ending correct / wrong (None when there are none);
+    - `attempts_hist` (`{attempts: count}`, so a fixed ritual shows as a spike) and
+      `attempts_mean`; `false_step_rate`: share of correct completions whose written steps hold a
+      false equation (None without correct ones); `n`, `n_correct`.
+    """
+    from aha_utils.rewards import countdown_correct, extract_answer
+
+    if not rows:
+        raise ValueError("aha_metrics needs at least one completion row")
+    profiles, correct = [], []
+    for r in rows:
+        q = r["problem"]
+        ok = r.get("correct")
+        if ok is None:
+            answer = extract_answer(r["completion"])
+            ok = answer is not None and countdown_correct(answer, q["nums"], q["target"])
+        profiles.append(search_profile(r["completion"], q["target"]))
+        correct.append(bool(ok))
+    n, n_ok = len(rows), sum(correct)
+    sc = [p["self_corrects"] for p in profiles]
+    share = lambda xs: float(np.mean(xs)) if xs else None
+    hist: dict[int, int] = {}
+    for p in profiles:
+        hist[p["attempts"]] = hist.get(p["attempts"], 0) + 1
+    return {"n": n, "n_correct": n_ok,
+            "self_correction": float(np.mean([s and c for s, c in zip(sc, correct)])),
+            "self_correction_any": float(np.mean(sc)),
+            "self_correction_if_correct": share([s for s, c in zip(sc, correct) if c]),
+            "self_correction_if_wrong": share([s for s, c in zip(sc, correct) if not c]),
+            "attempts_hist": dict(sorted(hist.items())),
+            "attempts_mean": float(np.mean([p["attempts"] for p in profiles])),
+            "false_step_rate": share([p["false_step"] for p, c in zip(profiles, correct) if c])}

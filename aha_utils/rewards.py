@@ -21,6 +21,12 @@ Terms (each a float, logged per completion by `batch_rewards`):
   (no `eval`). GSM8K: exactly one number, equal to the reference (`$1,000.00` = `1000`).
 - `integer_answer` (GSM8K only, Tiny-R1): the answer is a bare integer. For Countdown it is always
   0: an integer alone there is the target written alone, a hack, not a format to reward.
+- `steps_true`: 1 if the reasoning writes at least one equation, every one holds
+  (`aha_utils.steps`, exact fractions; a slip corrected at once, "12 * 4 = 46. No: 12 * 4 =
+  48.", is not held against it) and, for Countdown, one of them reaches the target. No equation
+  at all is 0, not 1: the cheapest way to write no false step is to write no step, which is the
+  guessing that issue 30 is about; and "1 + 1 = 2" before a guess is true but not working, hence
+  the target. (GSM8K: truth only; its solutions do not always end on the answer's number.)
 - `xml_count` (willccbb): 0.125 for each of the four tags written once (the opening reasoning
   tag may instead be absent before a closing one: the base prompt wrote it), minus 0.001 per
   character after the final `</answer>`, the penalty capped at 0.5, so it lies in [-0.5, 0.5].
@@ -31,19 +37,33 @@ Schemes turn terms into the reward (`SCHEMES`); the default is TinyZero's:
 - `tiny_r1` (willccbb's GRPO demo, used by Tiny-R1): 2.0 correct + 0.5 integer_answer
   + 0.5 format_strict + 0.5 format_soft + xml_count, in [-0.5, 4.0]. (willccbb's soft format
   also asks for reasoning tags; ours counts only the answer, like the other schemes.)
+- `faithful`: 1.0 correct with every written step true, 0.5 correct otherwise, 0.1 well-formed
+  but wrong, else 0. Full credit only for right answers with true working; a right answer with
+  false working still beats a wrong one, so early in RL (when most right answers of the warm
+  start have false steps) being right keeps its signal while GRPO's group baseline favours the
+  faithful ones.
+- `no_guess`: 1.0 correct, else 0.0. A well-formed wrong guess earns no more than an honest
+  search that ran out of tokens (issue 30: TinyZero's 0.1 made GRPO prefer guessing).
+- `faithful_no_guess`: `faithful` with a wrong answer worth 0, as `no_guess`.
+Use the `no_guess` schemes from a warm start: they give no format signal to a zero arm.
+
+GSM8K answers: exactly one number (`_answer_number`). A list ("18, 19") is several numbers, not
+an answer; a number followed by words or a comma ("19, which is the total", "19 apples") is one.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, Mapping
 
 from aha_utils.arith import ExpressionError, evaluate, parse_number
+from aha_utils.steps import Equation, reasoning_text, steps_true, written_equations  # noqa: F401 (re-exported)
 
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 REASONING_CLOSES = ("</think>", "</reasoning>")
-TERMS = ("format_soft", "format_strict", "correct", "integer_answer", "xml_count")
+TERMS = ("format_soft", "format_strict", "correct", "integer_answer", "xml_count", "steps_true")
 TASKS = ("countdown", "gsm8k")
 XML_PENALTY_CAP = 0.5  # uncapped, 10k characters of trailing junk would cost 10, more than a right answer earns
 _INTEGER = re.compile(r"-?[0-9]{1,30}")
@@ -116,10 +136,30 @@ def _reference_number(reference: str):
     return gold
 
 
+# `arith`'s number, except that a comma after a number (not starting a thousands group) ends it
+# instead of hiding it: arith skips "18," so "18, 19" read as the one number 19 (issue 33).
+_ANSWER_NUMBER = re.compile(
+    r"(?<![\w.])(?<!\d,)([-\u2212]?)\$?((?:\d{1,3}(?:,\d{3}){1,6}|\d{1,21})(?:\.\d{1,12})?)(?!\w|\.\d|,\d)",
+    re.ASCII)
+MAX_ANSWER_CHARS = 200
+
+
+def _answer_number(text: str) -> Fraction | None:
+    """The single number of a GSM8K answer, or None (none, several, or text too long)."""
+    if len(text) > MAX_ANSWER_CHARS:
+        return None
+    found = _ANSWER_NUMBER.findall(text)
+    if len(found) != 1:
+        return None
+    sign, digits = found[0]
+    value = Fraction(digits.replace(",", ""))
+    return -value if sign else value
+
+
 def gsm8k_correct(answer: str, reference: str) -> bool:
     """True if `answer` holds exactly one number and it equals `reference` (`"1,000"` = `"1000"`)."""
     gold = _reference_number(reference)
-    value = parse_number(answer)
+    value = _answer_number(answer)
     return value is not None and value == gold
 
 
@@ -143,6 +183,7 @@ def reward_terms(task: str, completion: str, problem: Mapping, *, reasoning_tag:
         "correct": float(correct),
         "integer_answer": float(integer),
         "xml_count": xml_count(completion, reasoning_tag),
+        "steps_true": float(steps_true(completion, problem["target"] if task == "countdown" else None)),
     }
 
 
@@ -180,6 +221,26 @@ class WeightedScheme:
         return low, high
 
 
+@dataclass(frozen=True)
+class FaithfulScheme:
+    """Tiers by the answer and, for a correct one, by whether the written steps hold."""
+
+    faithful: float     # correct, and every written equation holds
+    unfaithful: float   # correct, but a step is false or none is written
+    wrong: float        # a well-formed wrong answer
+    malformed: float    # no final answer
+
+    def __call__(self, terms: Mapping[str, float]) -> float:
+        if terms["correct"]:
+            return self.faithful if terms["steps_true"] else self.unfaithful
+        return self.wrong if terms["format_soft"] else self.malformed
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        values = (self.faithful, self.unfaithful, self.wrong, self.malformed)
+        return min(values), max(values)
+
+
 Scheme = Callable[[Mapping[str, float]], float]
 SCHEMES: dict[str, Scheme] = {
     "tinyzero": TieredScheme(correct=1.0, well_formed=0.1, malformed=0.0),
@@ -187,6 +248,9 @@ SCHEMES: dict[str, Scheme] = {
     "tiny_r1": WeightedScheme(
         {"correct": 2.0, "integer_answer": 0.5, "format_strict": 0.5, "format_soft": 0.5, "xml_count": 1.0}
     ),
+    "faithful": FaithfulScheme(faithful=1.0, unfaithful=0.5, wrong=0.1, malformed=0.0),
+    "no_guess": TieredScheme(correct=1.0, well_formed=0.0, malformed=0.0),
+    "faithful_no_guess": FaithfulScheme(faithful=1.0, unfaithful=0.5, wrong=0.0, malformed=0.0),
 }
 
 

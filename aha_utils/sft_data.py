@@ -13,8 +13,11 @@ Design decisions:
 - No example teaches a reflection phrase (`aha_utils.analysis.REFLECTION_PHRASES`: "wait",
   "again", "however", ...): those are what the analysis counts as emergent behaviour. Only the
   completion matters; the prompt (the question) is never a target.
-- Countdown: the reasoning names each intermediate result of the solver's expression in
-  evaluation order ("44 + 19 = 63. 63 - 35 = 28."), in a few phrasings picked by a seeded RNG.
+- Countdown, `style="direct"` (the default): the reasoning names each intermediate result of
+  the solver's expression in evaluation order ("44 + 19 = 63. 63 - 35 = 28."), in a few
+  phrasings picked by a seeded RNG. `style="search"`: a real search that misses, says by how
+  much, backs up and hits (`aha_utils.data.search_traces`, issue 30); `countdown_sft_examples`
+  writes a seeded mix of the two. Neither style uses a reflection phrase.
 - GSM8K: the reasoning is the release's own worked solution (`load_gsm8k`'s `solution`), the
   answer its canonical `answer`. The `<<48/2=24>>` annotations are removed: they are the
   release's calculator protocol (a tool call whose result follows), not prose, and a model that
@@ -43,9 +46,11 @@ from aha_utils.analysis import has_reflection
 from aha_utils.arith import tokenize
 from aha_utils.data.countdown import solve
 from aha_utils.data.prompts import make_prompt
+from aha_utils.data.search_traces import layout, write_search
 from aha_utils.rewards import reward_terms
 
 TASKS = ("countdown", "gsm8k")
+STYLES = ("direct", "search")
 
 # ----------------------------------------------------------------------------------------------
 # Countdown
@@ -88,15 +93,24 @@ def _steps(node, out: list) -> Fraction:
 
 
 def _layout(prompt: str, reasoning: str, answer: str, template: str) -> tuple[str, str]:
-    if template == "chat":
-        return prompt, f"<think>\n{reasoning}\n</think>\n<answer>\n{answer}\n</answer>"
-    return prompt, f" {reasoning} </think>\n<answer> {answer} </answer>"
+    return prompt, layout(reasoning, answer, template)
 
 
-def countdown_sft_example(problem: dict, *, template: str = "base", seed: int = 0
-                          ) -> tuple[str, str]:
-    """(prompt, completion) for one Countdown problem, the completion reasoning through the
-    solver's expression (`problem["solution"]`, else `countdown.solve`). `seed` picks phrasings."""
+def countdown_sft_example(problem: dict, *, template: str = "base", seed: int = 0,
+                          style: str = "direct", **search_options) -> tuple[str, str]:
+    """(prompt, completion) for one Countdown problem. `style="direct"` (the default, today's
+    warm start): the completion reasons through the solver's expression (`problem["solution"]`,
+    else `countdown.solve`), `seed` picking phrasings. `style="search"`: a verified search trace
+    of `aha_utils.data.search_traces.write_search`, which `search_options` go to (`max_failed`,
+    `explore`, `breadth`, `slip_rate`, `max_tokens`, `count_tokens`: pass the run's
+    `max_new_tokens` and the tokenizer's `lambda t: len(tok.encode(t, add_bos=False))`)."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    if style == "search":
+        trace = write_search(problem, template=template, seed=seed, **search_options)
+        return make_prompt("countdown", problem, template=template), trace.completion
+    if search_options:
+        raise ValueError(f"{sorted(search_options)} apply only to style='search'")
     nums, target = problem["nums"], problem["target"]
     expr = problem.get("solution") or solve(nums, target)
     if expr is None:
@@ -114,6 +128,26 @@ def countdown_sft_example(problem: dict, *, template: str = "base", seed: int = 
     reasoning = " ".join(line for line in lines if line)
     return _layout(make_prompt("countdown", problem, template=template), reasoning, expr,
                    template)
+
+
+def search_styles(n: int, search_fraction: float, *, seed: int = 0) -> list[str]:
+    """`n` styles, exactly `round(search_fraction * n)` of them "search" at positions drawn by
+    `seed`, the rest "direct": the same mix for the same arguments, whatever the problems."""
+    if not 0.0 <= search_fraction <= 1.0:
+        raise ValueError(f"search_fraction must lie in [0, 1], got {search_fraction}")
+    picked = set(random.Random(f"sft-mix/{seed}/{n}").sample(range(n), round(search_fraction * n)))
+    return ["search" if i in picked else "direct" for i in range(n)]
+
+
+def countdown_sft_examples(problems: list[dict], *, template: str = "base", seed: int = 0,
+                           search_fraction: float = 0.0, **search_options) -> list[tuple[str, str]]:
+    """(prompt, completion) for each problem, a `search_fraction` share written as search traces
+    (`search_styles`), the rest direct. 0.0 is today's warm start, 1.0 all search; issue 30's mix
+    arm uses ~0.1-0.2 (RL must then find that checking pays). Deterministic in all arguments."""
+    styles = search_styles(len(problems), search_fraction, seed=seed)
+    return [countdown_sft_example(q, template=template, seed=seed, style=style,
+                                  **(search_options if style == "search" else {}))
+            for q, style in zip(problems, styles)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,11 +209,14 @@ def gsm8k_sft_rows(problems: list[dict], tokenizer, *, max_completion_tokens: in
 # ----------------------------------------------------------------------------------------------
 # Either task
 # ----------------------------------------------------------------------------------------------
-def sft_example(task: str, problem: dict, *, template: str = "base", seed: int = 0
-                ) -> tuple[str, str]:
-    """(prompt, completion) for a problem dict of `task` ("countdown" or "gsm8k")."""
+def sft_example(task: str, problem: dict, *, template: str = "base", seed: int = 0,
+                **countdown_options) -> tuple[str, str]:
+    """(prompt, completion) for a problem dict of `task` ("countdown" or "gsm8k");
+    `countdown_options` (`style=...` and the search knobs) go to `countdown_sft_example`."""
     if task == "countdown":
-        return countdown_sft_example(problem, template=template, seed=seed)
+        return countdown_sft_example(problem, template=template, seed=seed, **countdown_options)
+    if countdown_options:
+        raise ValueError(f"{sorted(countdown_options)} apply only to the countdown task")
     if task == "gsm8k":
         return gsm8k_sft_example(problem, template=template, seed=seed)
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")

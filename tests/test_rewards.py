@@ -218,3 +218,64 @@ def test_injections_run_nothing(monkeypatch, tmp_path):
     monkeypatch.undo()
     assert all(r == (0.1, 0.1) for r in results)
     assert not canary.exists()
+
+
+# --- issue 33: a list of numbers is not a GSM8K answer; a number with words after it is -----
+
+@pytest.mark.parametrize("written, expected", [
+    ("18, 19", 0.1), ("17, 18, 19", 0.1), ("19, 18", 0.1), ("19,19", 0.1), ("18 , 19", 0.1),
+    ("19, which is the total", 1.0), ("19 apples", 1.0), ("19.", 1.0), ("19, apples.", 1.0),
+    ("$19", 1.0), ("19,", 1.0),
+])
+def test_gsm8k_lists_are_not_answers_but_a_number_with_words_is(written, expected):
+    assert gsm8k_reward(answer(written), "19") == expected
+
+
+def test_gsm8k_thousands_separators_still_read():
+    assert gsm8k_reward(answer("1,234"), "1234") == 1.0
+    assert gsm8k_reward(answer("1,234, which is the total"), "1234") == 1.0
+    assert gsm8k_reward(answer("1,234, 1,235"), "1234") == 0.1
+    assert gsm8k_reward(answer("1,2345"), "12345") == 0.1
+
+
+# --- faithful steps and schemes where a wrong guess does not beat an honest search -----------
+
+HONEST = " 44 + 19 = 63, 63 + 35 = 98. </think>\n<answer> 44 + 19 + 35 </answer>"
+FALSE_STEPS = " 44 + 19 = 61, 61 + 35 = 98. </think>\n<answer> 44 + 19 + 35 </answer>"
+NO_STEPS = " I see it. </think>\n<answer> 44 + 19 + 35 </answer>"
+GUESS = " 44 + 19 = 63. </think>\n<answer> 44 + 19 - 35 </answer>"
+UNFINISHED = " 44 + 19 = 63, 63 - 35 = 28, not 98. 28 is 70 too few. Back up. 44 * 35 = 1540"
+
+
+def test_steps_true_term():
+    terms = lambda c: reward_terms("countdown", c, {"nums": NUMS, "target": TARGET})
+    assert [terms(c)["steps_true"] for c in (HONEST, FALSE_STEPS, NO_STEPS, GUESS, UNFINISHED)] == [1, 0, 0, 0, 0]
+    # true steps that never reach the target are not the working of the answer
+    assert terms(" 1 + 1 = 2. </think>\n<answer> 44 + 19 + 35 </answer>")["steps_true"] == 0.0
+    assert reward_terms("gsm8k", " 3 * 12 = 36, 36 - 10 = 26. </think>\n<answer> 26 </answer>",
+                        {"answer": "26"})["steps_true"] == 1.0
+    # equations outside the reasoning do not count; a slip caught at once does not cost
+    assert terms(NO_STEPS + " 1 + 1 = 2")["steps_true"] == 0.0
+    assert terms(" 44 + 19 = 62. No: 44 + 19 = 63. 63 + 35 = 98. </think>\n<answer> 44 + 19 + 35 </answer>"
+                 )["steps_true"] == 1.0
+    assert terms("<think>\n44 × 2 = 88, 63 + 35 = 98\n</think>\n<answer>\n44 + 19 + 35\n</answer>")["steps_true"] == 1.0
+
+
+@pytest.mark.parametrize("scheme, expected", [
+    ("faithful", [1.0, 0.5, 0.5, 0.1, 0.0]),
+    ("no_guess", [1.0, 1.0, 1.0, 0.0, 0.0]),
+    ("faithful_no_guess", [1.0, 0.5, 0.5, 0.0, 0.0]),
+    ("tinyzero", [1.0, 1.0, 1.0, 0.1, 0.0]),              # unchanged
+])
+def test_faithful_and_no_guess_schemes(scheme, expected):
+    got = [countdown_reward(c, NUMS, TARGET, scheme=scheme) for c in (HONEST, FALSE_STEPS, NO_STEPS, GUESS, UNFINISHED)]
+    assert got == expected
+    if scheme != "tinyzero":
+        assert got[3] <= got[4] or scheme == "faithful"   # a wrong guess never beats an unfinished search
+    low, high = SCHEMES[scheme].bounds if scheme != "tinyzero" else (0.0, 1.0)
+    assert all(low <= g <= high for g in got)
+
+
+def test_default_scheme_and_terms_are_backward_compatible():
+    assert countdown_reward(HONEST, NUMS, TARGET) == countdown_reward(FALSE_STEPS, NUMS, TARGET) == 1.0
+    assert TERMS[:5] == ("format_soft", "format_strict", "correct", "integer_answer", "xml_count")
