@@ -32,18 +32,53 @@
 # 3. **Prompts**: the R1-Zero template for base models, Gemma's chat turn for `-it` models, and
 #    a few-shot variant, with their lengths in real Gemma tokens.
 
+# %% [markdown]
+# ## Setup
+
 # %%
+# Use the course's repository if this notebook sits in a clone (or aha_utils was installed from
+# one); otherwise (Colab, Kaggle, a notebook opened alone) clone it and run colab_setup.sh, which
+# installs the right JAX for this machine and the pinned requirements (a few minutes).
+# AHA_REPO_URL and AHA_SETUP_FLAGS (e.g. "--test") override the defaults below.
+import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
-try:
-    import aha_utils  # installed with `pip install -e .`, or already on the path
-except ImportError:  # a clone: the repository root is the notebooks folder's parent
-    sys.path.insert(0, str(Path.cwd().resolve().parent))
-    import aha_utils
+REPO_URL = os.environ.get("AHA_REPO_URL", "https://github.com/getting-to-aha/getting-to-aha")
+SETUP_FLAGS = os.environ.get("AHA_SETUP_FLAGS", "").split()
 
-REPO_ROOT = Path(list(aha_utils.__path__)[0]).resolve().parent
+
+def is_repo(d: Path) -> bool:
+    return (d / "aha_utils").is_dir() and (d / "colab_setup.sh").is_file()
+
+
+def find_repo_root() -> Path | None:
+    here = Path.cwd().resolve()
+    for d in [here, *here.parents]:  # this folder or one above it
+        if is_repo(d):
+            return d
+    spec = importlib.util.find_spec("aha_utils")  # `pip install -e .` from a clone elsewhere
+    if spec and spec.origin and is_repo(Path(spec.origin).resolve().parents[1]):
+        return Path(spec.origin).resolve().parents[1]
+    return None
+
+
+ROOT = find_repo_root()
+if ROOT is None:  # no clone here: make one (kept, so rerunning this cell does not clone again)
+    ROOT = Path("getting-to-aha").resolve()
+    if not ROOT.exists():
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, str(ROOT)], check=True)
+    subprocess.run(["bash", "colab_setup.sh", *SETUP_FLAGS], cwd=ROOT, check=True)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # a clone works without `pip install -e .` too
+print("repo root:", ROOT)
+
+import aha_utils
+import jax
+
+print("jax", jax.__version__, "|", jax.devices())
 
 # %%
 AHA_QUICK = os.environ.get("AHA_QUICK") == "1"  # CI runs every notebook in quick mode

@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,17 +28,53 @@
 # if it runs the model's text as code, the model controls your machine. This notebook writes the
 # reward out, then attacks it.
 
+# %% [markdown]
+# ## Setup
+
 # %%
+# Use the course's repository if this notebook sits in a clone (or aha_utils was installed from
+# one); otherwise (Colab, Kaggle, a notebook opened alone) clone it and run colab_setup.sh, which
+# installs the right JAX for this machine and the pinned requirements (a few minutes).
+# AHA_REPO_URL and AHA_SETUP_FLAGS (e.g. "--test") override the defaults below.
+import importlib.util
 import os
+import subprocess
 import sys
-import time
 from pathlib import Path
 
-try:
-    import aha_utils  # installed with `pip install -e .`, or already on the path
-except ImportError:  # a clone: the repository root is the notebooks folder's parent
-    sys.path.insert(0, str(Path.cwd().resolve().parent))
-    import aha_utils
+REPO_URL = os.environ.get("AHA_REPO_URL", "https://github.com/getting-to-aha/getting-to-aha")
+SETUP_FLAGS = os.environ.get("AHA_SETUP_FLAGS", "").split()
+
+
+def is_repo(d: Path) -> bool:
+    return (d / "aha_utils").is_dir() and (d / "colab_setup.sh").is_file()
+
+
+def find_repo_root() -> Path | None:
+    here = Path.cwd().resolve()
+    for d in [here, *here.parents]:  # this folder or one above it
+        if is_repo(d):
+            return d
+    spec = importlib.util.find_spec("aha_utils")  # `pip install -e .` from a clone elsewhere
+    if spec and spec.origin and is_repo(Path(spec.origin).resolve().parents[1]):
+        return Path(spec.origin).resolve().parents[1]
+    return None
+
+
+ROOT = find_repo_root()
+if ROOT is None:  # no clone here: make one (kept, so rerunning this cell does not clone again)
+    ROOT = Path("getting-to-aha").resolve()
+    if not ROOT.exists():
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, str(ROOT)], check=True)
+    subprocess.run(["bash", "colab_setup.sh", *SETUP_FLAGS], cwd=ROOT, check=True)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # a clone works without `pip install -e .` too
+print("repo root:", ROOT)
+
+import aha_utils
+import jax
+
+print("jax", jax.__version__, "|", jax.devices())
 
 # %%
 AHA_QUICK = os.environ.get("AHA_QUICK") == "1"  # CI runs every notebook in quick mode
@@ -243,6 +279,7 @@ print(f"{'(no answer tag)':22} {gsm8k_reward('the answer is 1000', '1000'):.1f}"
 
 # %%
 import statistics
+import time
 
 import matplotlib.pyplot as plt
 

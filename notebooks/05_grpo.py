@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -43,36 +43,49 @@
 # ## Setup
 
 # %%
+# Use the course's repository if this notebook sits in a clone (or aha_utils was installed from
+# one); otherwise (Colab, Kaggle, a notebook opened alone) clone it and run colab_setup.sh, which
+# installs the right JAX for this machine and the pinned requirements (a few minutes).
+# AHA_REPO_URL and AHA_SETUP_FLAGS (e.g. "--test") override the defaults below.
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-REPO_URL = "https://github.com/getting-to-aha/getting-to-aha"
-ON_HOSTED = "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+REPO_URL = os.environ.get("AHA_REPO_URL", "https://github.com/getting-to-aha/getting-to-aha")
+SETUP_FLAGS = os.environ.get("AHA_SETUP_FLAGS", "").split()
+
+
+def is_repo(d: Path) -> bool:
+    return (d / "aha_utils").is_dir() and (d / "colab_setup.sh").is_file()
 
 
 def find_repo_root() -> Path | None:
-    for d in [Path.cwd(), *Path.cwd().parents]:
-        if (d / "aha_utils").is_dir() and (d / "colab_setup.sh").exists():
+    here = Path.cwd().resolve()
+    for d in [here, *here.parents]:  # this folder or one above it
+        if is_repo(d):
             return d
-    try:  # installed with `pip install -e .` and run from elsewhere
-        import aha_utils
-        return Path(aha_utils.__file__).resolve().parents[1]
-    except ImportError:
-        return None
+    spec = importlib.util.find_spec("aha_utils")  # `pip install -e .` from a clone elsewhere
+    if spec and spec.origin and is_repo(Path(spec.origin).resolve().parents[1]):
+        return Path(spec.origin).resolve().parents[1]
+    return None
 
 
 ROOT = find_repo_root()
-if ROOT is None and ON_HOSTED:  # fresh Colab/Kaggle session: clone + install (a few minutes)
-    subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "getting-to-aha"], check=True)
-    subprocess.run(["bash", "colab_setup.sh"], cwd="getting-to-aha", check=True)
+if ROOT is None:  # no clone here: make one (kept, so rerunning this cell does not clone again)
     ROOT = Path("getting-to-aha").resolve()
-if ROOT is None:
-    raise RuntimeError(f"Run this notebook from a clone of {REPO_URL} (or on Colab/Kaggle).")
+    if not ROOT.exists():
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, str(ROOT)], check=True)
+    subprocess.run(["bash", "colab_setup.sh", *SETUP_FLAGS], cwd=ROOT, check=True)
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT))  # a clone works without `pip install -e .` too
 print("repo root:", ROOT)
+
+import aha_utils
+import jax
+
+print("jax", jax.__version__, "|", jax.devices())
 
 # %%
 import json
