@@ -52,9 +52,9 @@ pip_install() {
 # ---------------------------------------------------------------------------------------------
 # Python
 # ---------------------------------------------------------------------------------------------
-command -v "$PY" >/dev/null || die "python3 not found; install Python 3.10 or newer"
-"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-  || die "Python 3.10 or newer is needed; this is $("$PY" -V 2>&1)"
+command -v "$PY" >/dev/null || die "python3 not found; install Python 3.11 or newer"
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || die "Python 3.11 or newer is needed (jax 0.10 supports no older one); this is $("$PY" -V 2>&1)"
 "$PY" -m pip --version >/dev/null 2>&1 \
   || die "pip is missing for $PY (Debian/Ubuntu: apt-get install python3-pip python3-venv)"
 
@@ -210,7 +210,13 @@ fi
 # ---------------------------------------------------------------------------------------------
 pip_install -r requirements.txt
 if [[ $WANT_TEST == 1 ]]; then
-  pip_install -r requirements-test.txt
+  if "$PY" -c 'import torch' 2>/dev/null; then
+    # Keep the torch that is here (Colab's torchvision pins it; a GPU box has its CUDA build).
+    say "torch $("$PY" -c 'import torch; print(torch.__version__)') is installed: kept"
+    pip_install $(grep -v '^torch==' requirements-test.txt | grep -v '^-r ' | sed 's/#.*//' | xargs)
+  else
+    pip_install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements-test.txt
+  fi
 fi
 
 # Is aha-utils installed in editable mode from this folder? (Run from / so that the
