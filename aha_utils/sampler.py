@@ -158,12 +158,21 @@ def _decoder(model: Gemma, config: SampleConfig):
 def _resolve_kernels(config: SampleConfig, model: Gemma, mesh: Mesh | None) -> SampleConfig:
     """`config` with `kernels` a bool: "auto" is True on GPUs where the wing supports the model;
     True where it does not is an error that says why (no silent fallback)."""
-    if config.kernels is False or (config.kernels == "auto" and jax.default_backend() != "gpu"):
-        return dataclasses.replace(config, kernels=False) if config.kernels else config
-    why = _gpu_wing().unsupported(model.config, mesh)
-    if why is not None and config.kernels is True:
+    if config.kernels is False:
+        return config
+    use = _wing_supports(model.config, mesh, insist=config.kernels is True)
+    return config if config.kernels is use else dataclasses.replace(config, kernels=use)
+
+
+@functools.lru_cache(maxsize=64)
+def _wing_supports(model_cfg, mesh: Mesh | None, *, insist: bool) -> bool:
+    """Whether the GPU wing decodes this model here (cached: it runs on every sampler call)."""
+    if not insist and jax.default_backend() != "gpu":
+        return False
+    why = _gpu_wing().unsupported(model_cfg, mesh)
+    if why is not None and insist:
         raise ValueError(f"kernels=True, but {why}")
-    return dataclasses.replace(config, kernels=why is None)
+    return why is None
 
 
 # By default XLA on GPUs runs the loop's body as CUDA graphs but returns to the host after every

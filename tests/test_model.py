@@ -189,3 +189,16 @@ def test_fused_attention_path_equals_the_xla_path(monkeypatch):
                    cudnn_attention=True)
     forward(gemma2, tokens, positions)
     assert calls == []
+
+
+def test_cudnn_attention_is_fixed_when_the_model_is_built():
+    """`Gemma(..., cudnn_attention=None)` means on GPUs; every layer gets the same choice; a
+    value that is not a bool is refused."""
+    cfg = ModelConfig.tiny()
+    default = Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    assert {l.attn.cudnn for l in default.layers} == {jax.default_backend() == "gpu"}
+    forced = Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0), cudnn_attention=True)
+    assert all(l.attn.cudnn for l in forced.layers)
+    assert nnx.clone(forced).layers[0].attn.cudnn                 # kept by clone / split-merge
+    with pytest.raises(ValueError, match="cudnn_attention"):
+        Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0), cudnn_attention="on")
