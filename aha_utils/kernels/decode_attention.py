@@ -36,8 +36,7 @@ F32 = jnp.float32
 MIN_QUERY_ROWS = 16        # Triton's smallest matmul tile
 MIN_HEAD_DIM = 32          # q k^T is two dots over half a head: 16 each at least
 TARGET_PROGRAMS = 132      # one program per SM on an H100 (132 SMs)
-QKV_SPLITS = 2             # the q/k/v projection's split-K slices (H100, 1B, 64 rows: 2, 4, 8
-                           # sampled 32.8k, 32.5k, 32.5k tokens/s; XLA's own split was 4)
+QKV_SPLITS = 2             # the q/k/v projection's split-K slices (tuned: docs/SAMPLER_TUNING.md)
 
 def _block(slots: int, largest: int) -> int:
     if b := largest_tile(slots, largest):

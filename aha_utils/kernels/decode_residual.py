@@ -25,22 +25,14 @@ from aha_utils.sharding import DATA, on_each_devices_rows, rows_per_device, rows
 
 F32 = jnp.float32
 MIN_TILE = 16      # Triton's smallest matmul tile
-# How many slices of K the two projections before a join hand over (`split_matmul`). XLA's own
-# choice at one token per row was 4 for o and 16 for down (cuBLAS). On an H100 (1B, 64 rows)
-# 4 and 8 sampled fastest of (o, down) = (4, 8), (4, 16), (2, 8), (8, 8): 32.4k tokens/s
-# against 31.4k-31.9k. Re-tuned once the kernels launched their successors early
-# (`early_launch`): where o runs through the partials kernel, 2 slices sampled 38,594-38,646
-# tokens/s against 38,244-38,363 with 4 (8: 37,711), and 10,913-10,926 against 10,861-10,912
-# at 16 rows; through XLA (1 row) 2 slices were slower, 706-716 against 759-767. Down in 4 or
-# 16 slices was slower at 64 rows (34,916 and 36,314).
+# Tuned on an H100 (the 1B; measurements: docs/SAMPLER_TUNING.md). How many slices of K the two
+# projections before a join hand over (`split_matmul`): o's depends on the path that takes them.
 O_SPLITS = 4            # o through XLA's batched matmul
 O_SPLITS_KERNEL = 2     # o through the partials kernel (`o_splits`)
 DOWN_SPLITS = 8
-NUM_WARPS = 8      # per row (H100, 1B, 64 rows: 2, 4, 8 sampled 32.4k, 32.8k, 33.1k tokens/s)
-PARTIALS_ROWS = (16, 64)   # rows a device for which `split_matmul` uses its kernel (see above)
-# The partials kernel's tiling: 32 columns and 128 of K a step, 4 warps, 4 stages: the fastest of
-# 48 tilings for both q/k/v and o (H100, 64 rows, 12 independent calls in one program: 6.4 and
-# 5.6 us a call against XLA's 9.5 and 9.7 us there; in the sampler the gain was smaller).
+NUM_WARPS = 8              # per row, in the join kernel
+PARTIALS_ROWS = (16, 64)   # rows a device for which `split_matmul` uses its kernel
+# The partials kernel's tiling: 32 columns and 128 of K a step (4 warps, 4 stages).
 BLOCK_N, BLOCK_K = 32, 128
 
 

@@ -29,12 +29,11 @@ from aha_utils.sharding import DATA, on_each_devices_rows, rows_per_device, rows
 
 F32 = jnp.float32
 U32 = jnp.uint32
-BLOCK = 128                # tokens per tile (the 1B at 64 rows on an H100: 128 tokens, 8 warps
-                           # and 4 stages beat 256 (no room), 4 warps and 3 stages)
+# Tuned on an H100 (the 1B at 64 rows; measurements: docs/SAMPLER_TUNING.md).
+BLOCK = 128                # tokens per tile (with 8 warps and 4 stages)
 ROWS_PER_PROGRAM = 64
 MAX_ROWS = 64              # rows a device, at most, for which the sampler uses the kernel
-# The pick over tiles: rows a program, tiles a step, warps (H100, 1B, 64 rows: (1, 2048, 4)
-# 39,624 / 39,580 tokens/s; 8 warps 39,568; (4, 512, 4) 39,386).
+# The pick over tiles: rows a program, tiles a step, warps.
 PICK_ROWS, PICK_CHUNK, PICK_WARPS = 1, 2048, 4
 
 def fits(d_model: int, vocab_size: int, rows: int) -> bool:
