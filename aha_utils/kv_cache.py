@@ -1,7 +1,7 @@
 """The KV cache's layout: one `LayerCache(k, v, pos)` a layer, the slots a layer needs
 (`cache_slots`), an empty cache (`init_cache`) and the write of new keys and values into it
-(`write_cache`). `aha_utils.model` reads and writes it; the sampler builds it; the GPU decode
-kernel (`aha_utils.decode_attention`) writes the same layout itself.
+(`write_cache`). `aha_utils.model` reads and writes it; the sampler builds it; the GPU wing's decode
+kernel (`aha_utils.kernels.decode_attention`) writes the same layout itself.
 
 Design decisions:
 - The KV cache is a list of `LayerCache(k, v, pos)` per layer. Sliding-window layers keep only
@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from aha_utils.config import ModelConfig
-from aha_utils.decode_attention import SLOT_MULTIPLE
+
+SLOT_MULTIPLE = 16   # slots per layer round up to this: the GPU decode kernel reads blocks of 16
 
 
 class LayerCache(NamedTuple):

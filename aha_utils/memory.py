@@ -38,9 +38,12 @@ fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `comp
   prompts x num_samples / n_data, and the prefill's un-repeated cache (1/G of it) on top.
   Plus the sampler's per-step float32 logits `[rows, V]`, 3 buffers (logits, probabilities,
   the sort or Gumbel noise of the draw).
-- decode_weights (sampler, `sampler.decode_copy`): the weights the decode loop reads, built
-  once per call: N x c when c != p, the merged projections (N - V x D) x c with LoRA, else
-  the projections that `model.fuse_projections` concatenates or transposes (all but o).
+- decode_weights (sampler): the weights its call builds once. The decode copy
+  (`sampler.decode_copy`): N x c when c != p, the merged projections (N - V x D) x c with LoRA,
+  else nothing (the model's own buffers). Where the GPU wing decodes (`kernels`, default: on
+  GPUs), its `kernels.DecodeWeights` on top: every projection but o, concatenated or
+  transposed. Both counted live at once, an upper bound (the copy's projections are dead once
+  the prefill is done and the wing's weights are built).
 - total: params + optimizer + reference (alive all run long) + the larger of the train step's
   transients (gradients, activations) and the sampler's (kv_cache, decode_weights): the two
   programs never run at the same time.
@@ -148,12 +151,17 @@ def _nbytes(dtype: str) -> int:
 
 
 def estimate_memory(model_cfg: ModelConfig, run_cfg, *, n_data: int = 1,
-                    prompt_len: int | None = None) -> MemoryEstimate:
+                    prompt_len: int | None = None, kernels: bool | None = None) -> MemoryEstimate:
     """Per-device bytes of a GRPO run of `model_cfg` with `run_cfg` (a `RunConfig`) on `n_data`
     data-parallel devices. `prompt_len`: the longest prompt in tokens (default: the measured
-    maximum for the run's task and template, `PROMPT_TOKENS`)."""
+    maximum for the run's task and template, `PROMPT_TOKENS`). `kernels`: whether the sampler
+    decodes through the GPU wing (None: when JAX's backend here is a GPU)."""
     if n_data < 1:
         raise ValueError(f"n_data={n_data} must be >= 1")
+    if kernels is None:
+        import jax
+
+        kernels = jax.default_backend() == "gpu"
     cfg, run = model_cfg, run_cfg
     train_cfg = run.train_config()
     p, c = _nbytes(run.param_dtype), _nbytes(run.compute_dtype)
@@ -203,8 +211,9 @@ def estimate_memory(model_cfg: ModelConfig, run_cfg, *, n_data: int = 1,
     cache_row = slots * (2 * k * hd * c + 4)
     kv = rows * cache_row + -(-rows // run.num_samples) * cache_row
     kv += SAMPLER_LOGIT_BUFFERS * rows * V * 4
-    n_fused = n_mats - L * h * hd * d           # every projection but o is rebuilt
-    decode_weights = n_all * c if c != p else n_mats * c if lora else n_fused * c
+    copy = n_all * c if c != p else n_mats * c if lora else 0
+    wing = (n_mats - L * h * hd * d) * c if kernels else 0   # every projection but o, rebuilt
+    decode_weights = copy + wing
 
     return MemoryEstimate(params=params, gradients=gradients, optimizer=optimizer,
                           reference=reference, activations=acts,

@@ -7,51 +7,34 @@ Design decisions:
 - One jitted program per shape bucket: prefill, then a single `lax.while_loop` that emits one
   token per iteration and exits as soon as every row has stopped (or `max_new_tokens` is
   reached). Nothing leaves the device until the loop is over: no host round-trip per token.
-- KV cache: the model's own (`kv_cache.init_cache`): sliding-window layers keep a ring buffer of
-  `window` slots, global layers `prompt_bucket + max_new_tokens` slots. Each step runs
-  `model.hidden` on one token per row and projects only that position to logits, so the largest
-  per-step array is the `[N, V]` float32 logit row; the log-prob of the chosen token is taken
-  from it inside the loop (`aha_utils.sampling`) and only `[N, max_new_tokens]` floats are kept.
-  On GPUs, greedy decoding and plain sampling (no top-k or top-p) of up to 64 rows a device do
-  not even write that row: one kernel projects, reduces and draws tile by tile, and a small one
-  picks among the tiles (`aha_utils.decode_sampling`).
-- Left padding with per-row positions: a prompt of length L in a bucket of P columns has
-  positions `-1` (padding) then `0..L-1`; the model derives every mask from positions, so
-  padding needs no extra mask argument and each row decodes at its own position.
-- Buckets: the prompt columns round up to a power of two (at least 16; at most `max_prompt_len`),
-  the batch to a power of two that is also a multiple of the mesh's data axis. A second call with
-  prompts of a similar length and count re-uses the compiled program. Padding rows have all
-  positions -1; they are `done` from the start and never keep the loop alive.
+- KV cache: the model's own (`kv_cache.init_cache`). Each step runs the model on one token per
+  row and projects only that position, so the largest per-step array is the `[N, V]` float32
+  logit row; the chosen token's log-prob is taken from it inside the loop (`aha_utils.sampling`)
+  and only `[N, max_new_tokens]` floats are kept.
+- Left padding with per-row positions (-1 = padding): the model derives every mask from
+  positions, so each row decodes at its own position. Buckets (`aha_utils.buckets`): prompt
+  columns and batch round up to powers of two, so similar calls reuse the compiled program.
 - `num_samples=G`: each prompt is prefilled once; its cache and last hidden state are repeated
-  G times (samples of one prompt adjacent), and G different continuations are drawn from there.
-- Stop strings (e.g. `"</answer>"`) end a row inside the loop, for every tokenization the
-  model can produce: the loop carries one automaton state per row and does one gather per
-  step in a table from `aha_utils.stop_strings` (why and how: there). Matching starts at the
-  first generated token (the prompt's own `</answer>` in an instruction does not count). The
-  text is then cut right after the stop string (it is kept: rewards look for `</answer>`),
-  while `.tokens`/`.lengths` keep the whole last token. End-of-sequence and `<end_of_turn>`
-  are stop tokens: they count in `.lengths` but are removed from `.texts`.
-- The loop runs a decode copy of the model, built once per call before the prefill: LoRA
-  adapters folded into their weights (`lora.merge_lora`; otherwise every step would rebuild
-  `W + s A B` of every projection), with `compute_dtype` floating weights cast to it, and the
-  projections in the decode layout (`model.fuse_projections`: q/k/v one matrix, gate/up one,
-  down transposed; fewer, better-fed matmul kernels per step, +4% tokens/s for the 1B). GRPO
-  samples in its train step's compute dtype (bfloat16 on a float32 master copy): each step then
-  reads half the bytes of weights and cache. The price is in the log-probs GRPO takes as the
-  old policy's: a bfloat16 decode rounds differently from the bfloat16 update, so they differ
-  from the update's by 0.018 per token on average against 0.011 for a float32 decode (ratio
-  spread 2.8% against 1.7%, well inside the 20% clip; `scripts/logprob_gap.py`, Gemma 3 270M).
-  The copy is transient: it lives while the call runs (`aha_utils.memory` counts it).
-- Host time counts: the loop keeps the host waiting for the device, so anything Python does per
-  call adds to it. The program is a plain `jax.jit` (see `_sample_program`), and on GPUs the
+  G times (samples of one prompt adjacent), and G continuations are drawn from there.
+- Stop strings end a row inside the loop, for every tokenization the model can produce: one
+  automaton state per row and one table gather per step (`aha_utils.stop_strings`). The text is
+  cut right after the stop string (kept: rewards look for `</answer>`); `.tokens`/`.lengths`
+  keep the whole last token. `<eos>` and `<end_of_turn>` count in `.lengths`, not in `.texts`.
+- The loop runs a decode copy of the model built once per call (`decode_copy`): LoRA merged
+  (else every step rebuilds `W + s A B`) and weights cast to `compute_dtype` (GRPO samples in its
+  update's compute dtype: half the bytes a step, at a small, measured log-prob gap;
+  `benchmarks/experiments/logprob_gap.py`). `aha_utils.memory` counts it.
+- The fast path: with `SampleConfig.kernels` (by default on GPUs where they apply) the decode
+  step and the token draw run through the GPU wing (`aha_utils.kernels`: Pallas kernels on the
+  wing's own copy of the weights), entered from one place, `_decoder`. Otherwise, and on CPUs
+  and TPUs, plain XLA: `model.hidden` with the cache, then `sampling.select_tokens`.
+- Host time counts: the program is a plain `jax.jit` (see `_sample_program`), and on GPUs the
   whole loop, condition included, runs as one CUDA graph.
 - Sharding: rows over the mesh's `data` axis, parameters wherever their specs put them (the mesh
-  is read off the model's parameters). Every per-row array in the loop is constrained to
-  `P("data")`, and the random draws use JAX's partitionable threefry, so 1 device and 8 give the
-  same tokens. The decode step and the token draw are traced under the mesh, so that on GPUs
-  the decode-attention and token-draw kernels run on each device's own rows
-  (`aha_utils.decode_attention`, `aha_utils.decode_sampling`; the draw's noise is keyed by
-  global row, so it too is the same on 1 device and 8).
+  is read off the model's parameters); per-row arrays constrained to `P("data")` and
+  partitionable random draws, so 1 device and 8 give the same tokens. The loop is traced under
+  the mesh, so the wing's kernels run on each device's own rows.
+Measured figures behind these choices: docs/SAMPLER_TUNING.md.
 """
 
 from __future__ import annotations
@@ -67,15 +50,14 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from aha_utils import decode_sampling
 from aha_utils.buckets import (DEFAULT_MAX_PROMPT_LEN, PAD_ID, batch_bucket, left_pad,  # noqa: F401
                                prompt_bucket)
 from aha_utils.kv_cache import init_cache
 from aha_utils.layers import cast_floats
 from aha_utils.lora import has_lora, merge_lora
-from aha_utils.model import Gemma, fuse_projections
+from aha_utils.model import Gemma
 from aha_utils.sampling import select_tokens
-from aha_utils.sharding import DATA, MODEL, fetch, model_mesh, put, traced_under
+from aha_utils.sharding import DATA, fetch, model_mesh, put, traced_under
 from aha_utils.stop_strings import cached_stop_table, padded_stop_table, truncate_at_stop
 
 
@@ -93,11 +75,17 @@ class SampleConfig:
     use_top_p: bool = False
     stop_ids: tuple[int, ...] = ()
     compute_dtype: str | None = None   # weights and cache in this dtype; None: the model's own
+    # The decode step and token draw through the GPU wing (`aha_utils.kernels`) or plain XLA.
+    # "auto": on GPUs where the wing supports the model; `sample_tokens` resolves it to a bool.
+    kernels: bool | str = "auto"
 
     def __post_init__(self):
         if self.compute_dtype not in (None, "float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be None, 'float32' or 'bfloat16'; "
                              f"got {self.compute_dtype!r}")
+        if not (isinstance(self.kernels, bool) or self.kernels == "auto"):
+            raise ValueError(f"kernels must be True, False or 'auto' (the GPU kernels where they "
+                             f"run); got {self.kernels!r}")
 
 
 class SampleOutput(NamedTuple):
@@ -129,24 +117,68 @@ def _rows(mesh: Mesh | None):
     return constrain
 
 
-def decode_copy(model: Gemma, compute_dtype: str | None, *, fuse: bool = True) -> Gemma:
-    """The model the sampler runs: a clone with LoRA adapters merged, floating weights cast to
-    `compute_dtype` (None: kept) and, with `fuse`, projections in the decode layout
-    (`model.fuse_projections`). `model` is not changed: `nnx.merge(*nnx.split(model))` would
-    share its variables, and under `nnx.jit` the cast would flow back into it."""
+def decode_copy(model: Gemma, compute_dtype: str | None) -> Gemma:
+    """The model the sampler runs: a clone with LoRA adapters merged and floating weights cast
+    to `compute_dtype` (None: kept). `model` is not changed: `nnx.merge(*nnx.split(model))`
+    would share its variables, and under `nnx.jit` the cast would flow back into it."""
     copy = nnx.clone(model)
     if has_lora(copy):
         merge_lora(copy)
     if compute_dtype is not None:
         copy.dtype = jnp.dtype(compute_dtype)
         nnx.update(copy, cast_floats(nnx.state(copy), copy.dtype))
-    return fuse_projections(copy) if fuse else copy
+    return copy
+
+
+def _gpu_wing():
+    """The GPU wing (`aha_utils.kernels`): the sampler's one way in, imported only when used."""
+    from aha_utils import kernels
+    return kernels
+
+
+def _decoder(model: Gemma, config: SampleConfig):
+    """`(step, draw)` of the decode loop: `step(tokens [N], positions [N], cache) -> (h [N, D],
+    cache)` and `draw(h, rng, temperature, top_p) -> (tokens [N], logprobs [N])`. Plain XLA
+    (the model's cached forward, then `sampling.select_tokens` on the logits), or with
+    `config.kernels` the GPU wing's, built here from the decode copy `model`."""
+    def step(tokens, positions, cache):
+        h, cache = model.hidden(tokens[:, None], positions[:, None], cache)   # [N, 1, D]
+        return h[:, 0], cache
+
+    def draw(h, rng, temperature, top_p):
+        return select_tokens(model.logits(h), rng, greedy=config.greedy, temperature=temperature,
+                             top_k=config.top_k, top_p=top_p if config.use_top_p else None)
+
+    if not config.kernels:
+        return step, draw
+    return _gpu_wing().decoder(model, draw, greedy=config.greedy,
+                               plain=config.top_k is None and not config.use_top_p)
+
+
+def _resolve_kernels(config: SampleConfig, model: Gemma, mesh: Mesh | None) -> SampleConfig:
+    """`config` with `kernels` a bool: "auto" is True on GPUs where the wing supports the model;
+    True where it does not is an error that says why (no silent fallback)."""
+    if config.kernels is False:
+        return config
+    use = _wing_supports(model.config, mesh, insist=config.kernels is True)
+    return config if config.kernels is use else dataclasses.replace(config, kernels=use)
+
+
+@functools.lru_cache(maxsize=64)
+def _wing_supports(model_cfg, mesh: Mesh | None, *, insist: bool) -> bool:
+    """Whether the GPU wing decodes this model here (cached: it runs on every sampler call)."""
+    if not insist and jax.default_backend() != "gpu":
+        return False
+    why = _gpu_wing().unsupported(model_cfg, mesh)
+    if why is not None and insist:
+        raise ValueError(f"kernels=True, but {why}")
+    return why is None
 
 
 # By default XLA on GPUs runs the loop's body as CUDA graphs but returns to the host after every
 # iteration to test the loop's condition; WHILE and CONDITIONAL among its command-buffer kinds put
 # the whole loop in one graph. An option replaces XLA's list, so the list is its default kinds
-# plus those two. (1B, 64 rows, H100: 34,306 -> 34,681 tokens/s, the same tokens.)
+# plus those two.
 GPU_COMPILER_OPTIONS = {"xla_gpu_enable_command_buffer": "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,"
                         "CUDNN,DYNAMIC_SLICE_FUSION,WHILE,CONDITIONAL"}
 
@@ -157,18 +189,15 @@ def _sample_program(backend: str, top_level: bool = True):
     the options above on GPUs when it is called at top level. Inside another trace (an outer
     `jax.jit`, `jax.make_jaxpr`) JAX refuses per-program options, and the loop compiles as part
     of the outer program, with its options. Not `nnx.jit`: the model is only read, and
-    `nnx.jit`'s graph traversal of it on the way in and out cost 27 ms a call for the 1B on the
-    H100 machine's host (a no-op's call). Without it the 1B's fixed cost a call (all but the
-    decode steps) fell from 53 to 10 ms at 1 row and from 74 to 36 ms at 64 rows."""
+    `nnx.jit`'s graph traversal of it on the way in and out cost more host time a call than
+    the rest of the call's fixed cost."""
     options = GPU_COMPILER_OPTIONS if backend == "gpu" and top_level else None
     return jax.jit(_sample, static_argnames=("config", "mesh"), compiler_options=options)
 
 
 def _sample(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
             config: SampleConfig, mesh: Mesh | None) -> SampleOutput:
-    # Once, before the loop; weights split over a `model` axis keep their layout.
-    model = decode_copy(model, config.compute_dtype,
-                        fuse=mesh is None or mesh.shape[MODEL] == 1)
+    model = decode_copy(model, config.compute_dtype)                  # once, before the loop
     b, p = tokens.shape
     g, m = config.num_samples, config.max_new_tokens
     rows = _rows(mesh)
@@ -183,13 +212,13 @@ def _sample(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
         h, last_pos = jnp.repeat(h, g, axis=0), jnp.repeat(last_pos, g)
     n = b * g
     active = last_pos >= 0                                             # [N]; padding rows: False
+    step, draw = _decoder(model, config)            # after the prefill: the wing's weights here
 
     def emit(st: _Loop, h) -> _Loop:
         """Choose token `st.step` of every live row from its final hidden state `[N, D]`;
         update stops."""
         with traced_under(mesh):     # the token-draw kernel splits its call by rows
-            tok, lp = _choose(model, h, jax.random.fold_in(rng, st.step), temperature, top_p,
-                              config)                                  # [N], [N]
+            tok, lp = draw(h, jax.random.fold_in(rng, st.step), temperature, top_p)  # [N], [N]
         live = ~st.done
         tok = jnp.where(live, tok, PAD_ID)
         lp = jnp.where(live, lp, 0.0)
@@ -207,10 +236,10 @@ def _sample(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
 
     def body(st: _Loop) -> _Loop:
         with traced_under(mesh):     # the decode-attention kernel splits its call by rows
-            h, cache = model.hidden(st.token[:, None], st.pos[:, None], st.cache)  # [N, 1, D]
+            h, cache = step(st.token, st.pos, st.cache)                # [N, D]
         st = st._replace(cache=jax.tree.map(rows, cache),
                          pos=jnp.where(st.pos >= 0, st.pos + 1, -1))
-        return emit(st, h[:, 0])                                       # [N, D]
+        return emit(st, h)
 
     def cond(st: _Loop):
         return (st.step < m) & ~jnp.all(st.done)
@@ -224,21 +253,6 @@ def _sample(model: Gemma, tokens, positions, rng, temperature, top_p, table, *,
     return SampleOutput(st.out_tok, st.out_lp, st.length, st.done & active)
 
 
-def _choose(model: Gemma, h, rng, temperature, top_p, config: SampleConfig):
-    """`(tokens [N], logprobs [N])` from final hidden states `h [N, D]`: on GPUs, for greedy
-    decoding and plain sampling of up to 64 rows a device, the draw kernels that never write the
-    `[N, V]` logits (`decode_sampling.draw`); otherwise the logits, then
-    `sampling.select_tokens`."""
-    cfg = model.config
-    if (config.top_k is None and not config.use_top_p
-            and decode_sampling.kernel_available(cfg.d_model, cfg.vocab_size, h.shape[0])):
-        return decode_sampling.draw(h, model.embedding[...], rng, temperature,
-                                    greedy=config.greedy, softcap=cfg.final_softcap,
-                                    interpret=jax.default_backend() != "gpu")
-    return select_tokens(model.logits(h), rng, greedy=config.greedy, temperature=temperature,
-                         top_k=config.top_k, top_p=top_p if config.use_top_p else None)
-
-
 def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: SampleConfig, *,
                   temperature: float = 1.0, top_p: float = 1.0,
                   stop_table: np.ndarray | None = None) -> SampleOutput:
@@ -249,7 +263,8 @@ def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: Sa
     the samples of one prompt adjacent. `rng`: a `jax.random.key`. `stop_table`: from
     `stop_strings.stop_table(tokenizer, strings)` (None: no stop strings; `config.stop_ids`
     still apply). `temperature`/`top_p` are traced (no recompile per value);
-    `config` is static. B must be a multiple of the mesh's data axis when the model is sharded.
+    `config` is static; its `kernels` ("auto", True or False) is resolved here (see
+    `SampleConfig`). B must be a multiple of the mesh's data axis when the model is sharded.
     The batch is put on the mesh here when it is not there already.
     """
     tokens = prompt_tokens if isinstance(prompt_tokens, jax.Array) else np.asarray(prompt_tokens)
@@ -265,6 +280,7 @@ def sample_tokens(model: Gemma, prompt_tokens, prompt_positions, rng, config: Sa
         raise ValueError(f"batch of {tokens.shape[0]} prompts does not split over the "
                          f"{mesh.shape[DATA]} data-parallel devices; pad it (padding rows: "
                          "positions all -1) to a multiple of that")
+    config = _resolve_kernels(config, model, mesh)
     table = padded_stop_table(stop_table, model.config.vocab_size)
     scalars = np.float32(temperature), np.float32(top_p)
     if mesh is not None:   # `put`, not `device_put`: the mesh may span several processes
@@ -339,10 +355,12 @@ def generate(model: Gemma, tokenizer, prompts: Sequence[str], *, max_new_tokens:
              temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
              num_samples: int = 1, seed: int = 0, stop_strings: Sequence[str] | None = None,
              max_prompt_len: int = DEFAULT_MAX_PROMPT_LEN,
-             compute_dtype: str | None = None) -> Completions:
+             compute_dtype: str | None = None, kernels: bool | str = "auto") -> Completions:
     """Complete every prompt `num_samples` times. `temperature=0.0` is greedy.
     `compute_dtype` (e.g. "bfloat16"): decode with the weights and cache cast to it, once per
-    call; None decodes in the model's own dtype.
+    call; None decodes in the model's own dtype. `kernels`: decode through the GPU kernels
+    (`aha_utils.kernels`); "auto" where they run, True to insist (an error says why not), False
+    for plain XLA.
 
     Stops a row at `<eos>`, `<end_of_turn>`, or the end of any of `stop_strings`; see the module
     docstring for what `.texts`, `.tokens` and `.lengths` then hold. Prompts are encoded with
@@ -359,7 +377,7 @@ def generate(model: Gemma, tokenizer, prompts: Sequence[str], *, max_new_tokens:
                           top_k=None if greedy else top_k,
                           use_top_p=not greedy and top_p is not None and top_p < 1.0,
                           stop_ids=(tokenizer.eos_id, tokenizer.end_of_turn_id),
-                          compute_dtype=compute_dtype)
+                          compute_dtype=compute_dtype, kernels=kernels)
     stops = tuple(stop_strings) if stop_strings else ()
     table = cached_stop_table(tokenizer, stops, model.config.vocab_size) if stops else None
     out = sample_tokens(model, tokens, positions, jax.random.key(seed), config,

@@ -1,4 +1,5 @@
-"""One layer's decode attention step: the Pallas kernel (`aha_utils.decode_attention`) against XLA.
+"""One layer's decode attention step: the Pallas kernel (`aha_utils.kernels.decode_attention`)
+against XLA.
 
     python -m benchmarks.decode_attention        # three shapes (SAMPLER_TUNING.md, round 3)
     python -m benchmarks.decode_attention --shapes 128x512x272 --sweep
@@ -6,10 +7,10 @@
 A shape is ROWSxSLOTSxFILLED: every row has decoded up to position FILLED - 2 and this step's token
 is at FILLED - 1, so slots FILLED..SLOTS-1 are empty (-1), as early in a decode. A step is what one
 layer does between its q/k/v projection and its output projection: qk-norm, rotary embedding, the
-cache write and the attention (`model.Attention._decode_kernel` against `Attention._decode`),
+cache write and the attention (`kernels.decode_step.attention` against `Attention._decode`),
 `--reps` steps inside one jitted loop, so Python dispatch is not timed; the steps take turns over
 copies of the cache that together exceed the GPU's L2, so the reads come from HBM, as in the
-sampler. Gemma 3 1B's attention in the sampler's decode layout (one q/k/v matrix): 1 kv head, 4
+sampler. Gemma 3 1B's attention in the GPU wing's layout (one q/k/v matrix): 1 kv head, 4
 query heads, head size 256, a sliding-window layer (512), bf16. `--sweep` times every combination
 of block, target programs, warps and stages, fastest first. On a CPU the kernel runs in Pallas's
 interpreter: a smoke test of this script, not a timing.
@@ -27,6 +28,10 @@ import numpy as np
 from flax import nnx
 
 from aha_utils.config import ModelConfig
+from aha_utils.kernels import decode_step
+from aha_utils.kernels.decode_attention import QKV_SPLITS
+from aha_utils.kernels.decode_residual import split_matmul
+from aha_utils.kernels.decode_weights import qkv_weights
 from aha_utils.kv_cache import LayerCache
 from aha_utils.model import Attention
 
@@ -36,16 +41,16 @@ MAX_COPIES = 16              # smaller caches (not those three) stay partly in L
 
 
 def inputs(rows: int, slots: int, filled: int, seed: int = 0):
-    """A sliding-window layer, its cache (positions 0..filled-2 in slots 0..filled-2), this
+    """`(attn, qkv)` a sliding-window layer and its q/k/v as one matrix (the GPU wing's
+    layout: one q/k/v matmul), its cache (positions 0..filled-2 in slots 0..filled-2), this
     step's input `[B, 1, D]` and positions `[B, 1]` (filled - 1)."""
     attn = Attention(CONFIG, "local", jnp.bfloat16, nnx.Rngs(seed))
-    attn.fuse()                      # the sampler's decode layout: one q/k/v matmul
     rng = np.random.default_rng(seed)
     shape = (rows, slots, CONFIG.num_kv_heads, CONFIG.head_dim)
     k, v = (jnp.asarray(rng.standard_normal(shape), jnp.bfloat16) for _ in range(2))
     pos = np.where(np.arange(slots) < filled - 1, np.arange(slots), -1).astype(np.int32)
     x = jnp.asarray(rng.standard_normal((rows, 1, CONFIG.d_model)), jnp.bfloat16)
-    return (attn, x, jnp.full((rows, 1), filled - 1, jnp.int32),
+    return ((attn, qkv_weights(attn)), x, jnp.full((rows, 1), filled - 1, jnp.int32),
             LayerCache(k, v, jnp.asarray(np.tile(pos, (rows, 1)))))
 
 
@@ -99,11 +104,14 @@ def main(argv=None) -> None:
     for shape in args.shapes.split(","):
         rows, slots, filled = map(int, shape.split("x"))
         attn, x, positions, cache = inputs(rows, slots, filled)
-        results = [("xla", {}, seconds_per_step(Attention._decode, attn, x, positions, cache,
-                                                args.reps))]
+        def xla_step(layer, x, positions, cache):
+            return layer[0]._decode(x, positions, cache)
+        results = [("xla", {}, seconds_per_step(xla_step, attn, x, positions, cache, args.reps))]
         for cfg in configs:
-            def kernel_step(attn, x, positions, cache, cfg=cfg):
-                return attn._decode_kernel(x, positions, cache, **cfg)
+            def kernel_step(layer, x, positions, cache, cfg=cfg):
+                qkv = split_matmul(x[:, 0], layer[1], QKV_SPLITS, interpret=interpret)
+                return decode_step.attention(layer[0], qkv, positions[:, 0], cache,
+                                             interpret=interpret, **cfg)
             try:
                 results.append(("kernel", cfg, seconds_per_step(kernel_step, attn, x, positions,
                                                                 cache, args.reps)))

@@ -106,12 +106,12 @@ def kernel_table(trace_dir: str, top: int = 10) -> list[tuple[str, float, int]]:
     return [(k, t / total, calls[k]) for k, t in time_by.most_common(top)]
 
 
-def bench_jax(cfg, batch, prompt, new, reps=2, profile_dir=None):
+def bench_jax(cfg, batch, prompt, new, reps=2, profile_dir=None, kernels="auto"):
     model = Gemma(cfg, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     rng = np.random.default_rng(0)
     tokens = rng.integers(3, cfg.vocab_size, (batch, prompt)).astype(np.int32)
     positions = np.broadcast_to(np.arange(prompt, dtype=np.int32), (batch, prompt)).copy()
-    config = SampleConfig(max_new_tokens=new, greedy=False, stop_ids=())
+    config = SampleConfig(max_new_tokens=new, greedy=False, stop_ids=(), kernels=kernels)
 
     def once(seed):
         t = time.perf_counter()
@@ -200,7 +200,10 @@ def main(argv=None) -> None:
     ap.add_argument("--profile", default=None,
                     help="trace one more call of each JAX row into DIR/<model>_<batch> and print "
                          "its ten most expensive kernels")
+    ap.add_argument("--kernels", default="auto", choices=("auto", "on", "off"),
+                    help="the sampler's GPU kernels (aha_utils.kernels): auto (on GPUs), on, off")
     args = ap.parse_args(argv)
+    kernels = {"auto": "auto", "on": True, "off": False}[args.kernels]
     start = time.perf_counter()
 
     kind, bw, measured = device_bandwidth()
@@ -225,7 +228,8 @@ def main(argv=None) -> None:
                     continue
                 try:
                     trace = args.profile and f"{args.profile}/{name}_{b}"
-                    r = (bench_jax(cfg, b, args.prompt, args.new, profile_dir=trace)
+                    r = (bench_jax(cfg, b, args.prompt, args.new, profile_dir=trace,
+                                   kernels=kernels)
                          if impl == "jax" else
                          bench_hf(cfg, b, args.prompt, args.new, impl == "hf-compile"))
                 except Exception as e:  # report and go on: one failing variant is a result too

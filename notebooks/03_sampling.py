@@ -368,20 +368,13 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 # bandwidth, makes only 1.12x the tokens (about 44,700 a second, 42% of its whole-cache
 # roofline): the small kernels take as long on both. `docs/SAMPLER_TUNING.md` logs
 # every round of tuning behind these figures.
-# Five things cut that count. The sampler decodes a copy of the model whose q/k/v projections
-# are one matrix and gate/up another (`model.fuse_projections`). On GPUs one Pallas kernel
-# (`aha_utils.decode_attention`) does a layer's qk-norm, rotary embedding, cache write and
-# attention, reading only the filled part of each row's cache, where XLA's fixed shapes read
-# every slot of it. And another (`aha_utils.decode_residual`) joins each half of a block to the
-# residual stream: it sums the projection's split-K partials, norms, adds, and norms again for
-# what comes next, where XLA ran three or four kernels. A third (`aha_utils.decode_sampling`)
-# makes the logits a tile at a time and draws the token from them, so the `[N, V]` logits are
-# never written (up to 64 rows a device). At 16 to 64 rows the small q/k/v and o projections
-# go through a Pallas kernel too: one program per slice of K and 32 columns, about 100.
-# Between kernels, each of these tells a Hopper GPU as it starts that the next kernel may be
-# scheduled (`aha_utils.early_launch`), so the next one waits on the GPU, not for a launch.
-# And on an H100 the attention kernel, as it ends, asks L2 for the MLP's next weights
-# (`aha_utils.l2_prefetch`), which arrive while the small kernels after it run.
+# On GPUs the sampler goes one step further by default: an optional wing, `aha_utils.kernels`,
+# runs each decode step and the token draw as a handful of Pallas kernels on its own fused copy
+# of the weights (attention over only the filled cache slots, residual joins in one pass, a draw
+# that never writes the `[N, V]` logits), switched by `generate(..., kernels=...)` and entered
+# from one place in the sampler. The course's decode step stays the plain XLA one above, which
+# the kernels are tested against; what each kernel does and what it bought is in
+# [docs/SAMPLER_TUNING.md](../docs/SAMPLER_TUNING.md).
 # Host time counts too: the host waits
 # for the loop, so the sampler is a plain `jax.jit` (no per-call traversal of the model's
 # graph, which cost 27 ms a call for the 1B) and, on GPUs, runs the whole loop as one CUDA graph.

@@ -135,16 +135,18 @@ def test_kv_cache_windows_and_data_parallel():
 
 def test_sampler_decode_copy_counts_the_weights_it_builds():
     """`sampler.decode_copy` casts every weight when the compute dtype differs from the
-    parameters', merges the adapted projections with LoRA, and otherwise builds the fused
-    projections of the decode layout: every projection but o."""
+    parameters', merges the adapted projections with LoRA, and otherwise reuses the model's;
+    the GPU wing (`kernels`) adds its `DecodeWeights`: every projection but o."""
     n, mats = TOY.num_params(), TOY.num_params() - TOY.vocab_size * TOY.d_model
     o_proj = TOY.num_layers * TOY.num_heads * TOY.head_dim * TOY.d_model
     bf16 = dict(compute_dtype="bfloat16")
-    assert estimate_memory(TOY, toy_run(param_dtype="float32", **bf16)).decode_weights == 2 * n
-    assert estimate_memory(TOY, toy_run(param_dtype="bfloat16", lora_rank=8, **bf16)
-                           ).decode_weights == 2 * mats
-    assert estimate_memory(TOY, toy_run(compute_dtype="float32")).decode_weights \
-        == 4 * (mats - o_proj)
+    for kernels, wing in ((False, 0), (True, mats - o_proj)):
+        est = lambda **kw: estimate_memory(TOY, toy_run(**kw), kernels=kernels).decode_weights
+        assert est(param_dtype="float32", **bf16) == 2 * n + 2 * wing
+        assert est(param_dtype="bfloat16", lora_rank=8, **bf16) == 2 * mats + 2 * wing
+        assert est(compute_dtype="float32") == 4 * wing
+    assert estimate_memory(TOY, toy_run()).decode_weights == estimate_memory(
+        TOY, toy_run(), kernels=jax.default_backend() == "gpu").decode_weights   # None: GPUs
     est = estimate_memory(TOY, toy_run(param_dtype="float32", **bf16))
     assert est.total == est.persistent + max(est.gradients + est.activations,
                                              est.kv_cache + est.decode_weights)

@@ -9,7 +9,7 @@ from flax import nnx
 
 from aha_utils.config import ModelConfig, config_for
 from aha_utils.kv_cache import init_cache
-from aha_utils.model import Gemma, forward, fuse_projections
+from aha_utils.model import Gemma, forward
 
 CONFIGS = {"gemma3": ModelConfig.tiny(), "gemma2": ModelConfig.tiny_gemma2(),
            "mqa": ModelConfig.tiny(num_kv_heads=1, global_every=3)}
@@ -47,28 +47,6 @@ def test_cache_matches_full_forward(name, prefill_len):
     full = forward(model, ids[None])[0]
     cached = decode_with_cache(model, ids, prefill_len, max_len=32)
     np.testing.assert_allclose(cached, full, atol=2e-5, rtol=2e-5)
-
-
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_fused_projections_are_the_same_function(name):
-    """The decode layout (q/k/v one matrix, gate/up one, down transposed) against the model's
-    own: full forward and cached decoding, float32, past the window; the same weights in it."""
-    cfg = CONFIGS[name]
-    model = tiny_model(cfg)
-    fused = fuse_projections(nnx.clone(model))
-    attn, mlp, ref = fused.layers[0].attn, fused.layers[0].mlp, model.layers[0]
-    assert not hasattr(attn, "q_proj") and not hasattr(mlp, "gate_proj")
-    d, h, k, hd = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    assert attn.qkv.shape == (d, (h + 2 * k) * hd) and mlp.gate_up.shape == (d, 2 * cfg.ffn_dim)
-    np.testing.assert_array_equal(attn.qkv[...][:, h * hd:(h + k) * hd],
-                                  ref.attn.k_proj[...].reshape(d, -1))
-    np.testing.assert_array_equal(mlp.down_t[...], ref.mlp.down_proj[...].T)
-    ids = np.random.default_rng(3).integers(0, cfg.vocab_size, 24)
-    want = forward(model, ids[None])[0]
-    np.testing.assert_allclose(forward(fused, ids[None])[0], want, atol=2e-5, rtol=2e-5)
-    np.testing.assert_allclose(decode_with_cache(fused, ids, 5, max_len=32), want,
-                               atol=2e-5, rtol=2e-5)
-    assert hasattr(model.layers[0].attn, "q_proj")     # the clone was changed, not the model
 
 
 def test_cache_chunked_prefill_after_decode():
@@ -169,9 +147,8 @@ def test_fused_attention_path_equals_the_xla_path(monkeypatch):
     them than the XLA path, give or take rounding. (Off a GPU the two bfloat16 paths agree to
     rounding; on an H100 cuDNN rounds in its own order: logits up to 0.19 apart, each up to
     0.22-0.23 from float32.) Gemma 2's soft-capped attention never takes the fused path."""
-    from aha_utils import model as model_mod
-
-    model = Gemma(ModelConfig.tiny(), dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    tiny = lambda dtype, cudnn: Gemma(ModelConfig.tiny(), dtype=dtype, rngs=nnx.Rngs(0),
+                                      cudnn_attention=cudnn)          # the same weights
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(3, 512, (3, 20)), jnp.int32)
     positions = np.tile(np.arange(20, dtype=np.int32), (3, 1))
@@ -186,15 +163,14 @@ def test_fused_attention_path_equals_the_xla_path(monkeypatch):
     monkeypatch.setattr(jax.nn, "dot_product_attention",
                         lambda *a, **kw: calls.append(kw["implementation"]) or dpa(*a, **kw))
 
-    def run(flag, model=model):
-        monkeypatch.setattr(model_mod, "CUDNN_ATTENTION", flag)
-        jax.clear_caches()                 # the flag is read while tracing
+    def run(flag, model=None):
+        model = tiny(jnp.bfloat16, flag) if model is None else model
         loss = lambda m: jnp.sum(forward(m, tokens, positions) * weights * real[..., None])
         logits = forward(model, tokens, positions)
         grads = nnx.grad(loss)(model)
         return np.asarray(logits, np.float32)[real], grads
 
-    ref, ref_g = run(False, Gemma(ModelConfig.tiny(), dtype=jnp.float32, rngs=nnx.Rngs(0)))
+    ref, ref_g = run(False, tiny(jnp.float32, False))
     want, want_g = run(False)
     assert calls == []
     got, got_g = run(True)
@@ -209,6 +185,20 @@ def test_fused_attention_path_equals_the_xla_path(monkeypatch):
 
     calls.clear()
     jax.clear_caches()
-    gemma2 = Gemma(ModelConfig.tiny_gemma2(), dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    gemma2 = Gemma(ModelConfig.tiny_gemma2(), dtype=jnp.bfloat16, rngs=nnx.Rngs(0),
+                   cudnn_attention=True)
     forward(gemma2, tokens, positions)
     assert calls == []
+
+
+def test_cudnn_attention_is_fixed_when_the_model_is_built():
+    """`Gemma(..., cudnn_attention=None)` means on GPUs; every layer gets the same choice; a
+    value that is not a bool is refused."""
+    cfg = ModelConfig.tiny()
+    default = Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    assert {l.attn.cudnn for l in default.layers} == {jax.default_backend() == "gpu"}
+    forced = Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0), cudnn_attention=True)
+    assert all(l.attn.cudnn for l in forced.layers)
+    assert nnx.clone(forced).layers[0].attn.cudnn                 # kept by clone / split-merge
+    with pytest.raises(ValueError, match="cudnn_attention"):
+        Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0), cudnn_attention="on")

@@ -178,14 +178,14 @@ def test_decode_copy_merges_lora_casts_once_and_leaves_the_model(model):
     assert {x.dtype for x in jax.tree.leaves(nnx.state(adapted))} == {jnp.dtype("float32")}
 
     # Per step the loop multiplies by each projection once; merging in the loop would add the
-    # adapters' A @ B (7 per layer) on top. In the decode layout (`model.fuse_projections`)
-    # that is 4 matmuls a layer (qkv, o, gate_up, down), 2 for the attention (XLA's path on a
-    # CPU) and the logits; 7 + 2 a layer unfused. On GPUs the kernels hold other dots.
+    # adapters' A @ B (7 per layer) on top. On the XLA path (a CPU) that is 7 matmuls a layer
+    # (q, k, v, o, gate, up, down), 2 for the attention, and the logits. On GPUs the wing's
+    # weights and kernels hold other dots (q/k/v one matrix, gate/up one).
     sample = lambda m: sample_tokens(m, tokens, positions, jax.random.key(4), cfg)
     dots = _while_body_dots(sample, adapted)
     assert dots == _while_body_dots(sample, merged)
     if jax.default_backend() == "cpu":
-        assert dots == [TINY.num_layers * (4 + 2) + 1]
+        assert dots == [TINY.num_layers * (7 + 2) + 1]
     with pytest.raises(ValueError, match="compute_dtype"):
         SampleConfig(max_new_tokens=4, compute_dtype="float16")
 

@@ -346,18 +346,22 @@ def test_eight_devices_give_the_same_loss_and_gradients(multi_device_report, nam
 
 
 def test_fused_attention_only_where_rows_are_the_only_split():
-    """8 fake CPU devices, bfloat16 compute, `model.CUDNN_ATTENTION` forced (the XLA version of
+    """8 fake CPU devices, bfloat16 compute, `Attention.cudnn` forced (the XLA version of
     the same call off a GPU): the train step traces under its mesh, so a data-parallel mesh
     takes the fused attention (one call per layer and pass) and gives the single device's
     loss, while a (4 data, 2 model) mesh, whose heads are split, keeps the XLA path."""
     out = run_with_fake_devices(r"""
         import json, jax, numpy as np
-        from aha_utils import grpo, model as model_mod
+        from aha_utils import grpo
         from aha_utils.sharding import make_mesh, shard_model, shard_batch
         from aha_utils.train_step import TrainConfig, init_training, loss_and_grads
-        from tests.test_train_step import make_batch, make_model
+        from tests.test_train_step import make_batch, make_model as plain_model
 
-        model_mod.CUDNN_ATTENTION = True
+        def make_model():       # the fused attention call forced on every layer (as on GPUs)
+            model = plain_model()
+            for layer in model.layers:
+                layer.attn.cudnn = True
+            return model
         calls = []
         dpa = jax.nn.dot_product_attention
         jax.nn.dot_product_attention = lambda *a, **kw: calls.append(1) or dpa(*a, **kw)

@@ -6,8 +6,8 @@ precision mismatch between the two programs. The update computes in bfloat16 on 
 master copy (the GPU preset); the sampler decodes either the float32 weights or a bfloat16 copy
 (`generate(..., compute_dtype=...)`), with its own KV cache and order of operations.
 
-    python scripts/logprob_gap.py                 # Gemma 3 270M (offline GGUF), about 2 min on CPU
-    python scripts/logprob_gap.py --prompts 16 --new 128
+    python -m benchmarks.experiments.logprob_gap      # Gemma 3 270M (offline GGUF), ~2 min on CPU
+    python -m benchmarks.experiments.logprob_gap --prompts 16 --new 128
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     model, tokenizer = load_model(args.model, dtype=jnp.float32)
-    update_model = decode_copy(model, "bfloat16", fuse=False)   # the train step's cast
+    update_model = decode_copy(model, "bfloat16")   # the train step's cast
     logprobs = nnx.jit(completion_logprobs, static_argnames=("completion_start",))
     prompts = [make_prompt("countdown", q) for q in make_problems(args.prompts, seed=1)]
 

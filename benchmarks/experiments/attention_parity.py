@@ -2,8 +2,8 @@
 log-probs: bf16 completion log-probs through it and through the model's XLA attention, each
 against a float32 XLA reference on the same weights.
 
-    python scripts/attention_parity.py                 # on a GPU (elsewhere both paths are XLA)
-    python scripts/attention_parity.py --embedding-scale 1.0
+    python -m benchmarks.experiments.attention_parity     # on a GPU (elsewhere both are XLA)
+    python -m benchmarks.experiments.attention_parity --embedding-scale 1.0
 
 Gemma 3 270M with random weights (the embedding scaled by `--embedding-scale`, 0.1 as in the
 tests: a random init's logits are otherwise extreme), 8 rows of 384 tokens, row r left-padded
@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     cfg = config_for("gemma3-270m")
     ref = model_mod.Gemma(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
     ref.embedding[...] = ref.embedding[...] * args.embedding_scale
-    low = decode_copy(ref, "bfloat16", fuse=False)   # the same weights, cast to bf16
+    low = decode_copy(ref, "bfloat16")               # the same weights, cast to bf16
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(3, cfg.vocab_size, (ROWS, COLS)), jnp.int32)
     positions = np.tile(np.arange(COLS, dtype=np.int32), (ROWS, 1))
@@ -47,8 +47,9 @@ def main(argv=None) -> None:
     out = {}
     for name, model, cudnn in (("float32 XLA", ref, False), ("bf16 XLA", low, False),
                                ("bf16 cuDNN", low, True)):
-        model_mod.CUDNN_ATTENTION = cudnn
-        jax.clear_caches()                            # the flag is read while tracing
+        model = nnx.clone(model)
+        for layer in model.layers:                    # `Gemma(..., cudnn_attention=...)`
+            layer.attn.cudnn = cudnn
         out[name] = np.asarray(logprobs(model, tokens, positions))
     print(f"device: {jax.devices()[0].device_kind}; mean |log-prob| (float32): "
           f"{np.abs(out['float32 XLA']).mean():.2f}")

@@ -13,9 +13,9 @@ Both are followed by the same small join (sum the partials, RMS-norm), so that l
 timed loop runs `--layers` layers, each with its own weights (more bytes than L2 holds), and
 prints microseconds a layer, the join included, for each path.
 
-    python scripts/fused_mlp_barrier.py                    # on a Hopper GPU
-    python scripts/fused_mlp_barrier.py --barrier none     # wrong numbers: the barrier's cost
-    python scripts/fused_mlp_barrier.py --lower            # anywhere: lowers the kernel for CUDA
+    python -m benchmarks.experiments.fused_mlp_barrier                   # on a Hopper GPU
+    python -m benchmarks.experiments.fused_mlp_barrier --barrier none    # the barrier's cost
+    python -m benchmarks.experiments.fused_mlp_barrier --lower           # anywhere: for CUDA
 
 Design decisions:
 - A barrier inside a kernel only works if all of its programs are resident at once, which
@@ -74,8 +74,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from aha_utils import early_launch, l2_prefetch
-from aha_utils.decode_residual import DOWN_SPLITS, split_matmul
+from aha_utils.kernels import early_launch, l2_prefetch
+from aha_utils.kernels.decode_residual import DOWN_SPLITS, split_matmul
 
 F32, BF16 = jnp.float32, jnp.bfloat16
 B, D, F = 64, 1152, 6912          # rows, the 1B's width and hidden units
@@ -181,7 +181,7 @@ def sampler_path(x, wgu, wd_t):
     `[DOWN_SPLITS, B, D]` float32."""
     gate, up = jnp.split(x @ wgu, 2, axis=-1)                                      # [B, F] each
     h = jax.nn.gelu(gate, approximate=True) * up                                   # [B, F]
-    return split_matmul(h, wd_t, DOWN_SPLITS, transposed=True)
+    return split_matmul(h, wd_t, DOWN_SPLITS, transposed=True, interpret=False)
 
 
 def join(parts):

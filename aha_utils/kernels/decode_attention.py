@@ -2,60 +2,19 @@
 rotary embedding of this step's q and k, the write of k, v and the position into the KV cache,
 and softmax(q k^T) v over only the filled part of each row's cache.
 
-`model.Attention._decode_kernel` calls `decode_attention(...)` on GPUs where
-`kernel_available(head_dim)`: one device, or rows split over a data-parallel mesh; elsewhere the
-model keeps its XLA path (`Attention._decode`). Both compute the same
-numbers (tests: the output and the written cache, float32 and bfloat16).
-
-Design decisions:
-- Why a kernel: XLA's static shapes make every decode step read the whole cache, `P + M`
-  slots on global layers and the window on local ones, though a row at position `t` has only
-  `min(t + 1, slots)` of them filled: slot `pos % slots`, written in order from slot 0, so the
-  filled ones are a prefix until a ring buffer wraps. In a GRPO step (Countdown prompts of
-  ~144 tokens in a 256-column bucket, 256 new tokens) that is half of the 512 slots on average,
-  and XLA also splits the attention into five kernels (scores, max, sum, normalise,
-  probabilities x values). Here each program stops at its row's last filled block: a loop
-  whose trip count is a traced number, which a Triton kernel allows and an XLA program does not.
-- Why the norms, the rotation and the cache write are in it too: around the attention XLA ran
-  about eight small kernels a layer (q-norm, k-norm, the two rotations, three cache scatters,
-  a pad of q to 16 rows), 1.5-2.6 us each on an H100 for a few KB of work: more time than the
-  attention itself. The kernel takes the q/k/v projection's output `[B, H + 2K, hd]` as it is,
-  even unreduced: as split-K partials (`decode_residual.split_matmul`), which it sums and
-  rounds, so XLA's reduction kernel after the projection goes too.
-  Each program norms and rotates its kv head's G query heads and the new key in registers
-  (a few hundred flops each), rounding to the model's dtype where the XLA path rounds.
-- The new token is not read from the cache: the old cache is read with the token's own slot
-  masked (it holds an older position, or nothing), and the token's score and value enter the
-  online softmax from registers, in the one slice that owns the slot. That slice's program
-  then writes k, v and the position into the cache, which is donated to the call
-  (`input_output_aliases`), so XLA updates it in place; no program reads a slot another writes.
-- Flash-decoding: each program takes one (row, kv head, slice), runs an online softmax over
-  blocks of `block` slots, and writes its unnormalised output with its running max and sum; a
-  few XLA ops merge the slices. Slicing gives the GPU enough programs when rows are few (64 rows
-  x 1 kv head would fill half of an H100's 132 SMs). With one slice a row (from 128 rows on an
-  H100) the program normalises and writes the output itself, and no merge kernel runs; a merge
-  by the last slice to finish (an atomic count) was slower at 64 rows than XLA's kernel. A slice
-  is a share of the row's *filled* blocks, not a fixed range of slots, so that no program of a
-  step is idle and none reads more than its share. Small blocks (32 slots) and three pipeline
-  stages keep two blocks' loads in flight while one is used: an `ncu` profile of the earlier
-  kernel (64-slot slices of fixed slots, 2 stages; H100, 64 rows at 384 of 512 slots) showed 45%
-  of the HBM bandwidth, SMs active 67% of the time, and most warp stalls waiting on the first
-  block's loads. Together (H100, 1B, 64 rows, sampler): 36,834-37,108 -> 37,643-37,973 tokens/s.
-- Masks inside a block come from the slots' stored positions, as in the model: filled
-  (`pos >= 0`), not in the future, inside the sliding window. So the last partial block, left
-  padding and the ring buffer need no other bookkeeping. A padding row (position -1) reads
-  nothing, writes nothing and gets zeros.
-- The `G` query heads that share a kv head are the rows of one small matmul, padded to 16 rows
-  (Triton's smallest dot tile), built in registers; q k^T is two dots over the two halves of a
-  head, the halves the rotation pairs (so heads of at least 32). The extra multiplies are free:
-  the kernel is memory-bound.
-- Slots must be a multiple of 16: `kv_cache.cache_slots` rounds up (spare slots stay empty).
-- Several devices: XLA cannot partition a Pallas call, so under a mesh the call is wrapped in a
-  `shard_map` over the `data` axis: each device runs the kernel on its own rows, which is all
-  data parallelism needs (attention never mixes rows). The sampler traces its loop under its
-  mesh (`sharding.traced_under`), which is how the call learns it. A mesh that also
-  splits heads (`model_parallel > 1`) keeps the XLA path, as does a multi-device process with
-  no mesh in context (its arrays might be split in ways the call cannot see).
+Why: XLA's static shapes make every step read every slot of the cache, and around the attention
+XLA runs about eight small kernels a layer; here each program stops at its row's last filled
+block (a traced trip count) and does the rest in registers. How, in short:
+- flash-decoding: one program per (row, kv head, slice), an online softmax over blocks of
+  slots, a slice being an equal share of the row's *filled* blocks; several slices are merged
+  by a few XLA ops after the kernel, one slice a row is normalised in the kernel;
+- the q/k/v projection comes in as split-K partials (`decode_residual.split_matmul`) that the
+  kernel sums and rounds as XLA would; the new token enters the softmax from registers, and the
+  program owning its slot writes it into the cache, donated and updated in place;
+- masks come from the slots' stored positions, as in the model (padding, ring buffer, window);
+- the G query heads of a kv head are the rows of one dot tile padded to 16 (Triton's smallest);
+- under a data-parallel mesh each device runs the kernel on its own rows (`shard_map`).
+Tests hold output and cache to `model.Attention._decode`. Measurements: docs/SAMPLER_TUNING.md.
 """
 
 from __future__ import annotations
@@ -67,32 +26,17 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
-from aha_utils import early_launch, l2_prefetch
-from aha_utils.decode_residual import largest_tile
+from aha_utils.kernels import early_launch, l2_prefetch
+from aha_utils.kernels.decode_residual import largest_tile
+from aha_utils.kv_cache import SLOT_MULTIPLE
 from aha_utils.layers import NEG_INF   # the model's finite mask value: masked rows stay NaN-free
-from aha_utils.sharding import DATA, on_each_devices_rows, rows_split_only
+from aha_utils.sharding import DATA, on_each_devices_rows
 
 F32 = jnp.float32
-SLOT_MULTIPLE = 16
 MIN_QUERY_ROWS = 16        # Triton's smallest matmul tile
 MIN_HEAD_DIM = 32          # q k^T is two dots over half a head: 16 each at least
 TARGET_PROGRAMS = 132      # one program per SM on an H100 (132 SMs)
-QKV_SPLITS = 2             # the q/k/v projection's split-K slices (H100, 1B, 64 rows: 2, 4, 8
-                           # sampled 32.8k, 32.5k, 32.5k tokens/s; XLA's own split was 4)
-
-USE_KERNEL: bool | None = None   # None: on GPUs. Tests set True to run the kernel,
-                                 # interpreted, inside the model on a CPU.
-
-
-def kernel_available(head_dim: int) -> bool:
-    """Whether a decode step traced now uses this kernel: on GPUs (or with `USE_KERNEL`), for
-    heads of at least 32 (each half of a head is a dot of Triton's smallest size, 16), when
-    the rows are on one device (no mesh in context, one device) or split over the `data` axis
-    of the mesh in context with every other axis of size 1 (see the design notes above)."""
-    on_gpu = jax.default_backend() == "gpu"
-    use = on_gpu if USE_KERNEL is None else USE_KERNEL
-    return use and (head_dim >= MIN_HEAD_DIM or not on_gpu) and rows_split_only()
-
+QKV_SPLITS = 2             # the q/k/v projection's split-K slices (tuned: docs/SAMPLER_TUNING.md)
 
 def _block(slots: int, largest: int) -> int:
     if b := largest_tile(slots, largest):

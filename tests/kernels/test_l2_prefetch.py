@@ -9,8 +9,8 @@ import pytest
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
 
-from aha_utils import decode_attention, early_launch, l2_prefetch
-from tests.test_decode_attention import Q_POS, layer_and_inputs
+from aha_utils.kernels import decode_attention, early_launch, l2_prefetch
+from tests.kernels.test_decode_attention import Q_POS, kernel_step, layer_and_inputs
 
 
 @pytest.mark.parametrize("n, itemsize, parts", [
@@ -68,18 +68,17 @@ def test_issued_on_the_gpus_and_at_the_rows_where_it_paid(monkeypatch):
     for other in ("NVIDIA H200", "NVIDIA H100 PCIe"):    # slower there; not measured there
         monkeypatch.setattr(l2_prefetch, "device_kind", lambda: other)
         assert not l2_prefetch.wanted(64, interpret=False)
-    monkeypatch.setattr(l2_prefetch, "ENABLED", True)                # any Hopper GPU
+    monkeypatch.setattr(l2_prefetch, "device_kind", lambda: "NVIDIA H200")
+    monkeypatch.setattr(l2_prefetch, "DEVICES", ("H200",))           # to measure another GPU
     assert l2_prefetch.wanted(64, interpret=False)
     assert not l2_prefetch.wanted(1, interpret=False)
-    monkeypatch.setattr(l2_prefetch, "ENABLED", False)
-    assert not l2_prefetch.wanted(64, interpret=False)
 
 
 def test_the_interpreted_kernel_ignores_what_it_is_given_to_prefetch():
     attn, x, positions, cache = layer_and_inputs("gemma3", 1, jnp.float32, Q_POS)
-    plain = attn._decode_kernel(x, positions, cache, block=16, programs=24)
-    ahead = attn._decode_kernel(x, positions, cache, (jnp.ones((1000,), jnp.float32),),
-                                block=16, programs=24)
+    plain = kernel_step(attn, x, positions, cache, block=16, programs=24)
+    ahead = kernel_step(attn, x, positions, cache, prefetch=(jnp.ones((1000,), jnp.float32),),
+                        block=16, programs=24)
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(ahead)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -89,13 +88,13 @@ def test_the_interpreted_kernel_ignores_what_it_is_given_to_prefetch():
 def test_a_prefetching_attention_kernel_computes_the_same_step(monkeypatch):
     """Compiled, at 16 rows (where the kernel prefetches): a gate/up-sized array and one of an
     odd size prefetched, against no prefetch: the same output and cache, bit for bit."""
-    monkeypatch.setattr(l2_prefetch, "ENABLED", True)               # on any Hopper GPU
+    monkeypatch.setattr(l2_prefetch, "DEVICES", (l2_prefetch.device_kind(),))  # any Hopper GPU
     q_pos = np.resize(Q_POS, 16)
     attn, x, positions, cache = layer_and_inputs("gemma3", 1, jnp.bfloat16, q_pos)
     assert l2_prefetch.wanted(16, interpret=False)
     weights = (jnp.ones((1152, 13824), jnp.bfloat16), jnp.ones((1_000_003,), jnp.float32))
     copy = lambda c: jax.tree.map(jnp.copy, c)            # the kernel updates its cache in place
-    plain = attn._decode_kernel(x, positions, copy(cache))
-    ahead = attn._decode_kernel(x, positions, copy(cache), weights)
+    plain = kernel_step(attn, x, positions, copy(cache))
+    ahead = kernel_step(attn, x, positions, copy(cache), prefetch=weights)
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(ahead)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

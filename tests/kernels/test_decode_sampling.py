@@ -1,4 +1,4 @@
-"""The GPU token-draw kernel (`aha_utils.decode_sampling`), run in Pallas's interpreter on the
+"""The GPU token-draw kernel (`aha_utils.kernels.decode_sampling`), run in Pallas's interpreter on the
 CPU: greedy tokens and log-probs against the XLA path, draws against `softmax(logits / T)`, the
 same samples as XLA's greedy inside the sampler, and clear errors for shapes it cannot take."""
 
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aha_utils import decode_sampling as ds
+from aha_utils.kernels import decode_sampling as ds
 from aha_utils.config import ModelConfig
 from aha_utils.layers import capped_logits
 from aha_utils.sampler import SampleConfig, left_pad, sample_tokens
@@ -112,11 +112,11 @@ def test_the_noise_is_uniform_and_differs_by_row_counter_and_seed():
                                   u[:, 7])                       # [R] counters: the same noise
 
 
-def test_the_sampler_with_the_kernel_decodes_what_xla_decodes(monkeypatch):
+def test_the_sampler_with_the_kernel_decodes_what_xla_decodes():
     """The tiny model (a vocabulary of 512: the interpreter runs tiles one by one) decoding
-    left-padded prompts, 2 samples each: greedy tokens identical with the kernel (interpreted)
-    and without, log-probs equal to float32 rounding; sampling draws other tokens, and a
-    prompt's two samples differ."""
+    left-padded prompts, 2 samples each: greedy tokens identical with the GPU wing
+    (`kernels=True`, interpreted) and without, log-probs equal to float32 rounding; sampling
+    draws other tokens, and a prompt's two samples differ."""
     from tests.test_sampler import tiny_model
 
     model = tiny_model(cfg=ModelConfig.tiny())
@@ -124,10 +124,8 @@ def test_the_sampler_with_the_kernel_decodes_what_xla_decodes(monkeypatch):
     tokens, positions = left_pad(prompts, 32, 4)
     outs = {}
     for use in (False, True):
-        monkeypatch.setattr(ds, "USE_KERNEL", use)
-        jax.clear_caches()        # the flag is read while tracing
         for greedy in (True,) if not use else (True, False):
-            config = SampleConfig(max_new_tokens=12, greedy=greedy, num_samples=2)
+            config = SampleConfig(max_new_tokens=12, greedy=greedy, num_samples=2, kernels=use)
             outs[use, greedy] = jax.device_get(sample_tokens(
                 model, tokens, positions, jax.random.key(0), config, temperature=0.8))
     xla, kernel = outs[False, True], outs[True, True]
@@ -139,12 +137,9 @@ def test_the_sampler_with_the_kernel_decodes_what_xla_decodes(monkeypatch):
     assert (sampled.tokens[0::2] != sampled.tokens[1::2]).any()   # a prompt's two samples differ
 
 
-def test_the_sampler_takes_the_kernel_up_to_64_rows_a_device(monkeypatch):
-    monkeypatch.setattr(ds, "USE_KERNEL", True)
-    assert ds.kernel_available(1152, 262_144, 64) and not ds.kernel_available(1152, 262_144, 128)
-    assert not ds.kernel_available(1152, 500, 8)         # no tile of 16 tokens divides 500
-    monkeypatch.setattr(ds, "USE_KERNEL", False)
-    assert not ds.kernel_available(1152, 262_144, 64)
+def test_the_wing_takes_the_kernel_up_to_64_rows_a_device():
+    assert ds.fits(1152, 262_144, 64) and not ds.fits(1152, 262_144, 128)
+    assert not ds.fits(1152, 500, 8)                     # no tile of 16 tokens divides 500
 
 
 def test_shapes_it_cannot_take_are_errors():

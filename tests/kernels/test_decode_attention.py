@@ -1,4 +1,4 @@
-"""The GPU decode-attention kernel (`aha_utils.decode_attention`), run in Pallas's interpreter on
+"""The GPU decode-attention kernel (`aha_utils.kernels.decode_attention`), run in Pallas's interpreter on
 the CPU: the model's XLA decode step (norm, rotate, write the cache, attend) as the reference,
 blocks past a row's filled slots never read, the same greedy samples inside the model, and clear
 errors for shapes it cannot take."""
@@ -15,12 +15,25 @@ import pytest
 
 from flax import nnx
 
-from aha_utils import decode_attention as fused
+from aha_utils import kernels
 from aha_utils.config import ModelConfig
+from aha_utils.kernels import decode_attention as fused
+from aha_utils.kernels import decode_step
+from aha_utils.kernels.decode_residual import split_matmul
+from aha_utils.kernels.decode_weights import qkv_weights
 from aha_utils.kv_cache import LayerCache, cache_slots
 from aha_utils.model import Attention, Gemma
 from aha_utils.sampler import SampleConfig, left_pad, sample_tokens
 from tests.test_model import CONFIGS
+
+INTERPRET = jax.default_backend() != "gpu"     # compiled on a GPU, interpreted elsewhere
+
+
+def kernel_step(attn, x, positions, cache, **kw):
+    """The wing's attention step (`decode_step.attention`) for `x [B, 1, D]` at `positions
+    [B, 1]`, from the model's own q/k/v projection (one partial, rounded as XLA rounds it)."""
+    qkv = jnp.concatenate(attn._project(x), axis=2)[None, :, 0]         # [1, B, H + 2K, hd]
+    return decode_step.attention(attn, qkv, positions[:, 0], cache, interpret=INTERPRET, **kw)
 
 
 def ring_cache(q_pos, slots, n_kv, hd, dtype, seed=0):
@@ -71,21 +84,23 @@ def test_kernel_step_equals_the_xla_step(name, layer, block, programs, max_len, 
     attn, x, positions, cache = layer_and_inputs(name, layer, jnp.dtype(dtype), Q_POS,
                                                  max_len=max_len)
     want = attn._decode(x, positions, cache)                  # the XLA path
-    assert_same_step(attn._decode_kernel(x, positions, cache, block=block, programs=programs),
+    assert_same_step(kernel_step(attn, x, positions, cache, block=block, programs=programs),
                      want, dtype)
 
 
 @pytest.mark.parametrize("name, layer", [("gemma3", 1), ("mqa", 0)])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_kernel_sums_the_projections_split_k_partials(name, layer, dtype):
-    """In the decode layout (`Attention.fuse`) the kernel takes the q/k/v projection as
-    `QKV_SPLITS` float32 partials, sums and rounds them: the same step as XLA's."""
+    """With the wing's weights (`decode_weights`: q/k/v one matrix) the kernel takes the q/k/v
+    projection as `QKV_SPLITS` float32 partials, sums and rounds them: the same step as XLA's."""
     attn, x, positions, cache = layer_and_inputs(name, layer, jnp.dtype(dtype), Q_POS)
-    attn.fuse()
     assert fused.QKV_SPLITS > 1 and x.shape[-1] % fused.QKV_SPLITS == 0
     want = attn._decode(x, positions, cache)
-    assert_same_step(attn._decode_kernel(x, positions, cache, block=16, programs=24), want, dtype,
-                     v_exact=False)      # the partials are summed in another order than XLA's
+    qkv = split_matmul(x[:, 0], qkv_weights(attn), fused.QKV_SPLITS, interpret=INTERPRET)
+    assert qkv.shape[0] == fused.QKV_SPLITS and qkv.dtype == jnp.float32
+    got = decode_step.attention(attn, qkv, positions[:, 0], cache, interpret=INTERPRET, block=16,
+                                programs=24)
+    assert_same_step(got, want, dtype, v_exact=False)   # partials summed in another order
 
 
 def test_slices_per_row_fill_the_target_programs_at_most_one_a_block():
@@ -128,7 +143,7 @@ def test_compiled_kernel_on_gemma3_1b_equals_the_xla_step(programs):
     for step in range(2):
         x = jax.random.normal(jax.random.key(step), (64, 1, cfg.d_model), jnp.bfloat16)
         positions = jnp.asarray(np.where(q_pos >= 0, q_pos + step, -1))[:, None]
-        got, cache = attn._decode_kernel(x, positions, cache, programs=programs)
+        got, cache = kernel_step(attn, x, positions, cache, programs=programs)
         want, want_cache = attn._decode(x, positions, want_cache)
         assert_same_step((got, cache), (want, want_cache), "bfloat16", rows=q_pos >= 0)
 
@@ -142,28 +157,29 @@ def test_blocks_past_the_filled_slots_are_never_read():
     for r, last in enumerate(q_pos):
         first_unread = -(-(last + 1) // 16) * 16
         k[r, first_unread:] = v[r, first_unread:] = np.nan
-    got, _ = attn._decode_kernel(x, positions, cache._replace(k=jnp.asarray(k), v=jnp.asarray(v)),
-                                 block=16, programs=16)
+    got, _ = kernel_step(attn, x, positions, cache._replace(k=jnp.asarray(k), v=jnp.asarray(v)),
+                         block=16, programs=16)
     assert np.isfinite(np.asarray(got)).all()
     want, _ = attn._decode(x, positions, cache._replace(k=jnp.asarray(np.nan_to_num(k)),
                                                         v=jnp.asarray(np.nan_to_num(v))))
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5, rtol=2e-5)
 
 
-def test_sampler_with_the_kernel_samples_what_xla_samples(monkeypatch):
-    """The tiny model (window 8) decoding left-padded prompts past its window: greedy tokens
-    identical with the kernel (interpreted) and without, log-probs equal to float32 rounding."""
-    from tests.test_sampler import PROMPTS, tiny_model
+# A vocabulary of 512 (the interpreter runs the draw's tiles one by one); ids below it.
+SMALL_PROMPTS = [[2, 150, 270, 31], list(range(100, 111)), list(range(200, 400, 10))]
 
-    model = tiny_model()
-    tokens, positions = left_pad(PROMPTS, 32, 4)
-    config = SampleConfig(max_new_tokens=12)
-    outs = []
-    for use in (False, True):
-        monkeypatch.setattr(fused, "USE_KERNEL", use)
-        jax.clear_caches()        # the flag is read while tracing
-        outs.append(jax.device_get(sample_tokens(model, tokens, positions, jax.random.key(0),
-                                                 config)))
+
+def test_sampler_with_the_kernels_samples_what_xla_samples():
+    """The tiny model (window 8) decoding left-padded prompts past its window: greedy tokens
+    identical with the GPU wing (`kernels=True`: attention, joins and draw, interpreted) and
+    without, log-probs equal to float32 rounding."""
+    from tests.test_sampler import tiny_model
+
+    model = tiny_model(cfg=ModelConfig.tiny())
+    tokens, positions = left_pad(SMALL_PROMPTS, 32, 4)
+    outs = [jax.device_get(sample_tokens(model, tokens, positions, jax.random.key(0),
+                                         SampleConfig(max_new_tokens=12, kernels=use)))
+            for use in (False, True)]
     xla, kernel = outs
     np.testing.assert_array_equal(kernel.tokens, xla.tokens)
     np.testing.assert_allclose(kernel.logprobs, xla.logprobs, atol=1e-4)
@@ -197,38 +213,68 @@ def test_a_cache_in_another_dtype_than_the_model_is_an_error():
     attn, x, positions, cache = layer_and_inputs("gemma3", 1, jnp.bfloat16, Q_POS)
     f32 = cache._replace(k=cache.k.astype(jnp.float32), v=cache.v.astype(jnp.float32))
     with pytest.raises(ValueError, match="init_cache"):
-        attn._decode_kernel(x, positions, f32)
+        kernel_step(attn, x, positions, f32)
 
 
-def test_the_kernel_runs_on_gpus_with_one_device_or_a_data_parallel_mesh():
-    assert fused.USE_KERNEL is None
-    on_one_gpu = jax.default_backend() == "gpu" and jax.device_count() == 1
-    assert fused.kernel_available(256) == on_one_gpu
-    assert not fused.kernel_available(16)          # too small a head for Triton's dots
+def test_the_wing_says_where_it_cannot_run(monkeypatch):
+    """`kernels.unsupported`: one device or a data-parallel mesh is fine; heads split over a
+    `model` axis, a multi-device process with no mesh, a TPU, and (compiled) heads under 32 are
+    not, each with a sentence that says what to do."""
+    from jax.sharding import AbstractMesh
+
+    cfg = ModelConfig.gemma3_1b()
+    assert kernels.unsupported(cfg, None) is None
+    data = AbstractMesh((8, 1), ("data", "model"))
+    assert kernels.unsupported(cfg, data) is None
+    assert "kernels=False" in kernels.unsupported(cfg, AbstractMesh((4, 2), ("data", "model")))
+    monkeypatch.setattr(jax, "device_count", lambda: 8)
+    assert "shard_model" in kernels.unsupported(cfg, None)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert kernels.unsupported(cfg, data) is None
+    assert "too small" in kernels.unsupported(ModelConfig.tiny(head_dim=16), data)
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    assert "GPUs" in kernels.unsupported(cfg, data)
+
+
+def test_the_sampler_option_is_checked_and_resolved_eagerly():
+    """`SampleConfig.kernels`: True, False or "auto"; "auto" off a GPU is the XLA path."""
+    from aha_utils import sampler
+    from tests.test_sampler import tiny_model
+
+    for bad in ("yes", 1, None):
+        with pytest.raises(ValueError, match="kernels must be"):
+            SampleConfig(max_new_tokens=4, kernels=bad)
+    model = tiny_model(cfg=ModelConfig.tiny())
+    auto = sampler._resolve_kernels(SampleConfig(max_new_tokens=4), model, None)
+    assert auto.kernels is (jax.default_backend() == "gpu")
+    forced = sampler._resolve_kernels(SampleConfig(max_new_tokens=4, kernels=True), model, None)
+    assert forced.kernels is True
 
 
 def test_a_data_parallel_mesh_runs_the_kernel_on_each_devices_rows():
-    """8 fake CPU devices: with every device on `data`, the sampler's decode steps call the
-    kernel inside a `shard_map` (each device's 1/8 of the rows), and the greedy tokens and
-    log-probs equal the XLA path's on one device; so do the projections' partials
-    (`decode_residual.matmul_partials`). With 2-way model parallelism (heads split) neither
-    kernel is called and the XLA path runs."""
+    """8 fake CPU devices: with every device on `data`, the sampler's decode steps through the
+    wing (`kernels=True`) call the attention kernel inside a `shard_map` (each device's 1/8 of
+    the rows), and the greedy tokens and log-probs equal the XLA path's on one device; so do
+    the projections' partials (`decode_residual.matmul_partials`). With 2-way model
+    parallelism (heads split) `kernels=True` is an error that says so, and "auto" runs XLA."""
     from tests.conftest import run_with_fake_devices
-    from tests.test_sampler import PROMPTS, tiny_model
+    from tests.test_sampler import tiny_model
 
-    tokens, positions = left_pad(PROMPTS * 3, 32, 16)       # 9 prompts, 7 padding rows
-    one = jax.device_get(sample_tokens(tiny_model(), tokens, positions, jax.random.key(0),
-                                       SampleConfig(max_new_tokens=12)))
+    tokens, positions = left_pad(SMALL_PROMPTS * 3, 32, 16)       # 9 prompts, 7 padding rows
+    one = jax.device_get(sample_tokens(tiny_model(cfg=ModelConfig.tiny()), tokens, positions,
+                                       jax.random.key(0), SampleConfig(max_new_tokens=12,
+                                                                       kernels=False)))
     out = run_with_fake_devices("""
         import json, jax
         import numpy as np
-        from aha_utils import decode_attention as fused
+        from aha_utils.config import ModelConfig
+        from aha_utils.kernels import decode_attention as fused
+        from aha_utils.kernels import decode_residual as residual
         from aha_utils.sampler import SampleConfig, left_pad, sample_tokens
         from aha_utils.sharding import make_mesh, shard_model
-        from tests.test_sampler import PROMPTS, tiny_model
+        from tests.kernels.test_decode_attention import SMALL_PROMPTS
+        from tests.test_sampler import tiny_model
 
-        from aha_utils import decode_residual as residual
-        fused.USE_KERNEL = residual.USE_KERNEL = True
         local_rows, partial_rows = [], []
         attend = fused._attend
         def counting(q, *args, **kw):         # called while tracing: one call per layer
@@ -241,24 +287,28 @@ def test_a_data_parallel_mesh_runs_the_kernel_on_each_devices_rows():
             return partials(x_ref, *args, **kw)
         residual._partials_kernel = counting_partials
         res = {}
-        for mp in (1, 2):
+        for mp, kernels in ((1, True), (2, True), (2, "auto")):
             local_rows.clear()
             partial_rows.clear()
-            jax.clear_caches()
-            model = shard_model(tiny_model(), make_mesh(model_parallel=mp))
-            tokens, positions = left_pad(PROMPTS * 3, 32, 16)
-            s = jax.device_get(sample_tokens(model, tokens, positions, jax.random.key(0),
-                                             SampleConfig(max_new_tokens=12)))
-            res[mp] = dict(tokens=s.tokens.tolist(), logprobs=s.logprobs.tolist(),
-                           local_rows=sorted(set(local_rows)), calls=len(local_rows),
-                           partial_rows=sorted(set(partial_rows)))
+            model = shard_model(tiny_model(cfg=ModelConfig.tiny()), make_mesh(model_parallel=mp))
+            tokens, positions = left_pad(SMALL_PROMPTS * 3, 32, 16)
+            try:
+                s = jax.device_get(sample_tokens(model, tokens, positions, jax.random.key(0),
+                                                 SampleConfig(max_new_tokens=12, kernels=kernels)))
+            except ValueError as e:
+                res[f"{mp}/{kernels}"] = dict(error=str(e))
+                continue
+            res[f"{mp}/{kernels}"] = dict(tokens=s.tokens.tolist(), logprobs=s.logprobs.tolist(),
+                                          local_rows=sorted(set(local_rows)), calls=len(local_rows),
+                                          partial_rows=sorted(set(partial_rows)))
         print("RESULT" + json.dumps(res))
     """)
     res = json.loads(out.split("RESULT", 1)[1])
-    data_parallel, model_parallel = res["1"], res["2"]
+    data_parallel, model_parallel = res["1/True"], res["2/auto"]
     assert data_parallel["calls"] > 0 and data_parallel["local_rows"] == [16 // 8]
     assert data_parallel["partial_rows"] == [16]      # each device's 2 rows, padded to 16
     assert model_parallel["calls"] == 0 and model_parallel["partial_rows"] == []
+    assert "kernels=True, but the model is split over mesh axes" in res["2/True"]["error"]
     for r in (data_parallel, model_parallel):
         np.testing.assert_array_equal(r["tokens"], one.tokens)
         np.testing.assert_allclose(r["logprobs"], one.logprobs, atol=1e-4)

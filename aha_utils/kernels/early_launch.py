@@ -1,34 +1,14 @@
 """Programmatic dependent launch for the decode kernels: each Pallas (Triton) kernel of a decode
 step tells the GPU, as it starts, that the next kernel in the stream may be scheduled.
 
-A decode step of the 1B at 64 rows is about 10 kernels a layer of 2-15 us each, so the time
-between one kernel's end and the next one's start is a real share of the step. Hopper (compute
-capability 9.0) can overlap it: a kernel launched with programmatic stream serialisation (XLA
-launches its kernels so on Hopper, `xla_gpu_enable_pdl`, on by default in jax 0.11) may start
-as soon as every program of the kernel before it has executed
-`griddepcontrol.launch_dependents`, or ended, and its `griddepcontrol.wait` holds it until that
-kernel has finished and its writes are visible. XLA's own kernels issue the trigger; a Pallas
-kernel issues it only if it says so: `launch_dependents()` does, and `first(kernel,
-interpret=...)` puts it at the start of a kernel body.
-
-Design decisions:
-- Issued first thing in each program, and never a hazard: it only lets the next kernel's
-  programs be scheduled early, not read early. The trigger fires once all of this kernel's
-  programs have started, so the next kernel's programs fill SMs that this one no longer needs.
-  `tests/test_early_launch.py` (GPU only) checks on the device that a Pallas kernel, an XLA
-  fusion and a cuBLAS GEMM after a triggering kernel that spins before it writes all read its
-  final output.
-- Measured (H100, 1B, greedy, 512 new tokens, one process, with and without): 38,285 and
-  38,278 tokens/s against 37,755 and 37,815 at 64 rows (+1.3%); 10,641 and 10,632 against
-  10,615 and 10,607 at 16 (+0.2%); the same tokens in every run.
-- Pallas exposes inline assembly only as a pure elementwise op, which the compiler may drop
-  when its result is unused or move next to its first use. So this module registers a small
-  primitive of its own, lowered to Triton's inline assembly with side effects, through
-  Pallas's lowering registry (`jax._src`, stable across the jax versions `requirements.txt`
-  allows: 0.10 and 0.11). It is registered on first use (a GPU trace, or
-  the CPU test that lowers it for CUDA).
-- Off Hopper (older GPUs have no `griddepcontrol`), in Pallas's interpreter (CPU tests) and
-  with `ENABLED = False` it does nothing, so the kernels' numbers never depend on it.
+Why: a decode step is many short kernels, so the gap between one's end and the next one's start
+is a real share of it. On Hopper (compute capability 9.0+) XLA launches kernels so that the next
+may start once every program of this one has executed `griddepcontrol.launch_dependents`; its
+`griddepcontrol.wait` still holds it until this one's writes are visible, so the trigger is never
+a hazard. `first(kernel, interpret=...)` issues it at the start of a kernel body. Pallas has no
+such op and may drop a pure inline asm, so a side-effecting primitive is registered through
+Pallas's Triton lowering (`jax._src`). Off Hopper and in the interpreter it does nothing, so the
+kernels' numbers never depend on it. Measurements: docs/SAMPLER_TUNING.md.
 """
 
 from __future__ import annotations
@@ -37,17 +17,14 @@ import functools
 
 import jax
 
-ENABLED: bool | None = None   # None: on GPUs of compute capability 9.0 or above. False: never
-                              # (an A/B of the trigger); True: on any GPU (fails before Hopper).
 MIN_CAPABILITY = 9.0
 
 
 def enabled(interpret: bool) -> bool:
-    """Whether a decode kernel traced now, interpreted or not, issues the trigger."""
-    if interpret or ENABLED is False or jax.default_backend() != "gpu":
+    """Whether a decode kernel traced now, interpreted or not, issues the trigger: compiled,
+    on GPUs of compute capability 9.0 (Hopper) or above."""
+    if interpret or jax.default_backend() != "gpu":
         return False
-    if ENABLED:
-        return True
     capability = getattr(jax.devices()[0], "compute_capability", None)
     return capability is not None and float(capability) >= MIN_CAPABILITY
 

@@ -2,35 +2,13 @@
 projections as split-K partials (`split_matmul`), and one kernel that sums a projection's
 partials, norms, adds the residual and norms again (`residual_norms`).
 
-Each Gemma block ends its two halves the same way: `x = x + post_norm(proj)`, then the next
-part starts from `pre_norm(x)` (the MLP's pre-norm after attention; the next block's pre-norm, or
-the final norm, after the MLP). At one token per row XLA ran this as three or four kernels a
-half on an H100 (the split-K reduction of the projection, one or two norm fusions), 1.5-5 us
-each for a few hundred KB. `residual_norms` does it in one pass per row.
-
-Design decisions:
-- The projection hands its split-K partials over unreduced (`split_matmul`: `[S, B, N]`
-  float32, S slices of K), and the kernel sums them: XLA would otherwise write the sum in its
-  own kernel. The weights need no copy: `[K, N]` read as `[S, K / S, N]` is a reshape.
-- The partials of the small projections (q/k/v, o: 2-4 MB of weights in the 1B) come from a
-  Pallas kernel where it wins, else from XLA's batched matmul. At one token per row XLA's
-  took 5.5 and 3.9 us a layer for them (1B, 64 rows, H100 trace) for 1.1 and 0.7 us of
-  bytes. The kernel gives every (slice of K, 32 columns) its own program, about 100 for the
-  1B's q/k/v and o; in a trace (H100, 1B, 64 rows) its two calls took 4.4 and 4.1 us a
-  layer, 8.5 us against 9.4. In the sampler (1B, 512 tokens, one process each) both through
-  it: 36,256 against 35,511 tokens/s at 64 rows, 10,404 against 10,182 at 16, 54,942 against
-  54,674 at 128 (noise), and 742 against 762 at 1 row, where XLA's one-row matmul is the
-  better one. So it runs for `PARTIALS_ROWS` rows a device. The down projection (16 MB, its
-  weights transposed) stays with cuBLAS, which was faster timed alone (11.5 against 14.1 us).
-- Rounding follows the XLA path step by step: the summed projection rounded to the model's
-  dtype (as a dot's output is), the norm in float32 rounded, the add rounded, the second norm
-  rounded. Only the order of float32 sums differs.
-- One program per row, the whole row in registers: Triton's blocks are powers of two, so the
-  row (1,152 wide in the 1B) is loaded and stored as a block of the next power of two with the
-  lanes past the width masked (loaded as 0, never stored). A block spec wider than the array
-  instead compiled to wrong rows on an H100 (its interpreter on the CPU was right).
-- Several devices: rows split over the `data` axis run the kernels on each device's own rows
-  (`sharding.on_each_devices_rows`, as `decode_attention`); any other split keeps the XLA path.
+Why: each Gemma block ends its two halves with `x = x + post_norm(proj)` followed by the next
+part's `pre_norm(x)`; at one token per row XLA ran that as three or four small kernels a half
+(the split-K reduction, one or two norm fusions), here one pass per row. The small projections'
+partials (q/k/v, o) come from a Pallas kernel at the row counts where it beat XLA's batched
+matmul (`PARTIALS_ROWS`), else from XLA. Rounding follows the XLA path step by step; only the
+order of float32 sums differs. Rows split over a data-parallel mesh run on each device's own
+rows. Tuned constants below; their measurements: docs/SAMPLER_TUNING.md.
 """
 
 from __future__ import annotations
@@ -42,31 +20,20 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
-from aha_utils import early_launch
+from aha_utils.kernels import early_launch
 from aha_utils.sharding import DATA, on_each_devices_rows, rows_per_device, rows_split_only
 
 F32 = jnp.float32
 MIN_TILE = 16      # Triton's smallest matmul tile
-# How many slices of K the two projections before a join hand over (`split_matmul`). XLA's own
-# choice at one token per row was 4 for o and 16 for down (cuBLAS). On an H100 (1B, 64 rows)
-# 4 and 8 sampled fastest of (o, down) = (4, 8), (4, 16), (2, 8), (8, 8): 32.4k tokens/s
-# against 31.4k-31.9k. Re-tuned once the kernels launched their successors early
-# (`early_launch`): where o runs through the partials kernel, 2 slices sampled 38,594-38,646
-# tokens/s against 38,244-38,363 with 4 (8: 37,711), and 10,913-10,926 against 10,861-10,912
-# at 16 rows; through XLA (1 row) 2 slices were slower, 706-716 against 759-767. Down in 4 or
-# 16 slices was slower at 64 rows (34,916 and 36,314).
+# Tuned on an H100 (the 1B; measurements: docs/SAMPLER_TUNING.md). How many slices of K the two
+# projections before a join hand over (`split_matmul`): o's depends on the path that takes them.
 O_SPLITS = 4            # o through XLA's batched matmul
 O_SPLITS_KERNEL = 2     # o through the partials kernel (`o_splits`)
 DOWN_SPLITS = 8
-NUM_WARPS = 8      # per row (H100, 1B, 64 rows: 2, 4, 8 sampled 32.4k, 32.8k, 33.1k tokens/s)
-PARTIALS_ROWS = (16, 64)   # rows a device for which `split_matmul` uses its kernel (see above)
-# The partials kernel's tiling: 32 columns and 128 of K a step, 4 warps, 4 stages: the fastest of
-# 48 tilings for both q/k/v and o (H100, 64 rows, 12 independent calls in one program: 6.4 and
-# 5.6 us a call against XLA's 9.5 and 9.7 us there; in the sampler the gain was smaller).
+NUM_WARPS = 8              # per row, in the join kernel
+PARTIALS_ROWS = (16, 64)   # rows a device for which `split_matmul` uses its kernel
+# The partials kernel's tiling: 32 columns and 128 of K a step (4 warps, 4 stages).
 BLOCK_N, BLOCK_K = 32, 128
-
-USE_KERNEL: bool | None = None   # None: the partials kernel on GPUs for `PARTIALS_ROWS` rows.
-                                 # Tests set True to run it, interpreted, at any row count.
 
 
 def largest_tile(n: int, largest: int) -> int:
@@ -91,36 +58,31 @@ def pad_rows(x: jax.Array, block: int) -> jax.Array:
     return jnp.pad(x, [(0, extra)] + [(0, 0)] * (x.ndim - 1)) if extra else x
 
 
-def partials_kernel_available(rows: int, k_slice: int, n: int) -> bool:
+def partials_kernel_available(rows: int, k_slice: int, n: int, *, interpret: bool) -> bool:
     """Whether `split_matmul` of `rows` rows, K slices of `k_slice` and `n` columns traced now
-    runs `matmul_partials`: tiles that fit, the rows on one device or split over `data` only
-    (as `decode_attention.kernel_available`), and on GPUs `PARTIALS_ROWS` rows a device."""
+    runs `matmul_partials`: tiles that fit, the rows on one device or split over `data` only,
+    and `PARTIALS_ROWS` rows a device where it was measured to win (in Pallas's interpreter,
+    `interpret=True`, at any row count: the CPU tests reach it)."""
     return (largest_tile(k_slice, BLOCK_K) > 0 and n % BLOCK_N == 0 and rows_split_only()
-            and _kernel_rows(rows))
+            and (interpret or PARTIALS_ROWS[0] <= rows_per_device(rows) <= PARTIALS_ROWS[1]))
 
 
-def _kernel_rows(rows: int) -> bool:
-    """Whether `rows` rows suit the partials kernel (`USE_KERNEL`, `PARTIALS_ROWS`)."""
-    if USE_KERNEL is not None:
-        return USE_KERNEL
-    return (jax.default_backend() == "gpu"
-            and PARTIALS_ROWS[0] <= rows_per_device(rows) <= PARTIALS_ROWS[1])
-
-
-def o_splits(rows: int, k: int, n: int) -> int:
+def o_splits(rows: int, k: int, n: int, *, interpret: bool) -> int:
     """The most split-K slices for the o projection (`[rows, k] @ [k, n]`): `O_SPLITS_KERNEL`
     where `matmul_partials` will take them, else `O_SPLITS` (see their tuning above)."""
     fewer = O_SPLITS_KERNEL
-    return fewer if k % fewer == 0 and partials_kernel_available(rows, k // fewer, n) else O_SPLITS
+    return (fewer if k % fewer == 0
+            and partials_kernel_available(rows, k // fewer, n, interpret=interpret) else O_SPLITS)
 
 
-def split_matmul(x: jax.Array, w: jax.Array, max_splits: int, *, transposed: bool = False
-                 ) -> jax.Array:
+def split_matmul(x: jax.Array, w: jax.Array, max_splits: int, *, transposed: bool = False,
+                 interpret: bool) -> jax.Array:
     """`[S, B, N]` float32 partials of `x [B, K] @ w [K, N]` (`w [N, K]` when `transposed`)
     over S equal slices of K, S the largest power of two up to `max_splits` that divides K:
     their sum is the product. No reduction kernel after it: `matmul_partials` where
     `partials_kernel_available` (`w [K, N]` only), else one batched matmul. The weights are
-    not copied: their K axis is only reshaped into `[S, K / S]`."""
+    not copied: their K axis is only reshaped into `[S, K / S]`. `interpret`: Pallas's
+    interpreter (off GPUs)."""
     b, k = x.shape
     if w.ndim != 2 or w.shape[1 if transposed else 0] != k:
         raise ValueError(f"split_matmul: x {x.shape} and w {w.shape} (transposed={transposed}) "
@@ -128,8 +90,9 @@ def split_matmul(x: jax.Array, w: jax.Array, max_splits: int, *, transposed: boo
     s = 1
     while 2 * s <= max_splits and k % (2 * s) == 0:
         s *= 2
-    if not transposed and x.dtype == w.dtype and partials_kernel_available(b, k // s, w.shape[1]):
-        return matmul_partials(x, w, s, interpret=jax.default_backend() != "gpu")
+    if not transposed and x.dtype == w.dtype and partials_kernel_available(
+            b, k // s, w.shape[1], interpret=interpret):
+        return matmul_partials(x, w, s, interpret=interpret)
     xs = x.reshape(b, s, k // s)                                        # [B, S, K/S]
     if transposed:
         return jnp.einsum("bsk,nsk->sbn", xs, w.reshape(w.shape[0], s, k // s),

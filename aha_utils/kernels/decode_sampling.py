@@ -2,55 +2,16 @@
 the logits `h @ emb^T` are made, reduced and drawn from tile by tile, never written to memory,
 and a small kernel picks the token among the tiles.
 
-`sampler._choose` calls `draw(...)` on GPUs for greedy decoding and for plain sampling (no top-k,
-no top-p: GRPO's rollouts) where `kernel_available(...)`; elsewhere it keeps the XLA path
-(`model.logits`, then `sampling.select_tokens`). Both return the same kind of tokens, and the
-same log-probs: the drawn token's under the untempered softmax (tests: greedy tokens and
-log-probs equal the XLA path's; sampled tokens follow `softmax(logits / T)`).
-
-Design decisions:
-- Why a kernel: at 64 rows the 1B's logits are a `[64, 262144]` float32 array, 67 MB, written by
-  the projection and read twice by the draw (`sampling.two_level_sample`: each block's max, then
-  its sums of `exp`), about 200 MB of traffic a step beside the embedding's 604 MB. Here each
-  program computes one tile of `block` tokens for its rows in registers and writes four numbers
-  per row and tile; a second, small kernel picks the token from them (`_pick_kernel`).
-- The draw is `sampling.two_level_sample`'s, with the tile as the block: P(token) = P(tile)
-  P(token | tile), an exact draw because the two levels' noises are independent. Inside the
-  kernel each tile draws its own token by inverse CDF: with `p = exp((z - m) / T)` (`m` the
-  tile's max), the first token whose running sum of `p` passes `u * sum(p)`, `u` uniform (a
-  cumulative sum over the tile's lanes). It keeps that token, its logit, the tile's logsumexp
-  at T = 1, and the tile's key `m / T + log sum(p) + G`, its log mass at T plus a Gumbel `G`.
-  The pick takes the tile of the largest key (Gumbel-max over the tiles' masses) and returns
-  its token, whose log-prob is its logit minus the logsumexp over tiles. Greedy is the same
-  with no noise, the key being the tile's max: the first largest logit, as `jnp.argmax` picks
-  it.
-- Why inverse CDF inside a tile: two random numbers per (row, tile) instead of one per token.
-  Before, each tile ran an exponential race (`argmax p / E`, one hashed exponential per token,
-  the tiles compared by `m / T + log max(p / E)`); the random numbers were the kernel's main
-  cost beyond the embedding's bytes (an older head, H100, 1B, 64 rows: greedy decoding, no
-  noise, 35,759 tokens/s; a Gumbel-max with two logarithms a token 35,259, the race 35,437).
-  The inverse CDF sampled 39,886 / 39,878 tokens/s against the race's 39,769 / 39,737 (H100,
-  1B, 64 rows, one process).
-- The random numbers come from a counter-based hash, not `jax.random` (which cannot run inside
-  a Triton kernel): murmur3's 32-bit finaliser over (global row, counter), the counters `2 j`
-  and `2 j + 1` for tile `j`, keyed per row by a seed mixed from the step's key words
-  (`key_seed`). Rows are numbered globally, so rows split over devices get different noise.
-  The 24 high bits make a uniform in (0, 1).
-- Why the pick is a kernel, and the statistics row-major (`[N, tiles]`): XLA ran the pick over
-  tiles (a logsumexp, a Gumbel-max over tiles' masses with `jax.random`'s noise, a gather) as
-  about ten small kernels a step, three of them reductions of 4-9 us over the tiles axis
-  (H100, 1B, 64 rows). One program per row reads its row's statistics, contiguous, in one
-  step. (H100, 1B, 64 rows, sampler, one process: 39,264 / 39,198 -> 39,624 / 39,580 tokens/s;
-  the same kernel over tiles-major statistics, 8 rows a program, was slower: 39,361 at best,
-  its 8 programs strided through 2,048 sectors each.)
-- Rows are taken 16, 32 or 64 at a time (padded with zero rows whose results are dropped), and
-  the sampler uses the kernel only up to `MAX_ROWS` rows a device, where it wins: on an H100
-  (1B, 512 new tokens) it sampled 35,437 tokens/s at 64 rows against XLA's 34,632 (+2.3%), 758
-  against 762 at 1 row, 53,665-53,965 against 54,104 at 128 rows, and 68,852-71,290 against
-  74,963 at 256 rows, with 64, 128 or 256 rows a program (wider programs, narrower tiles) alike.
-  Past 64 rows cuBLAS's GEMM, which reads the embedding once for all rows, is the better one.
-- Several devices: rows split over the `data` axis run the kernel on each device's own rows
-  (`sharding.on_each_devices_rows`); an embedding split over a `model` axis keeps the XLA path.
+Why: at 64 rows the 1B's logits are a `[64, 262144]` float32 array written once and read twice
+a step. How: each tile draws its own token by inverse CDF and keeps four numbers per row (its
+logsumexp at T = 1, the token, its logit, and a Gumbel-perturbed log mass at T); the pick takes
+the tile of the largest key (exact: P(token) = P(tile) P(token | tile)) and returns the token
+and its log-prob at T = 1. Greedy is the same with no noise. The noise is a counter hash
+(murmur3's finaliser) keyed by the step's key and the global row, since `jax.random` cannot run
+inside a Triton kernel, so rows split over devices get their own noise. Used for greedy and
+plain sampling (no top-k / top-p) up to `MAX_ROWS` rows a device, where it beat XLA. Tests:
+greedy against `argmax` / `log_softmax`, draws against `softmax(logits / T)`. Measurements:
+docs/SAMPLER_TUNING.md.
 """
 
 from __future__ import annotations
@@ -62,34 +23,25 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.sharding import PartitionSpec as P
 
-from aha_utils import early_launch
-from aha_utils.decode_residual import MIN_TILE, largest_tile, pad_rows, row_block
+from aha_utils.kernels import early_launch
+from aha_utils.kernels.decode_residual import MIN_TILE, largest_tile, pad_rows, row_block
 from aha_utils.sharding import DATA, on_each_devices_rows, rows_per_device, rows_split_only
 
 F32 = jnp.float32
 U32 = jnp.uint32
-BLOCK = 128                # tokens per tile (the 1B at 64 rows on an H100: 128 tokens, 8 warps
-                           # and 4 stages beat 256 (no room), 4 warps and 3 stages)
+# Tuned on an H100 (the 1B at 64 rows; measurements: docs/SAMPLER_TUNING.md).
+BLOCK = 128                # tokens per tile (with 8 warps and 4 stages)
 ROWS_PER_PROGRAM = 64
 MAX_ROWS = 64              # rows a device, at most, for which the sampler uses the kernel
-# The pick over tiles: rows a program, tiles a step, warps (H100, 1B, 64 rows: (1, 2048, 4)
-# 39,624 / 39,580 tokens/s; 8 warps 39,568; (4, 512, 4) 39,386).
+# The pick over tiles: rows a program, tiles a step, warps.
 PICK_ROWS, PICK_CHUNK, PICK_WARPS = 1, 2048, 4
 
-USE_KERNEL: bool | None = None   # None: on GPUs. Tests set True to run the kernel,
-                                 # interpreted, inside the sampler on a CPU.
-
-
-def kernel_available(d_model: int, vocab_size: int, rows: int) -> bool:
-    """Whether a draw of `rows` rows traced now uses this kernel: on GPUs (or with
-    `USE_KERNEL`), for a width and a vocabulary that Triton's tiles divide, with the rows on one
-    device or split over the `data` axis of the mesh in context (as
-    `decode_attention.kernel_available`), at most `MAX_ROWS` of them a device."""
-    use = jax.default_backend() == "gpu" if USE_KERNEL is None else USE_KERNEL
-    if not (use and largest_tile(d_model, 128) and largest_tile(vocab_size, BLOCK)
-            and rows_split_only()):
-        return False
-    return rows_per_device(rows) <= MAX_ROWS
+def fits(d_model: int, vocab_size: int, rows: int) -> bool:
+    """Whether the wing draws `rows` rows traced now with this kernel: a width and a
+    vocabulary that Triton's tiles divide, the rows on one device or split over the `data` axis
+    of the mesh in context, at most `MAX_ROWS` of them a device (past that cuBLAS's GEMM wins)."""
+    return bool(largest_tile(d_model, 128) and largest_tile(vocab_size, BLOCK)
+                and rows_split_only() and rows_per_device(rows) <= MAX_ROWS)
 
 
 def _mix(x: jax.Array) -> jax.Array:
