@@ -2,7 +2,7 @@
 
 `estimate_memory(model_cfg, run_cfg, n_data=1)` returns a `MemoryEstimate` (bytes per device):
 `.table()` prints one line per term, `.fits(device_bytes)` says whether the total leaves room.
-The notebooks and the CLI print it before a run, and `RunConfig.for_device` picks presets that
+The notebooks and the CLI print it before a run, and `preset_for_device` picks the presets that
 fit it. It is arithmetic on shapes: no JAX array is created.
 
 The terms (N = parameters, `ModelConfig.num_params()`; n = trainable parameters: N for full
@@ -69,9 +69,10 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from aha_utils.config import ModelConfig
+from aha_utils.config import ModelConfig, config_for
 from aha_utils.kv_cache import cache_slots
 from aha_utils.buckets import DEFAULT_MAX_PROMPT_LEN, batch_bucket, prompt_bucket
+from aha_utils.run_config import RunConfig
 
 GB = 1e9
 # Longest prompt in tokens (BOS included, Gemma tokenizer) by task and template: Countdown over
@@ -217,7 +218,7 @@ def estimate_memory(model_cfg: ModelConfig, run_cfg, *, n_data: int = 1,
 
 def device_summary() -> tuple[str, int, int | None]:
     """`(device_kind, device count, bytes_limit per device or None)` of the devices present:
-    the arguments `RunConfig.for_device` takes. CPUs usually report no memory limit."""
+    the arguments `preset_for_device` takes. CPUs usually report no memory limit."""
     import jax
 
     dev = jax.devices()[0]
@@ -231,10 +232,44 @@ def device_summary() -> tuple[str, int, int | None]:
 def describe(run_cfg, *, n_data: int | None = None, memory_bytes: int | None = None) -> str:
     """The estimate's table for `run_cfg` on the devices present (or `n_data` devices of
     `memory_bytes`): what the CLI and the notebooks print before a run."""
-    from aha_utils.config import config_for
-
     kind, n, limit = device_summary()
     n = n if n_data is None else n_data
     limit = limit if memory_bytes is None else memory_bytes
     est = estimate_memory(config_for(run_cfg.model), run_cfg, n_data=n)
     return f"{n} x {kind}\n" + est.table(limit)
+
+
+def preset_for_device(task: str, device_kind: str, n_devices: int = 1,
+                      memory_bytes: int | None = None, **overrides) -> RunConfig:
+    """The preset for `n_devices` devices of `device_kind` (`jax.devices()[0].device_kind`,
+    e.g. "TPU v5 lite", "NVIDIA H100 80GB HBM3", "cpu"), each with `memory_bytes` (from
+    `memory_stats()["bytes_limit"]`; None = unknown). See `device_preset_name`."""
+    name = device_preset_name(task, device_kind, n_devices, memory_bytes, **overrides)
+    return RunConfig.named(task, name, **overrides)
+
+
+def device_preset_name(task: str, device_kind: str, n_devices: int = 1,
+                       memory_bytes: int | None = None, **overrides) -> str:
+    """Which of `DEVICE_PRESETS` suits `n_devices` devices of `device_kind`.
+
+    "cpu" -> `cpu`. Any TPU ("TPU v5 lite", "TPU v5e", "TPU v6 lite", ...) -> `tpu_v5e_8` from
+    8 chips on, else `tpu_v5e_1`. Anything else is taken for a GPU -> `gpu`. When
+    `memory_bytes` (per device) is known, the first candidate whose `estimate_memory` fits 90%
+    of it wins, falling back to smaller presets (`tpu_v5e_8` -> `tpu_v5e_1` -> `cpu`;
+    `gpu` -> `cpu`)."""
+    if n_devices < 1:
+        raise ValueError(f"n_devices={n_devices} must be >= 1")
+    kind = device_kind.strip().lower()
+    if kind == "cpu":
+        return "cpu"
+    if "tpu" in kind:
+        candidates = (["tpu_v5e_8"] if n_devices >= 8 else []) + ["tpu_v5e_1", "cpu"]
+    else:
+        candidates = ["gpu", "cpu"]
+    if memory_bytes is None:
+        return candidates[0]
+    for name in candidates:
+        cfg = RunConfig.named(task, name, **overrides)
+        if estimate_memory(config_for(cfg.model), cfg, n_data=n_devices).fits(memory_bytes):
+            return name
+    return candidates[-1]

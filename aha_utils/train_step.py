@@ -47,8 +47,6 @@ Design decisions:
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,6 +55,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from aha_utils import grpo
+from aha_utils.train_config import TrainConfig
 from aha_utils.layers import cast_floats
 from aha_utils.lora import LoRAParam, apply_lora, has_lora, zero_adapters
 from aha_utils.sharding import DATA, model_mesh, put, shard_batch, traced_under
@@ -65,42 +64,10 @@ F32 = jnp.float32
 BATCH_KEYS = ("tokens", "positions", "completion_mask", "old_logprobs", "advantages", "truncated")
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    learning_rate: float = 1e-5
-    warmup_steps: int = 0
-    total_steps: int = 1000            # optimizer updates (batches x num_iterations)
-    final_lr_fraction: float = 0.1     # cosine decays to learning_rate x this
-    weight_decay: float = 0.0
-    adam_b1: float = 0.9
-    adam_b2: float = 0.99
-    max_grad_norm: float = 1.0
-    micro_batch_size: int | None = None  # rows per forward/backward; None = the whole batch
-    remat: bool = False                # recompute each block in the backward pass
-    lora_rank: int | None = None       # None = full fine-tuning
-    lora_alpha: float = 16.0
-    compute_dtype: str = "bfloat16"    # "bfloat16" or "float32"
-    logprob_chunk: int = 64            # completion tokens per vocabulary projection
-
-    def __post_init__(self):
-        if self.learning_rate <= 0 or self.max_grad_norm <= 0:
-            raise ValueError("learning_rate and max_grad_norm must be > 0")
-        if not 0 <= self.warmup_steps < self.total_steps:
-            raise ValueError(f"need 0 <= warmup_steps ({self.warmup_steps}) < total_steps "
-                             f"({self.total_steps})")
-        if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise ValueError("micro_batch_size must be >= 1 (or None = the whole batch)")
-        if self.lora_rank is not None and self.lora_rank < 1:
-            raise ValueError("lora_rank must be >= 1 (or None = full fine-tuning)")
-        if self.compute_dtype not in ("bfloat16", "float32"):
-            raise ValueError(f"compute_dtype={self.compute_dtype!r}; use 'bfloat16' or 'float32'")
-        if self.logprob_chunk < 1:
-            raise ValueError("logprob_chunk must be >= 1")
-
-    @property
-    def trainable(self):
-        """The nnx filter of what the optimizer updates."""
-        return LoRAParam if self.lora_rank is not None else nnx.Param
+def trainable_filter(cfg: TrainConfig):
+    """The nnx filter of what the optimizer updates: the LoRA adapters with LoRA, else every
+    `nnx.Param`. (A function here, not a config property: configs import nothing of ours.)"""
+    return LoRAParam if cfg.lora_rank is not None else nnx.Param
 
 
 def make_schedule(cfg: TrainConfig) -> optax.Schedule:
@@ -130,11 +97,20 @@ def init_training(model: nnx.Module, train_cfg: TrainConfig, grpo_cfg: grpo.GRPO
     ref_params = None
     if grpo_cfg.beta > 0 and train_cfg.lora_rank is None:
         ref_params = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
-    optimizer = nnx.Optimizer(model, make_optimizer(train_cfg), wrt=train_cfg.trainable)
+    optimizer = nnx.Optimizer(model, make_optimizer(train_cfg), wrt=trainable_filter(train_cfg))
     mesh = model_mesh(model)
     if mesh is not None:
         _replicate_loose_state(optimizer, mesh)
     return optimizer, ref_params
+
+
+def rebuild_optimizer(model: nnx.Module, optimizer: nnx.Optimizer, train_cfg: TrainConfig
+                      ) -> nnx.Optimizer:
+    """A new optimizer for `train_cfg` (e.g. a resized schedule) holding `optimizer`'s state:
+    AdamW's moments and counts do not depend on the schedule, which is a function of the count."""
+    new = nnx.Optimizer(model, make_optimizer(train_cfg), wrt=trainable_filter(train_cfg))
+    nnx.update(new, nnx.state(optimizer))
+    return new
 
 
 def _replicate_loose_state(optimizer: nnx.Optimizer, mesh) -> None:
@@ -234,7 +210,7 @@ def accumulate_micro_batches(loss_fn, params, batch: dict, micro_batch_size: int
 
 
 def _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh):
-    graphdef, params, rest = nnx.split(model, train_cfg.trainable, ...)
+    graphdef, params, rest = nnx.split(model, trainable_filter(train_cfg), ...)
     mask = grpo.loss_mask(batch["completion_mask"], batch.get("truncated"), grpo_cfg)
     counts = (batch["tokens"].shape[0], jnp.maximum(mask.sum(), 1.0))   # whole-batch normalisers
     grads, metrics = accumulate_micro_batches(
@@ -312,7 +288,7 @@ def validate(model, batch: dict, grpo_cfg: grpo.GRPOConfig, train_cfg: TrainConf
 
 def loss_and_grads(model, batch: dict, grpo_cfg: grpo.GRPOConfig, train_cfg: TrainConfig,
                    ref_params=None):
-    """`(loss, grads, metrics)` of the whole batch, gradients w.r.t. `train_cfg.trainable`."""
+    """`(loss, grads, metrics)` of the whole batch, gradients w.r.t. `trainable_filter(train_cfg)`."""
     batch = validate(model, batch, grpo_cfg, train_cfg, ref_params)
     return _loss_and_grads_jit(model, batch, ref_params, grpo_cfg, train_cfg, model_mesh(model))
 
