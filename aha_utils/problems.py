@@ -47,7 +47,8 @@ class Problems:
             if cfg.val_n:   # a seeded sample of the train split, taken out of the pool
                 if cfg.val_n >= len(pool):
                     raise ValueError(f"val_n={cfg.val_n} leaves no GSM8K training problems "
-                                     f"(the train split has {len(pool)})")
+                                     f"(the train split has {len(pool)}): lower it with "
+                                     "--set val_n=N (python -m aha_utils.sft: --val-n N)")
                 order = np.random.default_rng(subseed(cfg.seed, VAL_SEED)).permutation(len(pool))
                 held = set(order[:cfg.val_n].tolist())   # a prefix: larger val_n extends it
                 self.val_set = [q for i, q in enumerate(pool) if i in held]

@@ -123,7 +123,9 @@ class RunConfig:
 
     def train_config(self, planned_steps: int | None = None) -> TrainConfig:
         """The optimizer's config; its schedule ends at `planned_steps` (default `steps`)."""
-        updates = (planned_steps or self.steps) * self.num_iterations
+        # a constant rate after warmup does not depend on the length: keep one program
+        planned = self.steps if self.lr_floor == 1.0 else planned_steps or self.steps
+        updates = planned * self.num_iterations
         return TrainConfig(learning_rate=self.learning_rate, warmup_steps=self.warmup_steps,
                            total_steps=max(updates, self.warmup_steps + 1),
                            final_lr_fraction=self.lr_floor,

@@ -214,6 +214,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="distinct training problems (default steps x batch: no repeats; "
                              "gsm8k: at most the usable train rows, ~7,400 at 256 new tokens)")
     parser.add_argument("--eval-n", type=int, default=None, help="default 512 (cpu: 16)")
+    parser.add_argument("--val-n", type=int, default=None,
+                        help="the GRPO run's validation problems, kept out of the SFT data "
+                             "(default: the GRPO preset's val_n; 0 = keep none out)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="for the evaluations, and gsm8k's longest training completion; "
                              "default: the GRPO preset's")
@@ -260,6 +263,8 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
     overrides = dict(model=args.model, template=args.template, seed=args.seed,
                      gsm8k_path=args.gsm8k_path,
                      eval_n=args.eval_n or (16 if backend == "cpu" else 512))
+    if getattr(args, "val_n", None) is not None:
+        overrides["val_n"] = args.val_n
     if args.task == "countdown":
         overrides["num_numbers"] = args.num_numbers
     if args.max_new_tokens:
