@@ -10,18 +10,7 @@ best-on-validation parameters of a run (`BestParams`).
 - `meta`: JSON with the step, the data position, the RNG (base key data) and the run config,
   so `--resume` can refuse a different config instead of silently mixing two runs.
 
-Design decisions:
-- orbax writes each step into a temporary folder and renames it only once complete, and the
-  keep-last policy (`max_to_keep`) deletes old steps only after a newer one is finalized; so a
-  crash or a failed save mid-write leaves the previous good checkpoint in place, and
-  `latest_step()` never returns a partial one.
-- Saves are asynchronous (training continues while the arrays are written);
-  `wait_until_finished()` is called before reading, before a restore and by `close()`.
-- Restore goes into abstract targets built from the live model and optimizer
-  (`jax.ShapeDtypeStruct` with each array's sharding), so arrays land directly on the right
-  devices and dtypes, then `nnx.update` writes them into the modules.
-- The step a checkpoint is filed under is the number of completed GRPO steps: resuming from
-  step s runs step s next.
+Design notes: docs/TRAINING.md, "Checkpoints (`aha_utils.checkpoint`)".
 """
 
 from __future__ import annotations

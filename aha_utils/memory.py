@@ -5,62 +5,7 @@
 The notebooks and the CLI print it before a run, and `preset_for_device` picks the presets that
 fit it. It is arithmetic on shapes: no JAX array is created.
 
-The terms (N = parameters, `ModelConfig.num_params()`; n = trainable parameters: N for full
-fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `compute_dtype`):
-- params: N x p. With LoRA the frozen base is N x p and the adapters n x 4 (always float32).
-- gradients: n x 4, the float32 accumulator of `lax.scan` over micro-batches (XLA adds each
-  micro-batch's gradient into it layer by layer, so a second full copy is not counted).
-- optimizer: AdamW's two moments, 2 x n x (bytes of the trainable dtype).
-- no term for the step's outputs: `train_step` donates the model and optimizer, so the updated
-  weights and moments are written into the old buffers (before donation they were a second
-  copy, 3 x n x trainable bytes, which the H100 peaks of full fine-tuning included).
-- reference: a frozen copy of the weights, N x p, only with beta > 0 and full fine-tuning (LoRA's
-  reference is its base with the adapters zeroed: no copy).
-- activations (one micro-batch of r = micro_batch_size / n_data rows, T = prompt bucket +
-  max_new_tokens tokens, L layers):
-  * a layer's saved tensors per token: `c x (8 D + 4 F + 4 H hd + 4 K hd)` (block input, norms,
-    q/k/v before and after QK-norm and RoPE, attention output, the MLP's gate, GELU, up and
-    product) plus the attention scores and probabilities, `H x T x (4 + c)`;
-  * without remat every layer keeps them (L layers, plus one layer's worth of gradients in the
-    backward pass); with remat each block keeps only its input `[r, T, D]` and one block is
-    live at a time (its tensors and their gradients: 2 layers' worth);
-  * weights in compute dtype: full fine-tuning with c != p casts every weight once per micro-
-    batch (N x c, alive through the backward pass); LoRA builds the merged weights W + s A B of
-    every layer (without remat all of them are kept for the backward pass; with remat one layer);
-  * the log-prob chunks: `[r, logprob_chunk, V]` float32 logits, counted as 3 float32 buffers
-    (`train_step.completion_logprobs` never holds a `[r, T, V]` one; since `layers.
-    projected_logprobs` the backward holds the recomputed logits and their cotangent in the
-    compute dtype, so 3 is now an upper bound: the 270M's measured peak fell by 1.1 GB);
-  * the final hidden states and their gradient, `[r, T, D]` x (c + 4).
-- kv_cache (sampler, `kv_cache.init_cache`): per layer, `rows x slots x K x hd x 2 (k and v) x c`
-  plus the int32 slot positions, with slots = min(window, P + M) for sliding-window layers and
-  P + M for global ones, rounded up to 16 (`kv_cache.cache_slots`); rows = batch bucket of the
-  prompts x num_samples / n_data, and the prefill's un-repeated cache (1/G of it) on top.
-  Plus the sampler's per-step float32 logits `[rows, V]`, 3 buffers (logits, probabilities,
-  the sort or Gumbel noise of the draw).
-- decode_weights (sampler, `sampler.decode_copy`): the weights the decode loop reads, built
-  once per call: N x c when c != p, the merged projections (N - V x D) x c with LoRA, else
-  the projections that `model.fuse_projections` concatenates or transposes (all but o).
-- total: params + optimizer + reference (alive all run long) + the larger of the train step's
-  transients (gradients, activations) and the sampler's (kv_cache, decode_weights): the two
-  programs never run at the same time.
-
-Checked against reality: on toy models compiled by XLA for the CPU (`tests/test_memory.py`) the
-train-step estimate is 1.1x-1.4x of XLA's argument + unaliased output + temp bytes. Against the
-peak memory of the donated step on an H100 (README, `bench/grpo_step.py`, 1B, 64 x 640 tokens)
-it is 1.07x (full) and 1.13x (LoRA) without remat, but with remat only 0.82x / 0.74x for full
-fine-tuning (micro-batches 8 / 16) and 0.56x / 0.52x for LoRA: XLA keeps about half a GB per
-row more than "one block live at a time" counts. Presets are therefore sized with room for 2x.
-XLA's CPU compiler does not honour remat (its temp bytes are the same with and without), so
-remat is checked only on the estimate.
-
-What is approximated: XLA fuses and schedules differently on TPU, GPU and CPU, so activation
-counts are a model of what must be saved, not a count of XLA's buffers; the test
-(`tests/test_memory.py`) holds the train-step part within a stated factor of XLA's own
-`memory_analysis()` on compiled toy models. Not counted: the compiled program itself, XLA's
-scratch for collectives, allocator fragmentation (keep ~10% free: `fits` does), the host side.
-With a mesh the parameters are assumed replicated on every device (pure data parallelism,
-`sharding.make_mesh()`'s default); only rows are divided by `n_data`.
+Design notes: docs/TRAINING.md, "The memory estimate (`aha_utils.memory`)".
 """
 
 from __future__ import annotations

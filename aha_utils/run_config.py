@@ -10,7 +10,7 @@ Presets (`RunConfig.preset(task, backend)`; `quick()` shrinks any of them for `A
   so the two can be compared: 16 prompts x G=8, 256 new tokens, full fine-tuning at lr 1e-5,
   no KL (beta=0, TRL's default), mu=1, float32 master weights (AdamW steps of 1e-5 vanish in
   bfloat16) with bfloat16 compute, micro-batches of 32 rows so 128 completions fit a 16 GB chip.
-- Per device (`RunConfig.for_device(task, device_kind, n_devices, memory_bytes)`, or
+- Per device (`memory.preset_for_device(task, device_kind, n_devices, memory_bytes)`, or
   `named(task, name)` with a name of `DEVICE_PRESETS`): `cpu` and `gpu` are the two above;
   `tpu_v5e_1` / `tpu_v5e_8` run Gemma 3 1B-IT (Kaggle) with LoRA and the chat template, sized
   with `aha_utils.memory.estimate_memory` to fit 16 GB per chip with room to spare.

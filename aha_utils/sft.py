@@ -7,30 +7,7 @@ written out as short reasoning; GSM8K: the train split's own worked solutions), 
 from there. The examples are `aha_utils.sft_data`'s (`countdown_sft_example` is re-exported here
 for its old importers); `sft` trains; `load_params` puts the parameters back into a model.
 
-Design decisions:
-- Examples (`aha_utils.sft_data`): the completion is exactly what the reward scores correct and
-  strictly formatted, with no reflection phrase; GSM8K rows whose solution has one (42 of
-  7,473) or whose completion is longer than the run's `max_new_tokens` (29 at the GPU preset's
-  256) are left out of the training set, and the counts go to `summary.json`'s config.
-- No EOS after `</answer>`: GRPO's sampler stops on the stop string `</answer>`, so its rollouts
-  end with the token that closes `</answer>`; SFT trains exactly that token sequence. (Sampled
-  without stop strings, a warm-started model may ramble after `</answer>`; the reward ignores it.)
-- Prompt and completion are encoded separately (`<bos>` + prompt, then the completion without
-  `<bos>`), as the sampler sees them: the prompt is encoded alone and the model continues it.
-- The batch layout is the GRPO batch's (`train.build_batch`): left-padded prompt, completion
-  padded on the right, positions -1 on padding, `completion_mask` over completion tokens; the
-  columns are fixed over the data set, so one program serves every step. Loss: the token-mean
-  cross-entropy of the completion tokens of the whole batch (prompt tokens are never targets),
-  from `train_step.completion_logprobs` (no `[B, T, V]` logits), float32 master weights cast to
-  `compute_dtype`, micro-batches accumulated by `lax.scan` under the whole batch's token count
-  (exactly the full-batch loss whatever the micro-batch).
-- `token_accuracy` is the share of completion tokens the model gives probability > 1/2. Such a
-  token is its greedy choice, so this is a lower bound of greedy token accuracy that needs no
-  logits beyond the log-probs (an exact argmax would need a second vocabulary pass).
-- Full fine-tuning only, AdamW with warmup and cosine decay (`make_optimizer`): SFT has a known
-  length. Parameters are saved with orbax's `StandardCheckpointer` as a pure dict of every
-  `nnx.Param`; `load_params` restores into abstract targets with the live model's shapes,
-  dtypes and shardings and refuses a checkpoint of another shape with a ValueError.
+Design notes: docs/TRAINING.md, "The warm start (`aha_utils.sft`)".
 """
 
 from __future__ import annotations

@@ -14,35 +14,7 @@ The batch is a dict of arrays, rows = completions (samples of one prompt adjacen
   advantages      float [B]       `grpo.group_advantages` of the rewards
   truncated       bool  [B]       optional; needed by `mask_truncated_completions`
 
-Design decisions:
-- Log-probs without a `[B, T, V]` buffer (`completion_logprobs`): one `model.hidden` pass, then
-  the vocabulary projection and log-softmax over chunks of `logprob_chunk` completion tokens in a
-  `lax.map`, each chunk through `layers.projected_logprobs`, whose backward recomputes its logits
-  instead of keeping `[B, C, V]` float32 residuals (2 GB for 8 x 256 tokens at Gemma's 262k
-  vocabulary) and forms their cotangent in one pass.
-- Gradient accumulation with `lax.scan` over micro-batches, not a Python loop: the program and
-  its compile time stay the size of one micro-batch whatever the batch. Micro-batch k takes rows
-  k, k+n, k+2n, ... (a reshape `[mb, n]`), so each micro-batch is spread over all data-parallel
-  devices without moving data. Each micro-batch loss uses the whole batch's normalisers
-  (`grpo.policy_loss(num_sequences=, num_tokens=)`), so accumulated loss, gradients and metrics
-  are exactly the full-batch ones, for every loss type (a per-micro-batch token-mean would not be).
-- Precision: the trainable parameters are the master copy (float32 recommended for full
-  fine-tuning: AdamW steps of lr 1e-6 vanish in bfloat16); the loss casts every parameter to
-  `compute_dtype` (bfloat16 by default) for the forward; gradients flow back through the cast
-  and are accumulated in float32. LoRA adapters are float32; the frozen base may stay bfloat16.
-- `remat=True` runs each decoder block under `nnx.remat` (`model.hidden(remat=True)`, nothing
-  saved inside a block): activation memory drops to one block's worth per micro-batch, for about
-  a third more compute.
-- Reference policy (only when `beta > 0`; with `beta == 0` there is no reference forward at all):
-  with LoRA, the same model with its adapters zeroed (`lora.zero_adapters`) is exactly the frozen
-  base, so no copy is kept; with full fine-tuning, `ref_params`, a frozen copy of the initial
-  `nnx.Param` state made by `init_training`.
-- Trainable set: `LoRAParam` with LoRA (adapters only), every `nnx.Param` without. Weight decay
-  applies to matrices only (not to norm scales), as is usual for AdamW.
-- Sharding: the mesh is read off the parameters (as the sampler does); each micro-batch is
-  constrained to `P("data")`, so the data-parallel gradient all-reduce is XLA's. Validation is
-  eager and outside jit: B a multiple of the micro-batch, the micro-batch a multiple of the data
-  axis, shapes consistent, LoRA and reference settings coherent.
+Design notes: docs/TRAINING.md, "One update (`aha_utils.train_step`)".
 """
 
 from __future__ import annotations
