@@ -60,3 +60,22 @@ def test_shared_sft_runs_once_and_dry_run(tmp_path, capsys):
     assert "aha_utils.train" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="no experiment"):
         launch.load("no_such_run")
+
+
+@pytest.mark.parametrize("side_by_side", [False, True])
+def test_launch_runs_sft_then_its_runs_and_reports_failures(tmp_path, side_by_side):
+    import os
+    import sys
+
+    def py(code):
+        return [sys.executable, "-c", code]
+    jobs = [{"name": "s", "env": dict(os.environ), "sft": ("s", py("print('sft done')")),
+             "runs": [("r1", py("import os; print(os.getcwd())")),
+                      ("r2", py("raise SystemExit(3)"))]},
+            {"name": "x", "env": dict(os.environ), "sft": ("x", py("raise SystemExit(1)")),
+             "runs": [("never", py("print('ran')"))]}]
+    failures = launch.launch(jobs, tmp_path, side_by_side)
+    assert sorted(failures) == ["r2", "x"]
+    assert (tmp_path / "s.log").read_text() == "sft done\n"
+    assert (tmp_path / "r1.log").read_text().strip() == str(tmp_path)   # runs inside OUT
+    assert not (tmp_path / "never.log").exists()                        # its SFT failed
