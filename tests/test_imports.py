@@ -102,3 +102,8 @@ def test_the_package_imports_nothing_outside_it():
 def test_task_names_agree():
     from aha_utils import rewards, run_config
     assert run_config.TASKS == rewards.TASKS
+
+
+def test_nothing_in_the_package_imports_the_loops():
+    for m, deps in OURS.items():
+        assert not deps & {"aha_utils.train", "aha_utils.sft"}, (m, deps)
