@@ -80,6 +80,9 @@ def sft_command(cfg: dict, gsm8k_path: str | None = None) -> list[str]:
             cmd += [f"--{key.replace('_', '-')}", str(sft[key])]
     if cfg["task"] == "gsm8k" and gsm8k_path:
         cmd += ["--gsm8k-path", gsm8k_path]
+    val_n = cfg["grpo"].get("set", {}).get("val_n")
+    if val_n is not None:   # keep the GRPO run's validation problems out of the SFT data
+        cmd += ["--val-n", str(val_n)]
     return cmd
 
 
@@ -142,7 +145,9 @@ def plan(names: list[str], out: Path, *, gsm8k_path: str | None = None,
             continue
         resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
         key = cfg["sft"]["name"] if "sft" in cfg else cfg["name"]
-        job = jobs.setdefault(key, {"name": key, "env": env, "sft": None, "runs": []})
+        job = jobs.setdefault(key, {"name": key, "env": env, "sft": None, "runs": [],
+                                    "envs": {}})
+        job["envs"][cfg["name"]] = env   # each run its own memory fraction
         if "sft" in cfg and job["sft"] is None and not (out / key / "params").is_dir():
             job["sft"] = (key, sft_command(cfg, gsm8k))
         job["runs"].append((cfg["name"], grpo_command(cfg, gsm8k, resume)))
@@ -153,7 +158,8 @@ def _run_job(job: dict, out: Path, side_by_side: bool, failures: list) -> None:
     def start(label, cmd):
         log = (out / f"{label}.log").open("a")
         print(f"started {label}: {' '.join(cmd[1:])}", flush=True)
-        return subprocess.Popen(cmd, cwd=out, env=job["env"], stdout=log,
+        return subprocess.Popen(cmd, cwd=out, env=job.get("envs", {}).get(label, job["env"]),
+                                stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if job["sft"] and start(*job["sft"]).wait() != 0:
         failures.append(job["sft"][0])
@@ -220,10 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                 mem_fraction=args.mem_fraction)
     if args.dry_run:
         for job in jobs:
-            frac = job["env"].get("XLA_PYTHON_CLIENT_MEM_FRACTION")
-            print(f"# {job['name']}" + (f" (memory fraction {frac})" if frac else ""))
+            print(f"# {job['name']}")
             for label, cmd in ([job["sft"]] if job["sft"] else []) + job["runs"]:
-                print(f"(cd {out} && {' '.join(cmd)})  > {out / label}.log")
+                env = job.get("envs", {}).get(label, job["env"])
+                frac = env.get("XLA_PYTHON_CLIENT_MEM_FRACTION")
+                print((f"XLA_PYTHON_CLIENT_MEM_FRACTION={frac} " if frac else "")
+                      + f"(cd {out} && {' '.join(cmd)})  > {out / label}.log")
         return 0
     failures = launch(jobs, out, args.side_by_side)
     print("failed: " + ", ".join(failures) if failures else "all done")

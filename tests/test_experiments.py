@@ -21,7 +21,8 @@ def test_config_loads_and_builds_commands(name, tmp_path, monkeypatch):
             or cfg.get("kind") == "command"                       # run inside OUT: relative
     if cfg.get("kind", "train") != "train":
         return
-    assert float(jobs[0]["env"]["XLA_PYTHON_CLIENT_MEM_FRACTION"]) > 0
+    frac = float(jobs[0]["envs"][name]["XLA_PYTHON_CLIENT_MEM_FRACTION"])
+    assert frac == cfg.get("mem_fraction", frac) and 0 < frac < 1
     grpo = jobs[0]["runs"][0][1]
     from aha_utils.train import parse_args
     run_cfg, args = parse_args(grpo[3:])                          # the CLI accepts the command
@@ -32,6 +33,7 @@ def test_config_loads_and_builds_commands(name, tmp_path, monkeypatch):
         from aha_utils import sft
         sft_args = sft.parse_args(jobs[0]["sft"][1][3:])
         assert sft_args.steps == cfg["sft"]["steps"] and sft_args.out == cfg["sft"]["name"]
+        assert sft_args.val_n == cfg["grpo"]["set"].get("val_n")      # the same held-out set
         assert run_cfg.init_from == cfg["sft"]["name"]
         assert run_cfg.gsm8k_path in (None, "gsm8k")
 
