@@ -176,18 +176,19 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
                 "elapsed_s": elapsed_before + time.perf_counter() - t_run,
                 "config": dataclasses.asdict(cfg), **plan.to_meta()}
 
-    t_run = time.perf_counter()
+    t_run, tested = time.perf_counter(), {}   # tested: this call's test results by step
     # The train step compiles while the first evaluation and the first sampling run.
     wait_compiled = compile_ahead(model, optimizer, tokenizer, cfg, data.for_step(start),
                                   grpo_cfg, train_cfg, ref_params)
     if start == 0:
-        plan.test_seconds = run_eval(0, "test")[1]   # "before": the base model
+        before, plan.test_seconds = run_eval(0, "test")   # "before": the base model
+        tested[0] = {"step": 0, **before}
         if data.val_set:
             validate(0)   # the base model is the first candidate
     from tqdm.auto import tqdm
     bar = tqdm(total=plan.planned, initial=start, desc=f"GRPO {cfg.task}",
                disable=not (progress and is_main))
-    history, step, last_test = [], start, None
+    history, step = [], start
     while step < plan.planned:
         t0 = time.perf_counter()
         problems = data.for_step(step)
@@ -228,7 +229,7 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
                 row.update(val_accuracy=result["accuracy"],
                            val_format_rate=result["format_rate"])
             result, _ = run_eval(done, "test")
-            last_test = {"step": done, **result}
+            tested[done] = {"step": done, **result}
             row.update(eval_accuracy=result["accuracy"], eval_format_rate=result["format_rate"])
         row["step_time_s"] = time.perf_counter() - t0
         if is_main:
@@ -246,7 +247,7 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
             break
     bar.close()
     ckpt.wait_until_finished()
-    best_row = _evaluate_best(best, model, last_test, run_eval) if data.val_set else None
+    best_row = _evaluate_best(best, model, tested, run_eval) if data.val_set else None
     if is_main:
         write_summary(cfg, out, elapsed_before + time.perf_counter() - t_run,
                       hardware=hardware(), best=best_row,
@@ -254,14 +255,14 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
     return history
 
 
-def _evaluate_best(best: BestParams, model, last_test: dict, run_eval) -> dict | None:
-    """The test evaluation of the best-on-validation parameters (`last_test`, the final test
-    row, when they are the final parameters); the model is left holding the final ones."""
+def _evaluate_best(best: BestParams, model, tested: dict[int, dict], run_eval) -> dict | None:
+    """The test evaluation of the best-on-validation parameters (reused from `tested`, this
+    call's test rows by step, when that step was tested); the model keeps its final ones."""
     record = best.record()
     if record is None:
         return None
-    if record["step"] == last_test["step"]:
-        row = last_test
+    if record["step"] in tested:
+        row = tested[record["step"]]
     else:
         final = best.swap_in(model)
         try:

@@ -338,17 +338,18 @@ def test_splits_are_disjoint(tmp_path):
 
 
 def test_best_is_chosen_on_validation_never_on_test(tmp_path, tokenizer, monkeypatch):
-    """Validation peaks at step 1, test at step 2: the kept model is step 1's."""
+    """Validation peaks at step 1, test at step 2: the kept model is step 1's. After a resume
+    past it, the kept parameters themselves are loaded and tested."""
     from aha_utils import train as train_module
     from aha_utils.train_step import trainable_filter
 
-    cfg = dataclasses.replace(CFG, eval_n=2, val_n=3, eval_every=1, sample_every=10)
-    val_acc, test_acc = iter([0.0, 2 / 3, 1 / 3, 0.0]), iter([0.0, 0.5, 1.0, 0.5, 0.0])
+    cfg = dataclasses.replace(CFG, steps=2, eval_n=2, val_n=3, eval_every=1, sample_every=10)
+    scores = {"val": iter([0.0, 2 / 3, 1 / 3, 0.0]), "test": iter([0.0, 0.25, 1.0, 0.5, 0.75])}
     seen = []
 
     def fake_evaluate(model, tokenizer, cfg_, problems):
         split = "val" if len(problems) == 3 else "test"
-        acc = next(val_acc if split == "val" else test_acc)
+        acc = next(scores[split])
         fingerprint = float(sum(jnp.sum(x) for x in jax.tree.leaves(
             nnx.state(model, trainable_filter(cfg_.train_config())))))
         seen.append((split, acc, fingerprint))
@@ -360,10 +361,18 @@ def test_best_is_chosen_on_validation_never_on_test(tmp_path, tokenizer, monkeyp
     best = summary["eval"]["best"]
     assert best["step"] == 1 and best["val_accuracy"] == pytest.approx(2 / 3)
     assert best["selected_on"] == "validation"
-    assert best["accuracy"] == 0.0                     # the 5th test evaluation: best's own
-    assert summary["eval"]["after"]["accuracy"] == 0.5 and summary["eval"]["after"]["step"] == 3
-    # the best model evaluated on test carried step 1's parameters (as validated at step 1)
-    step1_val = [f for split, _, f in seen if split == "val"][1]
-    assert seen[-1][0] == "test" and seen[-1][2] == pytest.approx(step1_val, rel=1e-6)
+    assert best["accuracy"] == 0.25                    # step 1's own test evaluation, reused
+    assert summary["eval"]["after"]["accuracy"] == 1.0 and summary["eval"]["after"]["step"] == 2
+    assert len(seen) == 6                              # no extra evaluation was needed
     assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] == 1
     assert [p.name for p in (tmp_path / "best").glob("step_*")] == ["step_00001"]
+
+    # resumed to step 3: step 1's parameters are loaded from best/ and tested
+    run(dataclasses.replace(cfg, steps=3), tmp_path, tokenizer, resume=True)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["eval"]["best"]["step"] == 1 and summary["eval"]["best"]["accuracy"] == 0.75
+    assert summary["eval"]["after"]["accuracy"] == 0.5
+    step1_val = [f for split, _, f in seen if split == "val"][1]
+    assert seen[-1][0] == "test" and seen[-1][2] == pytest.approx(step1_val, rel=1e-6)
+    assert seen[-2][2] != pytest.approx(step1_val, rel=1e-6)     # the final model differs
+    assert (tmp_path / "completions" / "best_00001.jsonl").exists()
