@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aha_utils.jsonl import read_jsonl  # noqa: F401  (the one reader; re-exported)
+
 
 def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95% (by default) Wilson score interval for a binomial proportion `successes / n`.
@@ -104,27 +106,6 @@ matches do not overlap, so count with `reflection_counts`, which counts each phr
 # ----------------------------------------------------------------------------------------------
 # Reading a run folder
 # ----------------------------------------------------------------------------------------------
-def read_jsonl(path: str | Path) -> list[dict]:
-    """The rows of a JSON-lines file; `[]` if it does not exist.
-
-    A truncated *last* line (what a writer killed mid-line leaves) is skipped; a bad line
-    anywhere else is an error that names the file and line, since it means a corrupt file.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1:
-                break
-            raise ValueError(f"{path}, line {i + 1}: not JSON ({e}); the file is corrupt") from e
-    return rows
-
-
 def _completions_by_step(folder: Path, prefix: str) -> dict[int, list[dict]]:
     out = {}
     for path in sorted(folder.glob(f"{prefix}_*.jsonl")) if folder.is_dir() else []:

@@ -1,4 +1,6 @@
-"""Training checkpoints: a thin wrapper over orbax's `CheckpointManager`.
+"""Checkpoints: training state (`Checkpointer`, a thin wrapper over orbax's `CheckpointManager`),
+parameters on disk (`save_params` / `load_params`: the SFT result a GRPO run starts from) and the
+best-on-validation parameters of a run (`BestParams`).
 
 `Checkpointer(directory, every=N)` saves, at the steps it is asked to, three items of one step:
 - `trainable`: the trained parameters as a pure dict (the LoRA adapters with LoRA, every
@@ -8,25 +10,18 @@
 - `meta`: JSON with the step, the data position, the RNG (base key data) and the run config,
   so `--resume` can refuse a different config instead of silently mixing two runs.
 
-Design decisions:
-- orbax writes each step into a temporary folder and renames it only once complete, and the
-  keep-last policy (`max_to_keep`) deletes old steps only after a newer one is finalized; so a
-  crash or a failed save mid-write leaves the previous good checkpoint in place, and
-  `latest_step()` never returns a partial one.
-- Saves are asynchronous (training continues while the arrays are written);
-  `wait_until_finished()` is called before reading, before a restore and by `close()`.
-- Restore goes into abstract targets built from the live model and optimizer
-  (`jax.ShapeDtypeStruct` with each array's sharding), so arrays land directly on the right
-  devices and dtypes, then `nnx.update` writes them into the modules.
-- The step a checkpoint is filed under is the number of completed GRPO steps: resuming from
-  step s runs step s next.
+Design notes: docs/TRAINING.md, "Checkpoints (`aha_utils.checkpoint`)".
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -86,9 +81,134 @@ class Checkpointer:
         nnx.update(optimizer, opt_state)
         return dict(restored.meta)
 
+    def read_meta(self, step: int | None = None) -> dict:
+        """The meta dict of checkpoint `step` (default: the latest), without loading arrays."""
+        self.manager.wait_until_finished()
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))
+        return dict(restored.meta)
+
     def wait_until_finished(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameters on disk
+# ----------------------------------------------------------------------------------------------
+def _shapes(tree) -> dict[str, tuple]:
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): tuple(x.shape)
+            for path, x in flat}
+
+
+def save_state(model: nnx.Module, path: str | Path, what=nnx.Param) -> Path:
+    """The `what` variables of `model` (an nnx filter) to the orbax folder `path`, as a pure dict."""
+    path = Path(path).absolute()
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(path, nnx.to_pure_dict(nnx.state(model, what)))
+    ckpt.wait_until_finished()
+    return path
+
+
+def load_state(model: nnx.Module, path: str | Path, what=nnx.Param, *,
+               hint: str = "load the model the saving run used") -> None:
+    """Restore `save_state`'s folder into `model` in place, with the model's dtypes and
+    shardings; a checkpoint of other shapes is a ValueError that lists a few differences."""
+    path = Path(path).absolute()
+    ckpt = ocp.StandardCheckpointer()
+    saved = ckpt.metadata(path).item_metadata
+    state = nnx.state(model, what)
+    target = nnx.to_pure_dict(state)
+    want, got = _shapes(target), _shapes(getattr(saved, "tree", saved))
+    if want != got:
+        diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+        raise ValueError(f"parameters in {path} do not fit this model ({len(diff)} differ, e.g. "
+                         f"{[(k, got.get(k), want.get(k)) for k in diff[:3]]} as (name, saved, "
+                         f"model)); {hint}")
+    restored = ckpt.restore(path, _abstract(target))
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(model, state)
+
+
+def save_params(model, path: str | Path) -> Path:
+    """Every `nnx.Param` of `model` to the orbax folder `path` (which must not exist)."""
+    path = Path(path).absolute()
+    if path.exists():
+        raise FileExistsError(f"{path} exists; choose another --out or remove it")
+    return save_state(model, path, nnx.Param)
+
+
+def load_params(model, path: str | Path) -> None:
+    """Restore parameters saved by `save_params` (or an SFT `--out` folder holding `params/`)
+    into `model` in place, with the model's dtypes and shardings."""
+    path = Path(path).absolute()
+    if (path / "params").is_dir():
+        path = path / "params"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no saved parameters at {path}: pass the --out folder of a "
+                                "`python -m aha_utils.sft` run (or its params/ folder)")
+    load_state(model, path, nnx.Param,
+               hint="load the model the SFT run used, before applying LoRA")
+
+
+class BestParams:
+    """The trainable parameters that scored best on validation so far, under `directory`:
+    `step_XXXXX/` (orbax) and `best.json` (`step`, `val_accuracy`, `params`), written after the
+    parameters are complete (temporary file + os.replace), the older folder deleted last."""
+
+    def __init__(self, directory: str | Path, trainable):
+        self.directory, self.trainable = Path(directory).absolute(), trainable
+        file = self.directory / "best.json"
+        self._record = json.loads(file.read_text()) if file.exists() else None
+        self.is_main = jax.process_index() == 0
+
+    def record(self) -> dict | None:
+        return self._record
+
+    def offer(self, step: int, val_accuracy: float, model: nnx.Module) -> bool:
+        """Keep `model`'s parameters if `val_accuracy` is strictly the best so far (ties keep
+        the earlier step); returns whether they were kept."""
+        if self._record is not None and val_accuracy <= self._record["val_accuracy"]:
+            return False
+        name = f"step_{step:05d}"
+        if self.is_main and (self.directory / name).exists():
+            shutil.rmtree(self.directory / name)   # left by a run that resumed before it
+        save_state(model, self.directory / name, self.trainable)
+        self._record = {"step": step, "val_accuracy": val_accuracy, "params": name}
+        if self.is_main:
+            self._write_record()
+        return True
+
+    def _write_record(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / f".best.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(self._record))
+        os.replace(tmp, self.directory / "best.json")
+        keep = None if self._record is None else self._record["params"]
+        for old in self.directory.glob("step_*"):
+            if old.name != keep:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def forget_after(self, step: int) -> None:
+        """On resume from `step`: a best found after it is dropped (those steps run again)."""
+        if self._record is not None and self._record["step"] > step:
+            self._record = None
+            if self.is_main:
+                (self.directory / "best.json").unlink(missing_ok=True)
+                self._write_record()
+
+    def swap_in(self, model: nnx.Module):
+        """Load the best parameters into `model`; returns a copy of what it held before."""
+        current = jax.tree.map(jnp.copy, nnx.state(model, self.trainable))
+        load_state(model, self.directory / self._record["params"], self.trainable)
+        return current
+
+    def swap_out(self, model: nnx.Module, state) -> None:
+        nnx.update(model, state)

@@ -46,53 +46,13 @@ metric) *sum* to the full-batch value exactly. Gradient accumulation is then a p
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
+from aha_utils.train_config import (GRPOConfig, IS_LEVELS, KL_ESTIMATORS,  # noqa: F401
+                                     LOSS_TYPES)
+
 F32 = jnp.float32
-LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
-IS_LEVELS = ("token", "sequence", "gspo-token")
-KL_ESTIMATORS = ("k1", "k3")
-
-
-@dataclasses.dataclass(frozen=True)
-class GRPOConfig:
-    """The objective's knobs (TRL names where TRL has the same knob)."""
-
-    loss_type: str = "grpo"
-    importance_sampling_level: str = "token"
-    epsilon: float = 0.2                 # lower clip: ratio >= 1 - epsilon
-    epsilon_high: float | None = None    # upper clip (DAPO clip-higher: 0.28); None = epsilon
-    beta: float = 0.0                    # KL coefficient; 0 = no reference model
-    kl_estimator: str = "k3"
-    scale_rewards: bool = True           # False = Dr.GRPO advantages (mean only)
-    mask_truncated_completions: bool = False
-    num_iterations: int = 1              # mu: optimizer updates per sampled batch
-    max_completion_length: int | None = None  # dr_grpo normaliser; None = the mask's width
-
-    def __post_init__(self):
-        for field, value, allowed in (("loss_type", self.loss_type, LOSS_TYPES),
-                                      ("importance_sampling_level",
-                                       self.importance_sampling_level, IS_LEVELS),
-                                      ("kl_estimator", self.kl_estimator, KL_ESTIMATORS)):
-            if value not in allowed:
-                raise ValueError(f"{field}={value!r}; choose one of {allowed}")
-        if not 0.0 < self.epsilon < 1.0:
-            raise ValueError(f"epsilon={self.epsilon} must lie in (0, 1), e.g. 0.2")
-        if self.epsilon_high is not None and self.epsilon_high <= 0:
-            raise ValueError(f"epsilon_high={self.epsilon_high} must be > 0 (or None = epsilon)")
-        if self.beta < 0:
-            raise ValueError(f"beta={self.beta} must be >= 0 (0 switches the KL term off)")
-        if self.num_iterations < 1:
-            raise ValueError(f"num_iterations={self.num_iterations} must be >= 1")
-        if self.max_completion_length is not None and self.max_completion_length < 1:
-            raise ValueError("max_completion_length must be >= 1 (or None = the mask's width)")
-
-    @property
-    def eps_high(self) -> float:
-        return self.epsilon if self.epsilon_high is None else self.epsilon_high
 
 
 def group_advantages(rewards, group_size: int, *, scale_rewards: bool = True,

@@ -2,68 +2,10 @@
 
 `estimate_memory(model_cfg, run_cfg, n_data=1)` returns a `MemoryEstimate` (bytes per device):
 `.table()` prints one line per term, `.fits(device_bytes)` says whether the total leaves room.
-The notebooks and the CLI print it before a run, and `RunConfig.for_device` picks presets that
+The notebooks and the CLI print it before a run, and `preset_for_device` picks the presets that
 fit it. It is arithmetic on shapes: no JAX array is created.
 
-The terms (N = parameters, `ModelConfig.num_params()`; n = trainable parameters: N for full
-fine-tuning, the LoRA adapters otherwise; p / c = bytes of `param_dtype` / `compute_dtype`):
-- params: N x p. With LoRA the frozen base is N x p and the adapters n x 4 (always float32).
-- gradients: n x 4, the float32 accumulator of `lax.scan` over micro-batches (XLA adds each
-  micro-batch's gradient into it layer by layer, so a second full copy is not counted).
-- optimizer: AdamW's two moments, 2 x n x (bytes of the trainable dtype).
-- no term for the step's outputs: `train_step` donates the model and optimizer, so the updated
-  weights and moments are written into the old buffers (before donation they were a second
-  copy, 3 x n x trainable bytes, which the H100 peaks of full fine-tuning included).
-- reference: a frozen copy of the weights, N x p, only with beta > 0 and full fine-tuning (LoRA's
-  reference is its base with the adapters zeroed: no copy).
-- activations (one micro-batch of r = micro_batch_size / n_data rows, T = prompt bucket +
-  max_new_tokens tokens, L layers):
-  * a layer's saved tensors per token: `c x (8 D + 4 F + 4 H hd + 4 K hd)` (block input, norms,
-    q/k/v before and after QK-norm and RoPE, attention output, the MLP's gate, GELU, up and
-    product) plus the attention scores and probabilities, `H x T x (4 + c)`;
-  * without remat every layer keeps them (L layers, plus one layer's worth of gradients in the
-    backward pass); with remat each block keeps only its input `[r, T, D]` and one block is
-    live at a time (its tensors and their gradients: 2 layers' worth);
-  * weights in compute dtype: full fine-tuning with c != p casts every weight once per micro-
-    batch (N x c, alive through the backward pass); LoRA builds the merged weights W + s A B of
-    every layer (without remat all of them are kept for the backward pass; with remat one layer);
-  * the log-prob chunks: `[r, logprob_chunk, V]` float32 logits, counted as 3 float32 buffers
-    (`train_step.completion_logprobs` never holds a `[r, T, V]` one; since `layers.
-    projected_logprobs` the backward holds the recomputed logits and their cotangent in the
-    compute dtype, so 3 is now an upper bound: the 270M's measured peak fell by 1.1 GB);
-  * the final hidden states and their gradient, `[r, T, D]` x (c + 4).
-- kv_cache (sampler, `kv_cache.init_cache`): per layer, `rows x slots x K x hd x 2 (k and v) x c`
-  plus the int32 slot positions, with slots = min(window, P + M) for sliding-window layers and
-  P + M for global ones, rounded up to 16 (`kv_cache.cache_slots`); rows = batch bucket of the
-  prompts x num_samples / n_data, and the prefill's un-repeated cache (1/G of it) on top.
-  Plus the sampler's per-step float32 logits `[rows, V]`, 3 buffers (logits, probabilities,
-  the sort or Gumbel noise of the draw).
-- decode_weights (sampler): the weights its call builds once. The decode copy
-  (`sampler.decode_copy`): N x c when c != p, the merged projections (N - V x D) x c with LoRA,
-  else nothing (the model's own buffers). Where the GPU wing decodes (`kernels`, default: on
-  GPUs), its `kernels.DecodeWeights` on top: every projection but o, concatenated or
-  transposed. Both counted live at once, an upper bound (the copy's projections are dead once
-  the prefill is done and the wing's weights are built).
-- total: params + optimizer + reference (alive all run long) + the larger of the train step's
-  transients (gradients, activations) and the sampler's (kv_cache, decode_weights): the two
-  programs never run at the same time.
-
-Checked against reality: on toy models compiled by XLA for the CPU (`tests/test_memory.py`) the
-train-step estimate is 1.1x-1.4x of XLA's argument + unaliased output + temp bytes. Against the
-peak memory of the donated step on an H100 (README, `bench/grpo_step.py`, 1B, 64 x 640 tokens)
-it is 1.07x (full) and 1.13x (LoRA) without remat, but with remat only 0.82x / 0.74x for full
-fine-tuning (micro-batches 8 / 16) and 0.56x / 0.52x for LoRA: XLA keeps about half a GB per
-row more than "one block live at a time" counts. Presets are therefore sized with room for 2x.
-XLA's CPU compiler does not honour remat (its temp bytes are the same with and without), so
-remat is checked only on the estimate.
-
-What is approximated: XLA fuses and schedules differently on TPU, GPU and CPU, so activation
-counts are a model of what must be saved, not a count of XLA's buffers; the test
-(`tests/test_memory.py`) holds the train-step part within a stated factor of XLA's own
-`memory_analysis()` on compiled toy models. Not counted: the compiled program itself, XLA's
-scratch for collectives, allocator fragmentation (keep ~10% free: `fits` does), the host side.
-With a mesh the parameters are assumed replicated on every device (pure data parallelism,
-`sharding.make_mesh()`'s default); only rows are divided by `n_data`.
+Design notes: docs/TRAINING.md, "The memory estimate (`aha_utils.memory`)".
 """
 
 from __future__ import annotations
@@ -72,9 +14,10 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from aha_utils.config import ModelConfig
+from aha_utils.config import ModelConfig, config_for
 from aha_utils.kv_cache import cache_slots
 from aha_utils.buckets import DEFAULT_MAX_PROMPT_LEN, batch_bucket, prompt_bucket
+from aha_utils.run_config import RunConfig
 
 GB = 1e9
 # Longest prompt in tokens (BOS included, Gemma tokenizer) by task and template: Countdown over
@@ -226,7 +169,7 @@ def estimate_memory(model_cfg: ModelConfig, run_cfg, *, n_data: int = 1,
 
 def device_summary() -> tuple[str, int, int | None]:
     """`(device_kind, device count, bytes_limit per device or None)` of the devices present:
-    the arguments `RunConfig.for_device` takes. CPUs usually report no memory limit."""
+    the arguments `preset_for_device` takes. CPUs usually report no memory limit."""
     import jax
 
     dev = jax.devices()[0]
@@ -240,10 +183,44 @@ def device_summary() -> tuple[str, int, int | None]:
 def describe(run_cfg, *, n_data: int | None = None, memory_bytes: int | None = None) -> str:
     """The estimate's table for `run_cfg` on the devices present (or `n_data` devices of
     `memory_bytes`): what the CLI and the notebooks print before a run."""
-    from aha_utils.config import config_for
-
     kind, n, limit = device_summary()
     n = n if n_data is None else n_data
     limit = limit if memory_bytes is None else memory_bytes
     est = estimate_memory(config_for(run_cfg.model), run_cfg, n_data=n)
     return f"{n} x {kind}\n" + est.table(limit)
+
+
+def preset_for_device(task: str, device_kind: str, n_devices: int = 1,
+                      memory_bytes: int | None = None, **overrides) -> RunConfig:
+    """The preset for `n_devices` devices of `device_kind` (`jax.devices()[0].device_kind`,
+    e.g. "TPU v5 lite", "NVIDIA H100 80GB HBM3", "cpu"), each with `memory_bytes` (from
+    `memory_stats()["bytes_limit"]`; None = unknown). See `device_preset_name`."""
+    name = device_preset_name(task, device_kind, n_devices, memory_bytes, **overrides)
+    return RunConfig.named(task, name, **overrides)
+
+
+def device_preset_name(task: str, device_kind: str, n_devices: int = 1,
+                       memory_bytes: int | None = None, **overrides) -> str:
+    """Which of `DEVICE_PRESETS` suits `n_devices` devices of `device_kind`.
+
+    "cpu" -> `cpu`. Any TPU ("TPU v5 lite", "TPU v5e", "TPU v6 lite", ...) -> `tpu_v5e_8` from
+    8 chips on, else `tpu_v5e_1`. Anything else is taken for a GPU -> `gpu`. When
+    `memory_bytes` (per device) is known, the first candidate whose `estimate_memory` fits 90%
+    of it wins, falling back to smaller presets (`tpu_v5e_8` -> `tpu_v5e_1` -> `cpu`;
+    `gpu` -> `cpu`)."""
+    if n_devices < 1:
+        raise ValueError(f"n_devices={n_devices} must be >= 1")
+    kind = device_kind.strip().lower()
+    if kind == "cpu":
+        return "cpu"
+    if "tpu" in kind:
+        candidates = (["tpu_v5e_8"] if n_devices >= 8 else []) + ["tpu_v5e_1", "cpu"]
+    else:
+        candidates = ["gpu", "cpu"]
+    if memory_bytes is None:
+        return candidates[0]
+    for name in candidates:
+        cfg = RunConfig.named(task, name, **overrides)
+        if estimate_memory(config_for(cfg.model), cfg, n_data=n_devices).fits(memory_bytes):
+            return name
+    return candidates[-1]

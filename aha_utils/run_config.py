@@ -10,22 +10,28 @@ Presets (`RunConfig.preset(task, backend)`; `quick()` shrinks any of them for `A
   so the two can be compared: 16 prompts x G=8, 256 new tokens, full fine-tuning at lr 1e-5,
   no KL (beta=0, TRL's default), mu=1, float32 master weights (AdamW steps of 1e-5 vanish in
   bfloat16) with bfloat16 compute, micro-batches of 32 rows so 128 completions fit a 16 GB chip.
-- Per device (`RunConfig.for_device(task, device_kind, n_devices, memory_bytes)`, or
+- Per device (`memory.preset_for_device(task, device_kind, n_devices, memory_bytes)`, or
   `named(task, name)` with a name of `DEVICE_PRESETS`): `cpu` and `gpu` are the two above;
   `tpu_v5e_1` / `tpu_v5e_8` run Gemma 3 1B-IT (Kaggle) with LoRA and the chat template, sized
   with `aha_utils.memory.estimate_memory` to fit 16 GB per chip with room to spare.
-- Learning rate: linear warmup, then constant. A decaying schedule depends on the total number
-  of steps, so extending a run (`--resume --steps 2N` after `--steps N`) would change the steps
-  already taken; constant keeps "N, then resume to 2N" identical to "2N straight".
+- Learning rate: linear warmup over `warmup_steps` updates, then cosine down to `lr_floor` x
+  the peak at the end of the steps *planned* (`train_config(planned_steps)`): `steps`, or fewer
+  when `--time-limit` sizes the run (`aha_utils.train` says how). `lr_floor=1.0` is the old
+  constant rate, which the committed runs used.
+- Validation: `val_n` problems drawn from the train split and kept out of training
+  (`aha_utils.problems`), evaluated greedily every `eval_every` steps; the loop keeps the
+  parameters that score best there. The test set (`eval_n`) is never used to choose.
+- This module is a config: it imports only other configs (`train_config`), so anything may
+  import it. Device presets sized by the memory estimate live in `aha_utils.memory`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from aha_utils import grpo
-from aha_utils.rewards import SCHEMES, TASKS
-from aha_utils.train_step import TrainConfig
+from aha_utils.train_config import GRPOConfig, TrainConfig
+
+TASKS = ("countdown", "gsm8k")   # as aha_utils.rewards.TASKS (tests/test_imports.py checks)
 
 DTYPES = ("float32", "bfloat16")
 
@@ -60,6 +66,7 @@ class RunConfig:
     # optimisation
     learning_rate: float = 1e-4
     warmup_steps: int = 0               # in optimizer updates
+    lr_floor: float = 0.1               # cosine ends at lr_floor x learning_rate; 1.0 = constant
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     lora_rank: int | None = 8           # None = full fine-tuning
@@ -70,7 +77,8 @@ class RunConfig:
     remat: bool = False
     # evaluation, logging, checkpoints
     eval_every: int = 5
-    eval_n: int = 8
+    eval_n: int = 8                     # test problems (greedy), before and after
+    val_n: int = 8                      # validation problems (greedy, every eval_every); 0 = none
     sample_every: int = 5               # save sampled completions every this many steps
     checkpoint_every: int = 5
     keep_checkpoints: int = 3
@@ -88,8 +96,11 @@ class RunConfig:
                      "sample_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.reward_scheme not in SCHEMES:
-            raise ValueError(f"reward_scheme={self.reward_scheme!r}; choose one of {sorted(SCHEMES)}")
+        if not 0.0 <= self.lr_floor <= 1.0:
+            raise ValueError(f"lr_floor={self.lr_floor} must lie in [0, 1] (a fraction of "
+                             "learning_rate; 1.0 = constant after warmup)")
+        if self.val_n < 0:
+            raise ValueError(f"val_n={self.val_n} must be >= 0 (0 = no validation)")
         if self.param_dtype not in DTYPES:
             raise ValueError(f"param_dtype={self.param_dtype!r}; choose one of {DTYPES}")
         if self.temperature <= 0:
@@ -103,18 +114,21 @@ class RunConfig:
                              f"{self.micro_batch_size}; change one of them")
 
     # ----- the library configs this run uses -------------------------------------------------
-    def grpo_config(self) -> grpo.GRPOConfig:
-        return grpo.GRPOConfig(loss_type=self.loss_type, epsilon=self.epsilon,
+    def grpo_config(self) -> GRPOConfig:
+        return GRPOConfig(loss_type=self.loss_type, epsilon=self.epsilon,
                                epsilon_high=self.epsilon_high, beta=self.beta,
                                scale_rewards=self.scale_rewards,
                                num_iterations=self.num_iterations,
                                max_completion_length=self.max_new_tokens)
 
-    def train_config(self) -> TrainConfig:
-        updates = self.steps * self.num_iterations
+    def train_config(self, planned_steps: int | None = None) -> TrainConfig:
+        """The optimizer's config; its schedule ends at `planned_steps` (default `steps`)."""
+        # a constant rate after warmup does not depend on the length: keep one program
+        planned = self.steps if self.lr_floor == 1.0 else planned_steps or self.steps
+        updates = planned * self.num_iterations
         return TrainConfig(learning_rate=self.learning_rate, warmup_steps=self.warmup_steps,
                            total_steps=max(updates, self.warmup_steps + 1),
-                           final_lr_fraction=1.0,   # constant after warmup: see module doc
+                           final_lr_fraction=self.lr_floor,
                            weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm,
                            micro_batch_size=self.micro_batch_size, remat=self.remat,
                            lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
@@ -134,7 +148,7 @@ class RunConfig:
         base = dict(task="countdown", prompts_per_step=16, num_samples=8, max_new_tokens=256,
                     learning_rate=1e-5, lora_rank=None, param_dtype="float32",
                     compute_dtype="bfloat16", micro_batch_size=32, eval_every=10, eval_n=128,
-                    sample_every=10, checkpoint_every=10)
+                    val_n=128, sample_every=10, checkpoint_every=10)
         return cls(**{**base, **overrides})
 
     @classmethod
@@ -163,7 +177,8 @@ class RunConfig:
         base = dict(task=task, model="gemma3-1b-it", template="chat", prompts_per_step=16,
                     num_samples=8, max_new_tokens=256, learning_rate=3e-5, lora_rank=16,
                     lora_alpha=32.0, param_dtype="bfloat16", compute_dtype="bfloat16",
-                    micro_batch_size=8, remat=True, eval_every=10, eval_n=128, sample_every=10,
+                    micro_batch_size=8, remat=True, eval_every=10, eval_n=128, val_n=128,
+                    sample_every=10,
                     checkpoint_every=10)
         return cls(**{**base, **overrides})
 
@@ -185,51 +200,13 @@ class RunConfig:
             return cls.preset(task, name, **overrides)
         return getattr(cls, name)(task, **overrides)
 
-    @classmethod
-    def for_device(cls, task: str, device_kind: str, n_devices: int = 1,
-                   memory_bytes: int | None = None, **overrides) -> "RunConfig":
-        """The preset for `n_devices` devices of `device_kind` (`jax.devices()[0].device_kind`,
-        e.g. "TPU v5 lite", "NVIDIA H100 80GB HBM3", "cpu"), each with `memory_bytes` (from
-        `memory_stats()["bytes_limit"]`; None = unknown). See `device_preset_name`."""
-        name = device_preset_name(task, device_kind, n_devices, memory_bytes, **overrides)
-        return cls.named(task, name, **overrides)
-
     def quick(self) -> "RunConfig":
         """`AHA_QUICK=1`: the same code path at CI size (2 prompts x 4, 32 tokens, 4 eval problems,
         every step logged, sampled and checkpointed)."""
         return dataclasses.replace(
             self, prompts_per_step=2, num_samples=4, max_new_tokens=32, eval_n=4, eval_every=1,
-            sample_every=1, checkpoint_every=1,
+            sample_every=1, checkpoint_every=1, val_n=min(self.val_n, 2),
             micro_batch_size=None if self.micro_batch_size is None else 8)
 
 
 DEVICE_PRESETS = ("cpu", "gpu", "tpu_v5e_1", "tpu_v5e_8")
-
-
-def device_preset_name(task: str, device_kind: str, n_devices: int = 1,
-                       memory_bytes: int | None = None, **overrides) -> str:
-    """Which of `DEVICE_PRESETS` suits `n_devices` devices of `device_kind`.
-
-    "cpu" -> `cpu`. Any TPU ("TPU v5 lite", "TPU v5e", "TPU v6 lite", ...) -> `tpu_v5e_8` from
-    8 chips on, else `tpu_v5e_1`. Anything else is taken for a GPU -> `gpu`. When
-    `memory_bytes` (per device) is known, the first candidate whose `estimate_memory` fits 90%
-    of it wins, falling back to smaller presets (`tpu_v5e_8` -> `tpu_v5e_1` -> `cpu`;
-    `gpu` -> `cpu`)."""
-    if n_devices < 1:
-        raise ValueError(f"n_devices={n_devices} must be >= 1")
-    kind = device_kind.strip().lower()
-    if kind == "cpu":
-        return "cpu"
-    if "tpu" in kind:
-        candidates = (["tpu_v5e_8"] if n_devices >= 8 else []) + ["tpu_v5e_1", "cpu"]
-    else:
-        candidates = ["gpu", "cpu"]
-    if memory_bytes is None:
-        return candidates[0]
-    from aha_utils.config import config_for
-    from aha_utils.memory import estimate_memory
-    for name in candidates:
-        cfg = RunConfig.named(task, name, **overrides)
-        if estimate_memory(config_for(cfg.model), cfg, n_data=n_devices).fits(memory_bytes):
-            return name
-    return candidates[-1]

@@ -7,30 +7,7 @@ written out as short reasoning; GSM8K: the train split's own worked solutions), 
 from there. The examples are `aha_utils.sft_data`'s (`countdown_sft_example` is re-exported here
 for its old importers); `sft` trains; `load_params` puts the parameters back into a model.
 
-Design decisions:
-- Examples (`aha_utils.sft_data`): the completion is exactly what the reward scores correct and
-  strictly formatted, with no reflection phrase; GSM8K rows whose solution has one (42 of
-  7,473) or whose completion is longer than the run's `max_new_tokens` (29 at the GPU preset's
-  256) are left out of the training set, and the counts go to `summary.json`'s config.
-- No EOS after `</answer>`: GRPO's sampler stops on the stop string `</answer>`, so its rollouts
-  end with the token that closes `</answer>`; SFT trains exactly that token sequence. (Sampled
-  without stop strings, a warm-started model may ramble after `</answer>`; the reward ignores it.)
-- Prompt and completion are encoded separately (`<bos>` + prompt, then the completion without
-  `<bos>`), as the sampler sees them: the prompt is encoded alone and the model continues it.
-- The batch layout is the GRPO batch's (`train.build_batch`): left-padded prompt, completion
-  padded on the right, positions -1 on padding, `completion_mask` over completion tokens; the
-  columns are fixed over the data set, so one program serves every step. Loss: the token-mean
-  cross-entropy of the completion tokens of the whole batch (prompt tokens are never targets),
-  from `train_step.completion_logprobs` (no `[B, T, V]` logits), float32 master weights cast to
-  `compute_dtype`, micro-batches accumulated by `lax.scan` under the whole batch's token count
-  (exactly the full-batch loss whatever the micro-batch).
-- `token_accuracy` is the share of completion tokens the model gives probability > 1/2. Such a
-  token is its greedy choice, so this is a lower bound of greedy token accuracy that needs no
-  logits beyond the log-probs (an exact argmax would need a second vocabulary pass).
-- Full fine-tuning only, AdamW with warmup and cosine decay (`make_optimizer`): SFT has a known
-  length. Parameters are saved with orbax's `StandardCheckpointer` as a pure dict of every
-  `nnx.Param`; `load_params` restores into abstract targets with the live model's shapes,
-  dtypes and shardings and refuses a checkpoint of another shape with a ValueError.
+Design notes: docs/TRAINING.md, "The warm start (`aha_utils.sft`)".
 """
 
 from __future__ import annotations
@@ -46,13 +23,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from aha_utils import sft_data
 from aha_utils.data.countdown import make_problems
+from aha_utils.analysis import wilson_interval
 from aha_utils.buckets import PAD_ID, left_pad
-from aha_utils.grpo import GRPOConfig
+from aha_utils.checkpoint import load_params, save_params  # noqa: F401  (their old home)
+from aha_utils.evaluation import evaluate
+from aha_utils.jsonl import write_jsonl
+from aha_utils.problems import Problems, problem_key
+from aha_utils.run_config import RunConfig
+from aha_utils.train_config import GRPOConfig
 from aha_utils.layers import cast_floats
 from aha_utils.sharding import DATA, model_mesh, shard_batch
 from aha_utils.train_step import (TrainConfig, accumulate_micro_batches, completion_logprobs,
@@ -182,51 +164,6 @@ def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
 
 
 # ----------------------------------------------------------------------------------------------
-# Parameters on disk
-# ----------------------------------------------------------------------------------------------
-def save_params(model, path: str | Path) -> Path:
-    """Every `nnx.Param` of `model` to the orbax folder `path` (which must not exist)."""
-    path = Path(path).absolute()
-    if path.exists():
-        raise FileExistsError(f"{path} exists; choose another --out or remove it")
-    ckpt = ocp.StandardCheckpointer()
-    ckpt.save(path, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-    ckpt.wait_until_finished()
-    return path
-
-
-def _shapes(tree) -> dict[str, tuple]:
-    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
-    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): tuple(x.shape)
-            for path, x in flat}
-
-
-def load_params(model, path: str | Path) -> None:
-    """Restore parameters saved by `save_params` (or an SFT `--out` folder holding `params/`)
-    into `model` in place, with the model's dtypes and shardings."""
-    path = Path(path).absolute()
-    if (path / "params").is_dir():
-        path = path / "params"
-    if not path.is_dir():
-        raise FileNotFoundError(f"no saved parameters at {path}: pass the --out folder of a "
-                                "`python -m aha_utils.sft` run (or its params/ folder)")
-    ckpt = ocp.StandardCheckpointer()
-    saved = ckpt.metadata(path).item_metadata
-    state = nnx.state(model, nnx.Param)
-    target = nnx.to_pure_dict(state)
-    want, got = _shapes(target), _shapes(getattr(saved, "tree", saved))
-    if want != got:
-        diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
-        raise ValueError(f"parameters in {path} do not fit this model ({len(diff)} differ, e.g. "
-                         f"{[(k, got.get(k), want.get(k)) for k in diff[:3]]} as (name, saved, "
-                         "model)); load the model the SFT run used, before applying LoRA")
-    restored = ckpt.restore(path, jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target))
-    nnx.replace_by_pure_dict(state, restored)
-    nnx.update(model, state)
-
-
-# ----------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -254,10 +191,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="distinct training problems (default steps x batch: no repeats; "
                              "gsm8k: at most the usable train rows, ~7,400 at 256 new tokens)")
     parser.add_argument("--eval-n", type=int, default=None, help="default 512 (cpu: 16)")
+    parser.add_argument("--val-n", type=int, default=None,
+                        help="the GRPO run's validation problems, kept out of the SFT data "
+                             "(default: the GRPO preset's val_n; 0 = keep none out)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="for the evaluations, and gsm8k's longest training completion; "
                              "default: the GRPO preset's")
     parser.add_argument("--seed", type=int, default=0, help="also picks the GRPO run's eval set")
+    parser.add_argument("--experiment", default=None, metavar="NAME",
+                        help="the experiments/ config this run comes from (kept in summary.json)")
     args = parser.parse_args(argv)
     if args.task == "gsm8k" and args.num_numbers is not None:
         parser.error("--num-numbers is for --task countdown; GSM8K problems have no numbers "
@@ -290,10 +232,6 @@ def gsm8k_train_set(pool: list[dict], tokenizer, cfg, n: int | None = None
 
 def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
     """Load, evaluate, fine-tune, evaluate, save (`model`/`tokenizer` injected for tests)."""
-    from aha_utils.analysis import wilson_interval
-    from aha_utils.run_config import RunConfig
-    from aha_utils.train import Problems, _write_jsonl, evaluate   # the loop imports this module
-
     t0 = time.perf_counter()
     out, is_main = Path(args.out), jax.process_index() == 0
     if (out / "params").exists():
@@ -302,6 +240,8 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
     overrides = dict(model=args.model, template=args.template, seed=args.seed,
                      gsm8k_path=args.gsm8k_path,
                      eval_n=args.eval_n or (16 if backend == "cpu" else 512))
+    if getattr(args, "val_n", None) is not None:
+        overrides["val_n"] = args.val_n
     if args.task == "countdown":
         overrides["num_numbers"] = args.num_numbers
     if args.max_new_tokens:
@@ -314,8 +254,10 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
     eval_set = problems.eval_set                         # the GRPO run's held-out problems
     n_train, skipped = args.train_problems or args.steps * args.batch, None
     if args.task == "countdown":
-        train_set = make_problems(n_train, split="train", num_numbers=args.num_numbers,
-                                  seed=args.seed)
+        held = {problem_key(q) for q in problems.val_set}   # GRPO's validation: kept out
+        train_set = [q for q in make_problems(n_train + len(held), split="train",
+                                              num_numbers=args.num_numbers, seed=args.seed)
+                     if problem_key(q) not in held][:n_train]
     else:                                                # at most the usable rows by default
         train_set, skipped = gsm8k_train_set(problems.train_pool, tokenizer, cfg,
                                              args.train_problems)
@@ -328,7 +270,7 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
     def run_eval(name):
         result, rows = evaluate(model, tokenizer, cfg, eval_set)
         if is_main:
-            _write_jsonl(out / "completions" / f"eval_{name}.jsonl", rows, mode="w")
+            write_jsonl(out / "completions" / f"eval_{name}.jsonl", rows, mode="w")
         for key in ("accuracy", "format_rate"):
             lo, hi = wilson_interval(round(result[key] * result["n"]), result["n"])
             result[f"{key}_ci95"] = [round(lo, 4), round(hi, 4)]
@@ -346,6 +288,7 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
     save_params(model, out / "params")
     dev = jax.devices()[0]
     summary = {"task": args.task, "model": cfg.model, "phase": "sft",
+               **({"experiment": args.experiment} if args.experiment else {}),
                "hardware": f"{len(jax.devices())} x {dev.device_kind} ({backend})",
                "wall_minutes": round((time.perf_counter() - t0) / 60, 2),
                "sft_minutes": round(sft_minutes, 2), "steps": args.steps,
@@ -356,7 +299,7 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
                "final": {k: history[-1][k] for k in ("loss", "token_accuracy")},
                "eval": {"before": before, "after": after}}
     if is_main:
-        _write_jsonl(out / "sft_metrics.jsonl", history, mode="w")
+        write_jsonl(out / "sft_metrics.jsonl", history, mode="w")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"SFT {cfg.model}: {args.steps} steps in {summary['sft_minutes']} min on "
               f"{summary['hardware']}; loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"

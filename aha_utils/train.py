@@ -2,268 +2,61 @@
 
     python -m aha_utils.train --task {countdown,gsm8k} --model NAME --steps N --out DIR [--resume]
 
-Each step, top to bottom in `train`: problems of this step -> prompts -> G samples each
-(`sampler.generate`, temperature 1) -> rewards per completion -> group advantages -> mu
-optimizer updates (`train_step.grpo_updates`) -> a line of `DIR/metrics.jsonl` -> every
-`eval_every` steps a greedy held-out evaluation -> every `checkpoint_every` steps an orbax
-checkpoint. The defaults come from `RunConfig.preset(task, jax.default_backend())`;
-`AHA_QUICK=1` applies `RunConfig.quick()`.
+Each step is one `grpo_step` (sample G completions per problem, score, advantages, mu updates)
+on `Problems.for_step(s)`, then a line of `DIR/metrics.jsonl`; every `eval_every` steps a greedy
+evaluation of the validation split (`val.jsonl`; the best parameters so far kept in `DIR/best/`);
+every `checkpoint_every` steps an orbax checkpoint. The test split is evaluated before training
+and at the end, for the final and for the best-on-validation parameters (`summary.json`'s
+`eval.before`, `eval.after`, `eval.best`). docs/ARCHITECTURE.md shows where each part lives.
 
 Files under DIR (only process 0 writes the non-orbax ones):
-- `metrics.jsonl`: one object per step. `step` (completed steps, 1-based); for the reward and
-  each of its terms `<term>_mean`, `<term>_std` (`reward_*`, `format_soft_*`, `correct_*`, ...);
-  `accuracy` and `format_rate` (mean `correct` and `format_soft` of the step's samples);
-  `completion_len_mean`, `completion_len_max`, `truncated_frac` (no stop before
-  `max_new_tokens`); from the updates (mean over mu): `loss`, `kl` (null when beta = 0: there is
-  no reference policy), `clip_frac` (= `clip_low` + `clip_high`), `ratio`, `entropy`,
-  `grad_norm`, `learning_rate`; `step_time_s`, `sample_time_s`, `train_time_s`,
-  `sample_tokens_per_s` (generated tokens), `train_tokens_per_s` (valid prompt + completion
-  tokens x mu); `eval_accuracy`, `eval_format_rate` on the steps that evaluated.
-- `eval.jsonl`: `{"step", "accuracy", "format_rate", "n"}` per evaluation (step 0 = before).
-- `completions/step_XXXXX.jsonl`: the step's samples, one row each: `problem`, `completion`,
-  `tokens` (generated, stop included), `truncated`, and every reward term (the prompt is
-  `make_prompt(task, problem, template=config.template)`, not repeated G times); and
-  `completions/eval_XXXXX.jsonl`: `problem`, `completion`, `correct`, `format_soft`.
-- `checkpoints/<step>/` (orbax, the last `keep_checkpoints`), `summary.json`, `reward.png`.
+- `metrics.jsonl`: one object per step: `step` (1-based); `<term>_mean`, `<term>_std` for the
+  reward and each of its terms; `accuracy`, `format_rate`, `completion_len_mean`,
+  `completion_len_max`, `truncated_frac`; from the updates (mean over mu) `loss`, `kl` (null
+  when beta = 0), `clip_frac`, `clip_low`, `clip_high`, `ratio`, `entropy`, `grad_norm`,
+  `learning_rate`; timings (`TIMING_KEYS`); `val_accuracy`, `val_format_rate` on the steps that
+  validated and `eval_accuracy`, `eval_format_rate` on those that tested.
+- `eval.jsonl` (test) and `val.jsonl` (validation): `{"step", "accuracy", "format_rate", "n"}`.
+- `completions/step_XXXXX.jsonl` (sampled), `eval_XXXXX.jsonl` (test), `val_XXXXX.jsonl`.
+- `checkpoints/<step>/`, `best/` (parameters + `best.json`), `summary.json`, `reward.png`.
 
-Design decisions:
-- Determinism without storing much: step s samples with a seed from
-  `jax.random.fold_in(key(seed), s)` and draws its problems from `(seed, s)`, so a resumed run
-  makes the same draws as a straight one. The checkpoint still stores the step, the data
-  position and the base key, as well as the config: `--resume` with different settings is an
-  error, never a silently mixed run.
-- Crash safety: `metrics.jsonl` lines past the restored step are dropped on resume (those steps
-  run again); a non-finite loss, gradient or parameter stops before that step is logged or
-  saved, so the last good checkpoint is never overwritten with a diverged model.
-- The first step's two compilations overlap: `compile_ahead` compiles the train step for the
-  first batch's shape in a background thread while the first evaluation and the first sampling
-  compile and run, and the first update waits for it (an error in the thread is raised there).
-- Reward functions run per completion (`reward_fn(completion, problem) -> {"reward": r, term:
-  value, ...}`) so an exception or a non-finite value is reported with the function's name and
-  the offending completion.
-- The loop never prints or stores environment variables: Kaggle credentials, if any, are read
-  by kagglehub inside `load_model` and go nowhere else.
+Determinism: step s samples with a seed folded from (seed, s) and draws its problems from
+(seed, s), so `--resume` continues exactly; the checkpoint stores the config (a different one is
+refused) and the planned length of the learning-rate schedule. A non-finite loss, gradient or
+parameter stops the run before that step is logged or saved.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from aha_utils import grpo
-from aha_utils.analysis import wilson_interval
-from aha_utils.checkpoint import Checkpointer
-from aha_utils.data.countdown import make_problems
-from aha_utils.data.gsm8k import load_gsm8k
-from aha_utils.data.prompts import make_prompt
-from aha_utils.rewards import TASKS, get_scheme, reward_terms
+from aha_utils.checkpoint import BestParams, Checkpointer, load_params
+from aha_utils.evaluation import (STOP_STRINGS, RewardFn, evaluate, prompts_of,  # noqa: F401
+                                  score_completions, task_reward_fn)
+from aha_utils.grpo_step import (all_finite, build_batch, compile_ahead, grpo_step,  # noqa: F401
+                                 mean_updates, sample_group, score_group, step_seed)
+from aha_utils.jsonl import read_jsonl, rewrite_jsonl, write_jsonl
+from aha_utils.problems import Problems
+from aha_utils.rewards import TASKS, get_scheme
 from aha_utils.run_config import RunConfig
-from aha_utils.sampler import Completions, encode_prompts, generate
-from aha_utils.sft import load_params
-from aha_utils.train_step import compile_train_step, grpo_updates, init_training
+from aha_utils.runlog import plot_rewards, write_summary  # noqa: F401
+from aha_utils.schedule import SchedulePlan
+from aha_utils.train_step import init_training, rebuild_optimizer, trainable_filter
 
-STOP_STRINGS = ("</answer>",)
-RewardFn = Callable[[str, Mapping], Mapping[str, float]]
 # Metrics that differ between two identical runs only by timing.
 TIMING_KEYS = ("step_time_s", "sample_time_s", "train_time_s", "sample_tokens_per_s",
                "train_tokens_per_s")
-
-
-def task_reward_fn(task: str, scheme: str = "tinyzero") -> RewardFn:
-    """The task's reward with every term: `{"reward": scheme(terms), **terms}`."""
-    score = get_scheme(scheme)
-
-    def reward(completion: str, problem: Mapping) -> dict[str, float]:
-        terms = reward_terms(task, completion, problem)
-        return {"reward": score(terms), **terms}
-
-    reward.__name__ = reward.__qualname__ = f"{task}_{scheme}_reward"
-    return reward
-
-
-def score_completions(reward_fn: RewardFn, texts: list[str], problems: list[Mapping]
-                      ) -> dict[str, np.ndarray]:
-    """Per-term arrays `[N]`; `problems[i]` belongs to `texts[i]`. Errors name the function and
-    the completion, since a reward bug otherwise surfaces as a mystery deep in the loop."""
-    name = getattr(reward_fn, "__qualname__", None) or repr(reward_fn)
-    out: dict[str, list[float]] = {}
-    for i, (text, problem) in enumerate(zip(texts, problems)):
-        try:
-            terms = reward_fn(text, problem)
-        except Exception as e:
-            raise RuntimeError(f"reward function {name} raised {type(e).__name__}: {e}\n  on "
-                               f"completion {i}: {text!r}\n  of problem {dict(problem)}") from e
-        if not isinstance(terms, Mapping) or "reward" not in terms:
-            raise TypeError(f"reward function {name} must return a dict with a 'reward' key; "
-                            f"got {terms!r} for completion {i}: {text!r}")
-        if out and set(terms) != set(out):
-            raise ValueError(f"reward function {name} returned keys {sorted(terms)} for "
-                             f"completion {i} but {sorted(out)} before: keep them fixed")
-        for key, value in terms.items():
-            if not math.isfinite(float(value)):
-                raise ValueError(f"reward function {name} returned {key}={value} (not finite) "
-                                 f"for completion {i}: {text!r}")
-            out.setdefault(key, []).append(float(value))
-    return {k: np.asarray(v, np.float32) for k, v in out.items()}
-
-
-def step_seed(base_key: jax.Array, step: int) -> int:
-    """The sampling seed of step `step` (0-based): a pure function of the run's key and the
-    step, so a resumed run samples exactly what a straight one would have."""
-    return int(jax.random.bits(jax.random.fold_in(base_key, step), dtype=jnp.uint32) >> 1)
-
-
-def prompts_of(cfg: RunConfig, problems: list[dict]) -> list[str]:
-    """The prompt text of each problem, in the run's task and template."""
-    return [make_prompt(cfg.task, q, template=cfg.template) for q in problems]
-
-
-def sample_group(model, tokenizer, cfg: RunConfig, problems: list[dict], seed: int
-                 ) -> Completions:
-    """Loop stage 1: G = `cfg.num_samples` completions of each problem's prompt (samples of one
-    prompt adjacent), with the sampler's log-probs, decoded in the train step's compute dtype
-    (half the bytes a step for bfloat16; `aha_utils.sampler` says what it costs the log-probs)."""
-    return generate(model, tokenizer, prompts_of(cfg, problems),
-                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                    top_k=cfg.top_k, top_p=cfg.top_p,
-                    num_samples=cfg.num_samples, seed=seed, stop_strings=STOP_STRINGS,
-                    compute_dtype=cfg.compute_dtype)
-
-
-def compile_ahead(model, optimizer, tokenizer, cfg: RunConfig, problems: list[dict], grpo_cfg,
-                  train_cfg, ref_params) -> Callable[[], None]:
-    """Start compiling the train step for the batch `problems` will make, in a background
-    thread, and return `wait()`: it waits for the compilation and re-raises its error, if any
-    (on every call: calling it before each update costs nothing once it is done).
-
-    The first step otherwise compiles the sampler, runs it, then compiles the train step; with
-    this the train step compiles while the sampler compiles and runs (XLA releases the GIL), and
-    its first call finds the program cached. The batch's shape is known before sampling: rows =
-    problems x G, columns = the prompts' bucket + `max_new_tokens` (`build_batch`)."""
-    _, cols = encode_prompts(tokenizer, prompts_of(cfg, problems))   # as `generate` will
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compile-train-step")
-    future = pool.submit(compile_train_step, model, optimizer, len(problems) * cfg.num_samples,
-                         cols, cfg.max_new_tokens, grpo_cfg, train_cfg, ref_params)
-    pool.shutdown(wait=False)
-    return future.result   # waits, and re-raises the thread's error
-
-
-def score_group(comp: Completions, problems: list[dict], cfg: RunConfig, reward_fn: RewardFn
-                ) -> tuple[dict[str, np.ndarray], dict]:
-    """Loop stages 2-3: every reward term per completion, then the group advantages and the
-    `train_step` batch. Returns `(terms, batch)`."""
-    per_completion = [q for q in problems for _ in range(cfg.num_samples)]
-    terms = score_completions(reward_fn, comp.texts, per_completion)
-    advantages = grpo.group_advantages(terms["reward"], cfg.num_samples,
-                                       scale_rewards=cfg.scale_rewards)           # [N]
-    return terms, build_batch(comp, advantages)
-
-
-# ----------------------------------------------------------------------------------------------
-# Data: deterministic per (seed, step)
-# ----------------------------------------------------------------------------------------------
-def _subseed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
-class Problems:
-    """Training problems of step s and the held-out evaluation set of a run."""
-
-    def __init__(self, cfg: RunConfig):
-        self.cfg = cfg
-        if cfg.task == "gsm8k":
-            self.train_pool = load_gsm8k("train", path=cfg.gsm8k_path)
-            self.eval_set = load_gsm8k("test", path=cfg.gsm8k_path)[:cfg.eval_n]
-        else:
-            self.eval_set = make_problems(cfg.eval_n, num_numbers=cfg.num_numbers,
-                                          seed=cfg.seed, split="test")
-        self._perms: dict[int, np.ndarray] = {}
-
-    def position(self, step: int) -> int:
-        """Problems consumed before step `step` (the data position stored in checkpoints)."""
-        return step * self.cfg.prompts_per_step
-
-    def for_step(self, step: int) -> list[dict]:
-        cfg = self.cfg
-        if cfg.task == "countdown":   # an endless stream: fresh problems each step
-            return make_problems(cfg.prompts_per_step, num_numbers=cfg.num_numbers,
-                                 seed=_subseed(cfg.seed, step), split="train")
-        n = len(self.train_pool)      # GSM8K: epochs of seeded permutations of the train split
-        out = []
-        for idx in range(self.position(step), self.position(step + 1)):
-            epoch, i = divmod(idx, n)
-            if epoch not in self._perms:
-                self._perms[epoch] = np.random.default_rng(_subseed(cfg.seed, epoch)).permutation(n)
-            out.append(self.train_pool[self._perms[epoch][i]])
-        return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Batch, evaluation, files
-# ----------------------------------------------------------------------------------------------
-def build_batch(comp: Completions, advantages) -> dict:
-    """The `train_step` batch from sampled completions (rows = prompts x G, samples adjacent)."""
-    p = comp.prompt_tokens.shape[1]
-    m = comp.tokens.shape[1]
-    cols_p = np.arange(p)[None, :]                                       # [1, P]
-    cols_c = np.arange(m)[None, :]                                       # [1, M]
-    pad = (p - comp.prompt_lengths)[:, None]                             # [N, 1] left padding
-    pos_p = np.where(cols_p >= pad, cols_p - pad, -1)                    # [N, P]
-    valid = cols_c < comp.lengths[:, None]                               # [N, M]
-    pos_c = np.where(valid, comp.prompt_lengths[:, None] + cols_c, -1)   # [N, M]
-    return dict(tokens=np.concatenate([comp.prompt_tokens, comp.tokens], 1).astype(np.int32),
-                positions=np.concatenate([pos_p, pos_c], 1).astype(np.int32),
-                completion_mask=valid.astype(np.float32),
-                old_logprobs=comp.logprobs.astype(np.float32),
-                advantages=np.asarray(advantages, np.float32),
-                truncated=~comp.stopped)
-
-
-def evaluate(model, tokenizer, cfg: RunConfig, problems: list[dict]) -> tuple[dict, list[dict]]:
-    """Greedy accuracy and format rate on held-out `problems`; also the completions."""
-    rows, chunk = [], cfg.prompts_per_step * cfg.num_samples   # bounded like a training batch
-    for start in range(0, len(problems), chunk):
-        part = problems[start:start + chunk]
-        comp = generate(model, tokenizer, prompts_of(cfg, part),
-                        max_new_tokens=cfg.max_new_tokens, temperature=0.0,
-                        stop_strings=STOP_STRINGS, compute_dtype=cfg.compute_dtype)
-        for q, text in zip(part, comp.texts):
-            terms = reward_terms(cfg.task, text, q)
-            rows.append({"problem": q, "completion": text, "correct": terms["correct"],
-                         "format_soft": terms["format_soft"]})
-    result = {"accuracy": float(np.mean([r["correct"] for r in rows])),
-              "format_rate": float(np.mean([r["format_soft"] for r in rows])), "n": len(rows)}
-    return result, rows
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _write_jsonl(path: Path, rows: list[dict], mode: str = "a") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open(mode) as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-
-
-@jax.jit
-def all_finite(state) -> jax.Array:
-    """A device bool: every leaf of `state` (e.g. the trainable parameters) is finite."""
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state)]))
+# Fields a checkpoint from before they existed ran with (so an old run resumes unchanged).
+LEGACY_DEFAULTS = {"lr_floor": 1.0, "val_n": 0}
 
 
 def _agree(flag: bool) -> bool:
@@ -274,42 +67,50 @@ def _agree(flag: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
 
 
-def mean_updates(updates: list[dict]) -> dict:
-    """Host floats, each the mean over the mu updates of one step (`grpo_updates`' metrics)."""
-    host = jax.device_get(updates)
-    return {k: float(np.mean([u[k] for u in host])) for k in host[0]}
+def hardware() -> str:
+    dev = jax.devices()[0]
+    return f"{len(jax.devices())} x {dev.device_kind} ({jax.default_backend()})"
 
 
-# ----------------------------------------------------------------------------------------------
-# The loop
-# ----------------------------------------------------------------------------------------------
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, model=None,
           tokenizer=None, reward_fn: RewardFn | None = None, progress: bool = True,
-          time_limit_s: float | None = None) -> list[dict]:
+          time_limit_s: float | None = None, experiment: str | None = None) -> list[dict]:
     """Run GRPO up to `cfg.steps` steps; returns the metrics rows written by this call.
 
     `model`/`tokenizer` default to `load_model(cfg.model)` (inject them to test with a toy model;
     the model is modified in place: LoRA applied, trained). `reward_fn(completion, problem)`
     defaults to the task's reward under `cfg.reward_scheme`, with every term logged.
 
-    `time_limit_s` ends the run early, as if `cfg.steps` were reached, after the first step that
-    finishes past that many seconds of this call: the step is evaluated, checkpointed and
-    summarised, so a session with a hard end (Kaggle's 9 h, Colab's less) stops cleanly, and
-    `--resume` later continues towards `cfg.steps`.
+    `time_limit_s` sizes the run to a session with a hard end (Kaggle's 9 h, Colab's less): after
+    a few timed steps the schedule is planned over the steps that fit (`aha_utils.schedule`), and
+    as a safety net the run also stops after the first step that ends past the limit; either way
+    the last step is evaluated, checkpointed and summarised, and `--resume` can continue later.
+    `experiment` (a config name of `experiments/`) is recorded in `summary.json`.
     """
     if time_limit_s is not None and time_limit_s <= 0:
         raise ValueError(f"time_limit_s={time_limit_s} must be > 0 (or None: no limit)")
+    get_scheme(cfg.reward_scheme)   # an unknown scheme fails here, before anything loads
     out = Path(out_dir)
     ckpt = Checkpointer(out / "checkpoints", every=cfg.checkpoint_every, keep=cfg.keep_checkpoints)
     try:   # on any exit, let a save in flight finish: it is the good checkpoint to resume from
         return _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress,
-                      time_limit_s)
+                      time_limit_s, experiment)
     finally:
         ckpt.close()
 
 
-def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_limit_s
-           ) -> list[dict]:
+def _check_resume(cfg: RunConfig, meta: dict) -> None:
+    """Refuse a resume with other settings (`steps` may grow: that extends the run)."""
+    saved = {**LEGACY_DEFAULTS, **meta["config"]}
+    changed = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items()
+               if k != "steps" and saved.get(k) != v}
+    if changed:
+        raise ValueError(f"--resume with settings that differ from the checkpoint's "
+                         f"(saved, now): {changed}; use the original settings or a new --out")
+
+
+def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_limit_s,
+           experiment) -> list[dict]:
     t_call = time.perf_counter()
     is_main = jax.process_index() == 0
     latest = ckpt.latest_step()
@@ -321,177 +122,168 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
                               "--resume to continue it, or choose another --out")
     if (model is None) != (tokenizer is None):
         raise ValueError("pass both model and tokenizer, or neither (then cfg.model is loaded)")
+    meta = ckpt.read_meta() if resume else None
+    if meta is not None:
+        _check_resume(cfg, meta)
     if model is None:
         from aha_utils.weights import load_model   # heavy: only when not injected
         model, tokenizer = load_model(cfg.model, dtype=jnp.dtype(cfg.param_dtype))
     if cfg.init_from:   # the warm-start arm: SFT weights, before LoRA and the optimizer
         load_params(model, cfg.init_from)
     reward_fn = reward_fn or task_reward_fn(cfg.task, cfg.reward_scheme)
-    grpo_cfg, train_cfg = cfg.grpo_config(), cfg.train_config()
+    start = 0 if meta is None else meta["step"]
+    plan = SchedulePlan.start(cfg.steps, start, time_limit_s, meta)
+    if start >= plan.planned:
+        raise ValueError(f"the checkpoint is at step {start} already; pass --steps larger "
+                         f"than {start} to continue")
+    grpo_cfg, train_cfg = cfg.grpo_config(), cfg.train_config(plan.planned)
     optimizer, ref_params = init_training(model, train_cfg, grpo_cfg, seed=cfg.seed)
     data = Problems(cfg)
     base_key = jax.random.key(cfg.seed)
-    config_json = dataclasses.asdict(cfg)
+    best = BestParams(out / "best", trainable_filter(train_cfg))
+    elapsed_before = 0.0
+    if meta is not None:
+        ckpt.restore(model, optimizer, trainable_filter(train_cfg))
+        elapsed_before = meta.get("elapsed_s", 0.0)
+        if plan.note:
+            print(plan.note)
+    if is_main:   # drop lines of steps after the checkpoint: they run again (atomic rewrite)
+        for name in ("metrics.jsonl", "eval.jsonl", "val.jsonl"):
+            rewrite_jsonl(out / name, [r for r in read_jsonl(out / name) if r["step"] <= start])
+    best.forget_after(start)
 
-    start, elapsed_before = 0, 0.0
-    if resume:
-        meta = ckpt.restore(model, optimizer, train_cfg.trainable)
-        # `steps` may grow on resume (that is how a run is extended); nothing else may change.
-        changed = {k: (meta["config"].get(k), v) for k, v in config_json.items()
-                   if k != "steps" and meta["config"].get(k) != v}
-        if changed:
-            raise ValueError(f"--resume with settings that differ from the checkpoint's "
-                             f"(saved, now): {changed}; use the original settings or a new --out")
-        start, elapsed_before = meta["step"], meta.get("elapsed_s", 0.0)
-        if start >= cfg.steps:
-            raise ValueError(f"the checkpoint is at step {start} already; pass --steps larger "
-                             f"than {start} to continue")
-    if is_main:   # drop lines of steps after the checkpoint: they run again
-        for name in ("metrics.jsonl", "eval.jsonl"):
-            keep = [r for r in _read_jsonl(out / name) if r["step"] <= start]
-            _write_jsonl(out / name, keep, mode="w")
-
-    def run_eval(step: int) -> dict:
-        result, rows = evaluate(model, tokenizer, cfg, data.eval_set)
+    def run_eval(step: int, split: str) -> tuple[dict, float]:
+        """split: "test" (eval.jsonl), "val" (val.jsonl) or "best" (the test set, completions
+        only: its result goes to summary.json)."""
+        t = time.perf_counter()
+        result, rows = evaluate(model, tokenizer, cfg, data.val_set if split == "val"
+                                else data.test_set)
         if is_main:
-            _write_jsonl(out / "eval.jsonl", [{"step": step, **result}])
-            _write_jsonl(out / "completions" / f"eval_{step:05d}.jsonl", rows, mode="w")
-        return result
+            prefix = {"test": "eval", "val": "val", "best": "best"}[split]
+            if split != "best":
+                write_jsonl(out / f"{prefix}.jsonl", [{"step": step, **result}])
+            write_jsonl(out / "completions" / f"{prefix}_{step:05d}.jsonl", rows, mode="w")
+        return result, time.perf_counter() - t
 
-    t_run = time.perf_counter()
+    def validate(step: int) -> tuple[dict, bool]:
+        """Evaluate the validation set; keep the parameters if strictly the best so far."""
+        result, plan.eval_seconds = run_eval(step, "val")
+        return result, best.offer(step, result["accuracy"], model)
+
+    def checkpoint_meta(done: int) -> dict:
+        return {"step": done, "data_position": data.position(done),
+                "rng_key": np.asarray(jax.random.key_data(base_key)).tolist(),
+                "elapsed_s": elapsed_before + time.perf_counter() - t_run,
+                "config": dataclasses.asdict(cfg), **plan.to_meta()}
+
+    t_run, tested = time.perf_counter(), {}   # tested: this call's test results by step
     # The train step compiles while the first evaluation and the first sampling run.
     wait_compiled = compile_ahead(model, optimizer, tokenizer, cfg, data.for_step(start),
                                   grpo_cfg, train_cfg, ref_params)
     if start == 0:
-        run_eval(0)   # "before": the base model's greedy accuracy and format rate
+        before, plan.test_seconds = run_eval(0, "test")   # "before": the base model
+        tested[0] = {"step": 0, **before}
+        if data.val_set:
+            validate(0)   # the base model is the first candidate
     from tqdm.auto import tqdm
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"GRPO {cfg.task}",
+    bar = tqdm(total=plan.planned, initial=start, desc=f"GRPO {cfg.task}",
                disable=not (progress and is_main))
-    history = []
-    for step in range(start, cfg.steps):
+    history, step = [], start
+    while step < plan.planned:
         t0 = time.perf_counter()
-        # 1. Sample G completions of each of this step's prompts.
         problems = data.for_step(step)
-        comp = sample_group(model, tokenizer, cfg, problems, step_seed(base_key, step))
-        t1 = time.perf_counter()
-        # 2. Score each completion, 3. compare it with its group.
-        terms, batch = score_group(comp, problems, cfg, reward_fn)
-        # 4. mu updates against the sampler's log-probs.
-        wait_compiled()
-        upd = mean_updates(grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg, ref_params))
-        t2 = time.perf_counter()
-        finite = all_finite(nnx.state(model, train_cfg.trainable))
-        if not (math.isfinite(upd["loss"]) and math.isfinite(upd["grad_norm"]) and finite):
+        res = grpo_step(model, tokenizer, optimizer, problems, cfg,
+                        seed=step_seed(base_key, step), reward_fn=reward_fn,
+                        train_cfg=train_cfg, ref_params=ref_params, wait_compiled=wait_compiled)
+        if not res.finite:
             ckpt.wait_until_finished()
-            good = ckpt.latest_step()
             raise FloatingPointError(
-                f"non-finite training at step {step + 1}: loss={upd['loss']}, grad_norm="
-                f"{upd['grad_norm']}, parameters finite={bool(finite)}. This step was not logged "
-                f"or saved; the last good checkpoint (step {good}) in {ckpt.directory} is kept. "
-                "Lower learning_rate (or max_grad_norm) and --resume, or check the rewards.")
-
-        # 5. Log.
-        lengths = comp.lengths
-        row = {"step": step + 1}
-        for key, values in terms.items():
-            row[f"{key}_mean"], row[f"{key}_std"] = float(values.mean()), float(values.std())
-        row.update(
-            accuracy=row.get("correct_mean"), format_rate=row.get("format_soft_mean"),
-            completion_len_mean=float(lengths.mean()), completion_len_max=int(lengths.max()),
-            truncated_frac=float((~comp.stopped).mean()),
-            loss=upd["loss"], kl=upd.get("kl"), clip_frac=upd["clip_low"] + upd["clip_high"],
-            clip_low=upd["clip_low"], clip_high=upd["clip_high"], ratio=upd["ratio"],
-            entropy=upd["entropy"], grad_norm=upd["grad_norm"],
-            learning_rate=upd["learning_rate"],
-            sample_time_s=t1 - t0, train_time_s=t2 - t1,
-            sample_tokens_per_s=float(lengths.sum()) / (t1 - t0),
-            train_tokens_per_s=float(batch["completion_mask"].sum()
-                                     + comp.prompt_lengths.sum()) * cfg.num_iterations / (t2 - t1))
+                f"non-finite training at step {step + 1}: loss={res.updates['loss']}, grad_norm="
+                f"{res.updates['grad_norm']}. This step was not logged or saved; the last good "
+                f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept. Lower "
+                "learning_rate (or max_grad_norm) and --resume, or check the rewards.")
         done = step + 1
+        plan.step_seconds.append(res.sample_time_s + res.score_time_s + res.update_time_s)
+        if plan.should_plan(done):   # a time limit: size the schedule to the steps that fit
+            new = plan.freeze(done, time_limit_s - (time.perf_counter() - t_call), cfg.eval_every)
+            print(plan.note)
+            if cfg.train_config(new) != train_cfg:   # resized: same state, new schedule
+                train_cfg = cfg.train_config(new)
+                optimizer = rebuild_optimizer(model, optimizer, train_cfg)
+            bar.total = plan.planned
+        row = {"step": done, **res.metrics}
         # Every process must agree to stop, so the deadline is process 0's decision.
-        last = done == cfg.steps or (time_limit_s is not None and _agree(
+        last = done >= plan.planned or (time_limit_s is not None and _agree(
             time.perf_counter() - t_call > time_limit_s))
         if is_main and (done % cfg.sample_every == 0 or done == 1 or last):
-            _write_jsonl(out / "completions" / f"step_{done:05d}.jsonl",
-                         [{"problem": problems[i // cfg.num_samples], "completion": text,
-                           "tokens": int(lengths[i]), "truncated": bool(~comp.stopped[i]),
-                           **{k: float(v[i]) for k, v in terms.items()}}
-                          for i, text in enumerate(comp.texts)], mode="w")
-        # 6. Evaluate on held-out problems.
-        if done % cfg.eval_every == 0 or last:
-            result = run_eval(done)
+            comp, terms = res.comp, res.terms
+            write_jsonl(out / "completions" / f"step_{done:05d}.jsonl",
+                        [{"problem": problems[i // cfg.num_samples], "completion": text,
+                          "tokens": int(comp.lengths[i]), "truncated": bool(~comp.stopped[i]),
+                          **{k: float(v[i]) for k, v in terms.items()}}
+                         for i, text in enumerate(comp.texts)], mode="w")
+        improved = False
+        if done % cfg.eval_every == 0 or last:   # validation (chooses), then test (reports)
+            if data.val_set:
+                result, improved = validate(done)
+                row.update(val_accuracy=result["accuracy"],
+                           val_format_rate=result["format_rate"])
+            result, _ = run_eval(done, "test")
+            tested[done] = {"step": done, **result}
             row.update(eval_accuracy=result["accuracy"], eval_format_rate=result["format_rate"])
         row["step_time_s"] = time.perf_counter() - t0
         if is_main:
-            _write_jsonl(out / "metrics.jsonl", [row])
+            write_jsonl(out / "metrics.jsonl", [row])
         history.append(row)
         bar.update(1)
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", fmt=f"{row.get('format_rate') or 0:.2f}",
                         len=f"{row['completion_len_mean']:.0f}")
-        # 7. Checkpoint (after the log line, so a restored step always has its line).
-        ckpt.save(done, model, optimizer, train_cfg.trainable, force=last, meta={
-            "step": done, "data_position": data.position(done),
-            "rng_key": np.asarray(jax.random.key_data(base_key)).tolist(),
-            "elapsed_s": elapsed_before + time.perf_counter() - t_run, "config": config_json})
+        # Checkpoint (after the log line, so a restored step always has its line); always
+        # when the best changed, so best/ never holds a step later than the newest checkpoint.
+        ckpt.save(done, model, optimizer, trainable_filter(train_cfg), force=last or improved,
+                  meta=checkpoint_meta(done))
+        step = done
         if last:
             break
     bar.close()
     ckpt.wait_until_finished()
+    best_row = _evaluate_best(best, model, tested, run_eval) if data.val_set else None
     if is_main:
-        write_summary(cfg, out, elapsed_before + time.perf_counter() - t_run)
+        write_summary(cfg, out, elapsed_before + time.perf_counter() - t_run,
+                      hardware=hardware(), best=best_row,
+                      extra=None if experiment is None else {"experiment": experiment})
     return history
 
 
-def write_summary(cfg: RunConfig, out: Path, elapsed_s: float) -> dict:
-    """`summary.json` (DESIGN.md's format) and `reward.png`; prints a short summary."""
-    evals = _read_jsonl(out / "eval.jsonl")
-    metrics = _read_jsonl(out / "metrics.jsonl")
-    dev = jax.devices()[0]
-    summary = {"task": cfg.task, "model": cfg.model,
-               "hardware": f"{len(jax.devices())} x {dev.device_kind} ({jax.default_backend()})",
-               "wall_minutes": round(elapsed_s / 60, 2), "steps_done": metrics[-1]["step"],
-               "config": dataclasses.asdict(cfg),
-               "eval": {"before": _eval_summary(evals[0]), "after": _eval_summary(evals[-1])}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_rewards(metrics, evals, out / "reward.png")
-    last = metrics[-1]
-    print(f"{cfg.task} / {cfg.model}: {last['step']} steps in {summary['wall_minutes']} min on "
-          f"{summary['hardware']}\n  last step: reward {last['reward_mean']:.3f}, format "
-          f"{last.get('format_rate')}, length {last['completion_len_mean']:.0f}\n  held-out "
-          f"(greedy, n={evals[-1]['n']}): accuracy {evals[0]['accuracy']:.3f} -> "
-          f"{evals[-1]['accuracy']:.3f}, format {evals[0]['format_rate']:.3f} -> "
-          f"{evals[-1]['format_rate']:.3f}\n  files in {out}")
-    return summary
-
-
-def _eval_summary(row: dict) -> dict:
-    """One evaluation as summary.json gives it, with a 95% Wilson interval on the accuracy."""
-    lo, hi = wilson_interval(round(row["accuracy"] * row["n"]), row["n"])
-    return {"accuracy": row["accuracy"], "accuracy_ci95": [round(lo, 4), round(hi, 4)],
-            "format_rate": row["format_rate"], "n": row["n"], "step": row["step"]}
-
-
-def plot_rewards(metrics: list[dict], evals: list[dict], path: Path) -> None:
-    # A bare Figure needs no display and, unlike `matplotlib.use("Agg")`, leaves the process's
-    # backend alone, so a notebook that calls `train()` keeps its inline plots.
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    steps = [m["step"] for m in metrics]
-    ax.plot(steps, [m["reward_mean"] for m in metrics], label="train reward (mean)")
-    for key, label in (("accuracy", "eval accuracy"), ("format_rate", "eval format rate")):
-        ax.plot([e["step"] for e in evals], [e[key] for e in evals], "o--", label=label)
-    ax.set_xlabel("GRPO step")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+def _evaluate_best(best: BestParams, model, tested: dict[int, dict], run_eval) -> dict | None:
+    """The test evaluation of the best-on-validation parameters (reused from `tested`, this
+    call's test rows by step, when that step was tested); the model keeps its final ones."""
+    record = best.record()
+    if record is None:
+        return None
+    if record["step"] in tested:
+        row = tested[record["step"]]
+    else:
+        final = best.swap_in(model)
+        try:
+            result, _ = run_eval(record["step"], "best")
+        finally:
+            best.swap_out(model, final)
+        row = {"step": record["step"], **result}
+    return {**row, "step": record["step"], "val_accuracy": record["val_accuracy"]}
 
 
 # ----------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------
+TIME_LIMIT_HELP = (
+    "size the run to this many minutes: after 3 timed steps the learning-rate schedule (warmup, "
+    "then cosine to lr_floor) is planned over min(--steps, the steps that fit the time left), "
+    "and that plan is stored with the checkpoint so --resume continues it exactly; as a safety "
+    "net the run also stops after the first step that ends past the limit. Either way the last "
+    "step is evaluated, checkpointed and summarised")
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Namespace]:
     parser = argparse.ArgumentParser(
         prog="python -m aha_utils.train",
@@ -508,12 +300,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Names
                         help="folder with GSM8K train.jsonl/test.jsonl (default: the HF Hub)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                        help="stop cleanly (evaluate, checkpoint, summarise) after the first "
-                             "step that ends past this many minutes; --resume continues later")
+                        help=TIME_LIMIT_HELP)
+    parser.add_argument("--experiment", default=None, metavar="NAME",
+                        help="the experiments/ config this run comes from (kept in summary.json)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any RunConfig field, e.g. --set learning_rate=3e-6 "
-                             "--set lora_rank=none --set template=chat (repeatable; applied "
-                             "after AHA_QUICK, so it also sets what quick mode shrinks)")
+                             "--set lora_rank=none --set lr_floor=0.1 --set val_n=256 "
+                             "(repeatable; applied after AHA_QUICK, so it also sets what quick "
+                             "mode shrinks)")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1; got {args.steps}")
@@ -574,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     if jax.process_index() == 0:   # shapes only: says before loading anything whether it fits
         from aha_utils.memory import describe
         print(describe(cfg))
-    train(cfg, args.out, resume=args.resume,
+    train(cfg, args.out, resume=args.resume, experiment=args.experiment,
           time_limit_s=None if args.time_limit is None else 60 * args.time_limit)
     return 0
 

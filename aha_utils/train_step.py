@@ -14,40 +14,10 @@ The batch is a dict of arrays, rows = completions (samples of one prompt adjacen
   advantages      float [B]       `grpo.group_advantages` of the rewards
   truncated       bool  [B]       optional; needed by `mask_truncated_completions`
 
-Design decisions:
-- Log-probs without a `[B, T, V]` buffer (`completion_logprobs`): one `model.hidden` pass, then
-  the vocabulary projection and log-softmax over chunks of `logprob_chunk` completion tokens in a
-  `lax.map`, each chunk through `layers.projected_logprobs`, whose backward recomputes its logits
-  instead of keeping `[B, C, V]` float32 residuals (2 GB for 8 x 256 tokens at Gemma's 262k
-  vocabulary) and forms their cotangent in one pass.
-- Gradient accumulation with `lax.scan` over micro-batches, not a Python loop: the program and
-  its compile time stay the size of one micro-batch whatever the batch. Micro-batch k takes rows
-  k, k+n, k+2n, ... (a reshape `[mb, n]`), so each micro-batch is spread over all data-parallel
-  devices without moving data. Each micro-batch loss uses the whole batch's normalisers
-  (`grpo.policy_loss(num_sequences=, num_tokens=)`), so accumulated loss, gradients and metrics
-  are exactly the full-batch ones, for every loss type (a per-micro-batch token-mean would not be).
-- Precision: the trainable parameters are the master copy (float32 recommended for full
-  fine-tuning: AdamW steps of lr 1e-6 vanish in bfloat16); the loss casts every parameter to
-  `compute_dtype` (bfloat16 by default) for the forward; gradients flow back through the cast
-  and are accumulated in float32. LoRA adapters are float32; the frozen base may stay bfloat16.
-- `remat=True` runs each decoder block under `nnx.remat` (`model.hidden(remat=True)`, nothing
-  saved inside a block): activation memory drops to one block's worth per micro-batch, for about
-  a third more compute.
-- Reference policy (only when `beta > 0`; with `beta == 0` there is no reference forward at all):
-  with LoRA, the same model with its adapters zeroed (`lora.zero_adapters`) is exactly the frozen
-  base, so no copy is kept; with full fine-tuning, `ref_params`, a frozen copy of the initial
-  `nnx.Param` state made by `init_training`.
-- Trainable set: `LoRAParam` with LoRA (adapters only), every `nnx.Param` without. Weight decay
-  applies to matrices only (not to norm scales), as is usual for AdamW.
-- Sharding: the mesh is read off the parameters (as the sampler does); each micro-batch is
-  constrained to `P("data")`, so the data-parallel gradient all-reduce is XLA's. Validation is
-  eager and outside jit: B a multiple of the micro-batch, the micro-batch a multiple of the data
-  axis, shapes consistent, LoRA and reference settings coherent.
+Design notes: docs/TRAINING.md, "One update (`aha_utils.train_step`)".
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +27,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from aha_utils import grpo
+from aha_utils.train_config import TrainConfig
 from aha_utils.layers import cast_floats
 from aha_utils.lora import LoRAParam, apply_lora, has_lora, zero_adapters
 from aha_utils.sharding import DATA, model_mesh, put, shard_batch, traced_under
@@ -65,42 +36,10 @@ F32 = jnp.float32
 BATCH_KEYS = ("tokens", "positions", "completion_mask", "old_logprobs", "advantages", "truncated")
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    learning_rate: float = 1e-5
-    warmup_steps: int = 0
-    total_steps: int = 1000            # optimizer updates (batches x num_iterations)
-    final_lr_fraction: float = 0.1     # cosine decays to learning_rate x this
-    weight_decay: float = 0.0
-    adam_b1: float = 0.9
-    adam_b2: float = 0.99
-    max_grad_norm: float = 1.0
-    micro_batch_size: int | None = None  # rows per forward/backward; None = the whole batch
-    remat: bool = False                # recompute each block in the backward pass
-    lora_rank: int | None = None       # None = full fine-tuning
-    lora_alpha: float = 16.0
-    compute_dtype: str = "bfloat16"    # "bfloat16" or "float32"
-    logprob_chunk: int = 64            # completion tokens per vocabulary projection
-
-    def __post_init__(self):
-        if self.learning_rate <= 0 or self.max_grad_norm <= 0:
-            raise ValueError("learning_rate and max_grad_norm must be > 0")
-        if not 0 <= self.warmup_steps < self.total_steps:
-            raise ValueError(f"need 0 <= warmup_steps ({self.warmup_steps}) < total_steps "
-                             f"({self.total_steps})")
-        if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise ValueError("micro_batch_size must be >= 1 (or None = the whole batch)")
-        if self.lora_rank is not None and self.lora_rank < 1:
-            raise ValueError("lora_rank must be >= 1 (or None = full fine-tuning)")
-        if self.compute_dtype not in ("bfloat16", "float32"):
-            raise ValueError(f"compute_dtype={self.compute_dtype!r}; use 'bfloat16' or 'float32'")
-        if self.logprob_chunk < 1:
-            raise ValueError("logprob_chunk must be >= 1")
-
-    @property
-    def trainable(self):
-        """The nnx filter of what the optimizer updates."""
-        return LoRAParam if self.lora_rank is not None else nnx.Param
+def trainable_filter(cfg: TrainConfig):
+    """The nnx filter of what the optimizer updates: the LoRA adapters with LoRA, else every
+    `nnx.Param`. (A function here, not a config property: configs import nothing of ours.)"""
+    return LoRAParam if cfg.lora_rank is not None else nnx.Param
 
 
 def make_schedule(cfg: TrainConfig) -> optax.Schedule:
@@ -130,11 +69,20 @@ def init_training(model: nnx.Module, train_cfg: TrainConfig, grpo_cfg: grpo.GRPO
     ref_params = None
     if grpo_cfg.beta > 0 and train_cfg.lora_rank is None:
         ref_params = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
-    optimizer = nnx.Optimizer(model, make_optimizer(train_cfg), wrt=train_cfg.trainable)
+    optimizer = nnx.Optimizer(model, make_optimizer(train_cfg), wrt=trainable_filter(train_cfg))
     mesh = model_mesh(model)
     if mesh is not None:
         _replicate_loose_state(optimizer, mesh)
     return optimizer, ref_params
+
+
+def rebuild_optimizer(model: nnx.Module, optimizer: nnx.Optimizer, train_cfg: TrainConfig
+                      ) -> nnx.Optimizer:
+    """A new optimizer for `train_cfg` (e.g. a resized schedule) holding `optimizer`'s state:
+    AdamW's moments and counts do not depend on the schedule, which is a function of the count."""
+    new = nnx.Optimizer(model, make_optimizer(train_cfg), wrt=trainable_filter(train_cfg))
+    nnx.update(new, nnx.state(optimizer))
+    return new
 
 
 def _replicate_loose_state(optimizer: nnx.Optimizer, mesh) -> None:
@@ -234,7 +182,7 @@ def accumulate_micro_batches(loss_fn, params, batch: dict, micro_batch_size: int
 
 
 def _loss_and_grads(model, batch, ref_params, grpo_cfg, train_cfg, mesh):
-    graphdef, params, rest = nnx.split(model, train_cfg.trainable, ...)
+    graphdef, params, rest = nnx.split(model, trainable_filter(train_cfg), ...)
     mask = grpo.loss_mask(batch["completion_mask"], batch.get("truncated"), grpo_cfg)
     counts = (batch["tokens"].shape[0], jnp.maximum(mask.sum(), 1.0))   # whole-batch normalisers
     grads, metrics = accumulate_micro_batches(
@@ -312,7 +260,7 @@ def validate(model, batch: dict, grpo_cfg: grpo.GRPOConfig, train_cfg: TrainConf
 
 def loss_and_grads(model, batch: dict, grpo_cfg: grpo.GRPOConfig, train_cfg: TrainConfig,
                    ref_params=None):
-    """`(loss, grads, metrics)` of the whole batch, gradients w.r.t. `train_cfg.trainable`."""
+    """`(loss, grads, metrics)` of the whole batch, gradients w.r.t. `trainable_filter(train_cfg)`."""
     batch = validate(model, batch, grpo_cfg, train_cfg, ref_params)
     return _loss_and_grads_jit(model, batch, ref_params, grpo_cfg, train_cfg, model_mesh(model))
 

@@ -45,7 +45,7 @@ def one(model_name: str, mode: str, batch: int, prompt: int, new: int, micro: in
     from aha_utils import grpo
     from aha_utils.config import config_for
     from aha_utils.model import Gemma
-    from aha_utils.train_step import TrainConfig, init_training, train_step
+    from aha_utils.train_step import TrainConfig, init_training, train_step, trainable_filter
 
     cfg = config_for(model_name)
     full = mode == "full"
@@ -78,7 +78,8 @@ def one(model_name: str, mode: str, batch: int, prompt: int, new: int, micro: in
     tokens = batch * t
     flops = 6 * cfg.num_params() * tokens
     peak = next((v for k, v in PEAK_BF16.items() if k in dev.device_kind), None)
-    trainable = sum(x.size for x in jax.tree.leaves(nnx.state(model, train_cfg.trainable)))
+    trainable = sum(x.size for x in jax.tree.leaves(
+        nnx.state(model, trainable_filter(train_cfg))))
     return dict(model=model_name, mode=mode, batch=batch, tokens=tokens, micro=micro,
                 remat=remat, logprob_chunk=logprob_chunk, trainable=int(trainable),
                 device=dev.device_kind,

@@ -3,11 +3,11 @@
     python -m benchmarks.peers                                  # ours, trl, tunix x full, lora
     python -m benchmarks.peers --frameworks ours,trl --modes lora --prompts 2 --samples 2 \\
         --new 8 --steps 2                                            # a CPU smoke test (minutes)
-    bash scripts/bench_peers.sh OUT_DIR                              # the GPU run, peers installed
+    python -m experiments.launch bench_peers --out OUT_DIR           # the GPU run, peers installed
 
 The work (identical for every framework): Gemma 3 270M with random weights (speed does not
 depend on their values), Countdown-3 prompts in the R1-Zero base template, the same problems
-that `aha_utils.train` draws at steps 0, 1, ... (`train.Problems`), `--prompts` prompts x
+that `aha_utils.train` draws at steps 0, 1, ... (`problems.Problems`), `--prompts` prompts x
 `--samples` completions of exactly `--new` tokens each, sampled at temperature 1, scored with
 this project's TinyZero reward, group advantages, one AdamW update (beta = 0: no reference
 model, mu = 1, clip 0.2, grad-norm clip 1.0) over the whole batch in micro-batches of `--micro`
@@ -26,10 +26,9 @@ Design decisions:
   other, with `XLA_PYTHON_CLIENT_PREALLOCATE=false`; the TRL process also sets
   `JAX_PLATFORMS=cpu` (it imports `aha_utils` for the prompts and rewards), so JAX and torch
   never hold GPU memory at the same time. A failing configuration is a row saying why.
-- Ours runs the training loop's own pieces, in the loop's order (`train.Problems`,
-  `sampler.generate`, `train.score_completions`, `grpo.group_advantages`, `train.build_batch`,
-  `train_step.grpo_updates`), not `train.train()`, whose steps also evaluate, checkpoint and
-  write files (the last step of any run evaluates 128 held-out problems).
+- Ours runs the training loop's own step, `grpo_step.grpo_step` (sample, score, advantages,
+  batch, mu updates), on `problems.Problems`' draws, not `train.train()`, whose steps also
+  evaluate, checkpoint and write files (the last step of any run evaluates held-out problems).
 - Step split. sample: generation (ours `generate`, which returns host arrays; TRL
   `_generate_single_turn`, synchronised). score: from the end of sampling to the start of the
   update: decoding, rewards, advantages, batch building, and for TRL anything else its
@@ -107,7 +106,7 @@ def model_config(name: str):
 
 
 def step_problems(cfg, steps: int) -> list[list[dict]]:
-    from aha_utils.train import Problems
+    from aha_utils.problems import Problems
 
     data = Problems(cfg)
     return [data.for_step(s) for s in range(steps)]
@@ -139,9 +138,9 @@ def run_ours(args, mode: str, data_parallel: bool = False) -> dict:
     from aha_utils.model import Gemma
     from aha_utils.sharding import make_mesh, shard_model
     from aha_utils.tokenizer import gguf_tokenizer
-    from aha_utils.train import (all_finite, compile_ahead, mean_updates, sample_group,
-                                 score_group, step_seed, task_reward_fn)
-    from aha_utils.train_step import grpo_updates, init_training
+    from aha_utils.evaluation import task_reward_fn
+    from aha_utils.grpo_step import compile_ahead, grpo_step, step_seed
+    from aha_utils.train_step import init_training, trainable_filter
 
     cfg = run_config(args, mode)
     tokenizer = gguf_tokenizer()
@@ -155,27 +154,24 @@ def run_ours(args, mode: str, data_parallel: bool = False) -> dict:
     steps, all_problems = [], step_problems(cfg, args.steps)
     wait_compiled = compile_ahead(model, optimizer, tokenizer, cfg, all_problems[0], grpo_cfg,
                                   train_cfg, ref_params)   # as train() does: during step 1
-    for step, problems in enumerate(all_problems):   # train._train's body
+    for step, problems in enumerate(all_problems):   # the loop's own step
         t0 = time.perf_counter()
-        comp = sample_group(model, tokenizer, cfg, problems, step_seed(base_key, step))
-        t1 = time.perf_counter()
-        _, batch = score_group(comp, problems, cfg, reward_fn)
-        t2 = time.perf_counter()
-        wait_compiled()
-        upd = mean_updates(grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg,
-                                         ref_params))
-        finite = bool(all_finite(nnx.state(model, train_cfg.trainable)))
+        res = grpo_step(model, tokenizer, optimizer, problems, cfg,
+                        seed=step_seed(base_key, step), reward_fn=reward_fn, train_cfg=train_cfg,
+                        ref_params=ref_params, wait_compiled=wait_compiled)
         t3 = time.perf_counter()
-        if not (np.isfinite(upd["loss"]) and finite):
-            raise FloatingPointError(f"non-finite update at step {step + 1}: {upd}")
-        steps.append(dict(step_s=t3 - t0, sample_s=t1 - t0, score_s=t2 - t1, update_s=t3 - t2,
+        if not res.finite:
+            raise FloatingPointError(f"non-finite update at step {step + 1}: {res.updates}")
+        comp = res.comp
+        steps.append(dict(step_s=t3 - t0, sample_s=res.sample_time_s, score_s=res.score_time_s,
+                          update_s=t3 - t0 - res.sample_time_s - res.score_time_s,
                           len=float(comp.lengths.mean()), prompt_tokens=int(
                               comp.prompt_lengths.sum()) // cfg.num_samples))
         print(f"ours {mode} step {step + 1}: {json.dumps(steps[-1])}", file=sys.stderr,
               flush=True)
     dev = jax.devices()[0]
     stats = dev.memory_stats() or {}
-    trainable = sum(x.size for x in jax.tree.leaves(nnx.state(model, train_cfg.trainable)))
+    trainable = sum(x.size for x in jax.tree.leaves(nnx.state(model, trainable_filter(train_cfg))))
     return dict(device=f"{dev.device_kind} ({jax.default_backend()})", devices=jax.device_count(),
                 processes=jax.process_count(), version=f"jax "
                 f"{jax.__version__}", trainable=int(trainable), micro=cfg.micro_batch_size,
@@ -213,7 +209,7 @@ def run_trl(args, mode: str) -> dict:
     from benchmarks.sampler import hf_config
     from aha_utils.data.prompts import make_prompt
     from aha_utils.tokenizer import gguf_tokenizer
-    from aha_utils.train import task_reward_fn
+    from aha_utils.evaluation import task_reward_fn
 
     cuda = torch.cuda.is_available()
     cfg = run_config(args, mode)
@@ -372,7 +368,7 @@ def run_tunix(args, mode: str) -> dict:
 
     from aha_utils.data.prompts import make_prompt
     from aha_utils.tokenizer import gguf_tokenizer
-    from aha_utils.train import task_reward_fn
+    from aha_utils.evaluation import task_reward_fn
 
     cfg = run_config(args, mode)
     rows = cfg.prompts_per_step * cfg.num_samples

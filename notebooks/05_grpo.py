@@ -99,8 +99,8 @@ import numpy as np
 from flax import nnx
 
 from aha_utils import grpo
-from aha_utils.memory import device_summary
-from aha_utils.run_config import RunConfig, device_preset_name
+from aha_utils.memory import device_preset_name, device_summary
+from aha_utils.run_config import RunConfig
 
 print("jax", jax.__version__, "| backend:", jax.default_backend(), "|", jax.devices())
 
@@ -453,16 +453,19 @@ print("k3 >= 0 on every token, and exactly 0 when pi_ref = pi")
 from aha_utils.data.prompts import make_prompt
 from aha_utils.lora import LoRAParam
 from aha_utils.sampler import generate
-from aha_utils.train import (STOP_STRINGS, Problems, build_batch, score_completions,
-                             step_seed, task_reward_fn, train)
-from aha_utils.train_step import completion_logprobs, grpo_updates, init_training
+from aha_utils.evaluation import STOP_STRINGS, score_completions, task_reward_fn
+from aha_utils.grpo_step import build_batch, grpo_step, step_seed
+from aha_utils.problems import Problems
+from aha_utils.train import train
+from aha_utils.train_step import completion_logprobs, init_training, trainable_filter
 from aha_utils.weights import load_model
 
 t0 = time.perf_counter()
 model, tokenizer = load_model(RUN.model, dtype=jnp.dtype(RUN.param_dtype))
 grpo_cfg, train_cfg = RUN.grpo_config(), RUN.train_config()
 optimizer, ref_params = init_training(model, train_cfg, grpo_cfg, seed=RUN.seed)
-trainable = sum(x.size for x in jax.tree.leaves(nnx.state(model, train_cfg.trainable)))
+trainable = sum(x.size for x in jax.tree.leaves(
+    nnx.state(model, trainable_filter(train_cfg))))
 print(f"{RUN.model} ({RUN.param_dtype}) loaded and prepared in {time.perf_counter() - t0:.1f} s; "
       f"trainable parameters: {trainable:,}; reference model: "
       f"{'none (beta = 0)' if grpo_cfg.beta == 0 else 'yes'}")
@@ -524,7 +527,7 @@ for backend in ("cpu", "gpu"):
 # log-prob chunks over the 262k vocabulary, and the sampler's KV cache. `estimate_memory` adds
 # every term up from the shapes alone, per device, so a run that cannot fit says so before
 # anything is loaded. Here: this notebook's run on the devices found, then the total of each
-# device preset (`RunConfig.for_device` picks one from the device kind, count and memory).
+# device preset (`memory.preset_for_device` picks one from the device kind, count and memory).
 
 # %%
 from aha_utils.memory import describe, estimate_memory
@@ -550,7 +553,7 @@ seed0 = step_seed(jax.random.key(RUN.seed), 0)
 t0 = time.perf_counter()
 comp = generate(model, tokenizer, prompts, max_new_tokens=RUN.max_new_tokens,
                 temperature=RUN.temperature, num_samples=G, seed=seed0,
-                stop_strings=STOP_STRINGS)
+                stop_strings=STOP_STRINGS, compute_dtype=RUN.compute_dtype)
 sample_s = time.perf_counter() - t0
 per_completion = [q for q in problems for _ in range(G)]   # samples of one prompt are adjacent
 terms = score_completions(task_reward_fn(RUN.task, RUN.reward_scheme), comp.texts, per_completion)
@@ -614,18 +617,23 @@ print(f"loss on the real batch: {float(mine):+.6f} (ours) = {float(lib):+.6f} (a
 # %% [markdown]
 # At ratio 1 the loss *value* is only minus a weighted mean of the advantages (for `grpo`,
 # $-\frac{1}{B} \sum_i A_i = 0$, since advantages are centred in each group): it measures no
-# progress; what matters is its gradient. The update itself is
-# `grpo_updates`: $\mu$ jitted steps (`train_step`), each the loss above on the model's own
-# log-probs, its gradient through the LoRA adapters (or every weight), global-norm clipping and
-# AdamW. Its metrics are the ones `train()` logs.
+# progress; what matters is its gradient. The library runs everything above as one call,
+# `grpo_step` (the call `train()` makes every step): it samples with the same seed, scores,
+# builds the same batch, then takes the $\mu$ jitted updates (`train_step`), each the loss above
+# on the model's own log-probs, its gradient through the LoRA adapters (or every weight),
+# global-norm clipping and AdamW. Its metrics are the ones `train()` logs.
 
 # %%
 t0 = time.perf_counter()
-updates = grpo_updates(model, optimizer, batch, grpo_cfg, train_cfg, ref_params)
+step = grpo_step(model, tokenizer, optimizer, problems, RUN, seed=seed0,
+                 reward_fn=task_reward_fn(RUN.task, RUN.reward_scheme), train_cfg=train_cfg,
+                 ref_params=ref_params)
 update_s = time.perf_counter() - t0
-for k, m in enumerate(jax.device_get(updates)):
-    print(f"update {k + 1}/{grpo_cfg.num_iterations} in {update_s:.1f} s (compilation included): "
-          + ", ".join(f"{key} {float(v):.4g}" for key, v in m.items()))
+assert step.comp.texts == comp.texts   # the completions we sampled by hand
+np.testing.assert_allclose(step.batch["advantages"], advantages, rtol=1e-5, atol=1e-6)
+print(f"grpo_step in {update_s:.1f} s (sampling again, compilation included); its "
+      f"{grpo_cfg.num_iterations} update(s), averaged: "
+      + ", ".join(f"{key} {v:.4g}" for key, v in step.updates.items() if v is not None))
 
 # %% [markdown]
 # On the first update the ratio is 1 and nothing is clipped, as derived above. A gradient norm of

@@ -12,9 +12,10 @@ from flax import nnx
 
 from aha_utils.config import ModelConfig, config_for
 from aha_utils.lora import apply_lora
-from aha_utils.memory import describe, estimate_memory, lora_param_count
+from aha_utils.memory import (describe, device_preset_name, estimate_memory, lora_param_count,
+                              preset_for_device)
 from aha_utils.model import Gemma
-from aha_utils.run_config import DEVICE_PRESETS, RunConfig, device_preset_name
+from aha_utils.run_config import DEVICE_PRESETS, RunConfig
 from aha_utils.train_step import _train_step_jit, init_training
 
 # Small, but with every term of a similar size (vocabulary chunk, layers, weights), two layers
@@ -167,8 +168,8 @@ def test_tpu_presets_fit_their_chips(task, name, n_chips):
 def test_for_device_maps_kinds_to_presets():
     assert DEVICE_PRESETS == ("cpu", "gpu", "tpu_v5e_1", "tpu_v5e_8")
     for task in ("countdown", "gsm8k"):   # the existing presets are unchanged
-        assert RunConfig.for_device(task, "cpu") == RunConfig.preset(task, "cpu")
-        assert RunConfig.for_device(task, "NVIDIA H100 80GB HBM3", 1, 80 * 2**30) \
+        assert preset_for_device(task, "cpu") == RunConfig.preset(task, "cpu")
+        assert preset_for_device(task, "NVIDIA H100 80GB HBM3", 1, 80 * 2**30) \
             == RunConfig.preset(task, "gpu")
     assert device_preset_name("countdown", "TPU v5 lite", 1, 16 * 2**30) == "tpu_v5e_1"
     assert device_preset_name("countdown", "TPU v5e", 8, 16 * 2**30) == "tpu_v5e_8"
@@ -177,7 +178,7 @@ def test_for_device_maps_kinds_to_presets():
     # Too little memory for a preset: the next smaller one that fits.
     assert device_preset_name("countdown", "Tesla T4", 1, 15 * 2**30) == "cpu"
     assert device_preset_name("countdown", "TPU v5 lite", 1, 2 * 2**30) == "cpu"
-    assert RunConfig.for_device("gsm8k", "TPU v5 lite", 1, steps=7).steps == 7
+    assert preset_for_device("gsm8k", "TPU v5 lite", 1, steps=7).steps == 7
     with pytest.raises(ValueError, match="unknown device preset"):
         RunConfig.named("countdown", "tpu_v9")
 

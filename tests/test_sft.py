@@ -328,7 +328,7 @@ def gsm8k_sft_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sft_gsm8k")
     args = sft.parse_args(["--task", "gsm8k", "--gsm8k-path", str(data), "--steps", "20",
                            "--batch", "4", "--lr", "2e-2", "--out", str(out), "--eval-n", "2",
-                           "--max-new-tokens", "64"])
+                           "--max-new-tokens", "64", "--val-n", "0"])
     model = tiny_model(seed=1)
     return out, args, model, sft.run(args, model=model, tokenizer=TOK)
 
@@ -371,7 +371,7 @@ def test_grpo_starts_from_the_sft_weights(arm, request, tmp_path, monkeypatch):
     argv = ["--task", args.task, "--steps", "1", "--out", str(tmp_path)]
     argv += ["--gsm8k-path", args.gsm8k_path] if args.gsm8k_path else []
     for item in (f"init_from={out}", "prompts_per_step=2", "num_samples=2", "max_new_tokens=8",
-                 "lora_rank=none", "eval_n=2"):
+                 "lora_rank=none", "eval_n=2", "val_n=0"):
         argv += ["--set", item]
     cfg, _ = train_module.parse_args(argv)
     assert cfg.init_from == str(out) and parse_overrides(["init_from=none"]) == {"init_from": None}
@@ -383,7 +383,8 @@ def test_grpo_starts_from_the_sft_weights(arm, request, tmp_path, monkeypatch):
             raise StopAfterEval
         return generate(model, tokenizer, prompts, **kw)
 
-    monkeypatch.setattr(train_module, "generate", greedy_only)
+    from aha_utils import grpo_step
+    monkeypatch.setattr(grpo_step, "generate", greedy_only)   # the step's sampling
     with pytest.raises(StopAfterEval):
         train(cfg, tmp_path, model=grpo_model, tokenizer=TOK, progress=False)
     # the model GRPO starts from is the SFT model, and so is its step-0 evaluation

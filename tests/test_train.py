@@ -9,6 +9,7 @@ are non-zero, LoRA moves, and "resume == straight" compares runs that really cha
 import dataclasses
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,9 +20,10 @@ from aha_utils.model import Gemma
 from aha_utils.run_config import RunConfig
 from aha_utils.sampler import Completions
 from aha_utils.train import TIMING_KEYS, build_batch, main, parse_args, train
+from aha_utils.train_step import make_schedule
 
 CFG = RunConfig(task="countdown", steps=3, prompts_per_step=2, num_samples=2, max_new_tokens=8,
-                lora_rank=4, learning_rate=3e-2, eval_n=2, eval_every=2, sample_every=2,
+                lora_rank=4, learning_rate=3e-2, eval_n=2, val_n=2, eval_every=2, sample_every=2,
                 checkpoint_every=1, keep_checkpoints=2)
 TERM_KEYS = {"step", "reward_mean", "reward_std", "accuracy", "format_rate",
              "completion_len_mean", "completion_len_max", "truncated_frac", "loss", "kl",
@@ -66,21 +68,33 @@ def test_metrics_file_summary_and_keep_last(straight):
         assert TERM_KEYS | {"has_digit_mean", "has_digit_std"} <= set(row), set(row)
         assert row["kl"] is None                               # beta = 0: no reference policy
         assert 1 <= row["completion_len_max"] <= CFG.max_new_tokens
-        assert row["learning_rate"] == pytest.approx(CFG.learning_rate)
-    assert {"eval_accuracy", "eval_format_rate"} <= set(lines[1]) and "eval_accuracy" not in lines[0]
+    schedule = make_schedule(CFG.train_config())   # cosine over the 3 planned steps to the floor
+    assert [r["learning_rate"] for r in lines] == pytest.approx([float(schedule(u))
+                                                                  for u in range(3)])
+    assert lines[0]["learning_rate"] == pytest.approx(CFG.learning_rate)
+    assert lines[2]["learning_rate"] < lines[1]["learning_rate"] < lines[0]["learning_rate"]
+    assert {"eval_accuracy", "eval_format_rate", "val_accuracy"} <= set(lines[1])
+    assert "eval_accuracy" not in lines[0] and "val_accuracy" not in lines[0]
     assert any(r["grad_norm"] > 0 for r in lines)              # the test reward does train
     evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 2, 3] and all(e["n"] == 2 for e in evals)
-    assert sorted(p.name for p in (out / "completions").iterdir()) == [
+    vals = [json.loads(x) for x in (out / "val.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in vals] == [0, 2, 3] and all(e["n"] == 2 for e in vals)
+    names = sorted(p.name for p in (out / "completions").iterdir())
+    assert [n for n in names if not n.startswith("best_")] == [
         "eval_00000.jsonl", "eval_00002.jsonl", "eval_00003.jsonl",
-        "step_00001.jsonl", "step_00002.jsonl", "step_00003.jsonl"]
+        "step_00001.jsonl", "step_00002.jsonl", "step_00003.jsonl",
+        "val_00000.jsonl", "val_00002.jsonl", "val_00003.jsonl"]
     sample = json.loads((out / "completions" / "step_00002.jsonl").read_text().splitlines()[0])
     assert {"problem", "completion", "tokens", "truncated", "reward"} <= set(sample)
     assert {"nums", "target"} <= set(sample["problem"]) and 1 <= sample["tokens"] <= 8
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "countdown" and summary["eval"]["after"]["n"] == 2
-    assert {"before", "after"} == set(summary["eval"]) and summary["config"]["steps"] == 3
-    for when in ("before", "after"):
+    assert {"before", "after", "best"} == set(summary["eval"]) and summary["config"]["steps"] == 3
+    best = json.loads((out / "best" / "best.json").read_text())
+    assert summary["eval"]["best"]["step"] == best["step"] and best["step"] in (0, 2, 3)
+    assert summary["eval"]["best"]["val_accuracy"] == max(v["accuracy"] for v in vals)
+    for when in ("before", "after", "best"):
         e = summary["eval"][when]
         lo, hi = e["accuracy_ci95"]
         assert 0 <= lo <= e["accuracy"] <= hi <= 1 and hi - lo > 0.3   # n = 2: a wide interval
@@ -89,17 +103,33 @@ def test_metrics_file_summary_and_keep_last(straight):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "3"]
 
 
+def crash_at_step(step: int):
+    """A reward that dies while scoring step `step` (1-based), as a killed process would."""
+    calls, rows = [], CFG.prompts_per_step * CFG.num_samples
+
+    def reward(completion, problem):
+        calls.append(1)
+        if len(calls) > (step - 1) * rows:
+            raise KeyboardInterrupt("killed")
+        return text_reward(completion, problem)
+    return reward
+
+
 def test_resume_equals_straight_run(straight, tmp_path, tokenizer):
     _, full = straight
-    run(dataclasses.replace(CFG, steps=1), tmp_path, tokenizer)     # "killed" after 1 step
+    with pytest.raises(KeyboardInterrupt):
+        run(CFG, tmp_path, tokenizer, reward_fn=crash_at_step(2))   # killed in step 2
+    # ... while writing step 2's line: half a line at the end of metrics.jsonl
+    half = json.dumps(full[1])[:40]
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write(half)
     resumed = run(CFG, tmp_path, tokenizer, resume=True)             # a new model object, as
     assert [r["step"] for r in resumed] == [2, 3]                   # a fresh process would have
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3]
-    evals = {"eval_accuracy", "eval_format_rate"}
+    assert not list(tmp_path.glob(".metrics.jsonl.tmp-*"))         # the rewrite left no temp file
     for got, want in zip(lines, full):
-        # the 1-step run evaluated at its end (step 1), the straight run did not: only there
-        assert set(got) - evals == set(want) - evals and (got["step"] == 1 or set(got) == set(want))
+        assert set(got) == set(want)
         for key in set(want) - set(TIMING_KEYS):
             if want[key] is None:
                 assert got[key] is None, key
@@ -230,3 +260,119 @@ def test_time_limit_stops_cleanly_and_resume_continues(tmp_path, tokenizer):
     assert [r["step"] for r in rest] == [2, 3]
     with pytest.raises(ValueError, match="time_limit_s=0 must be > 0"):
         run(cfg, tmp_path / "x", tokenizer, time_limit_s=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedule, splits, best-on-validation
+# ----------------------------------------------------------------------------------------------
+def test_schedule_shape_warmup_cosine_floor():
+    from aha_utils.schedule import SchedulePlan
+
+    cfg = dataclasses.replace(CFG, steps=20, warmup_steps=4, lr_floor=0.1, learning_rate=1.0)
+    lr = [float(make_schedule(cfg.train_config())(u)) for u in range(31)]
+    assert lr[0] == 0 and lr[4] == pytest.approx(1.0)                     # linear warmup
+    assert all(a < b for a, b in zip(lr[:4], lr[1:5]))
+    assert all(a >= b for a, b in zip(lr[4:20], lr[5:21]))                 # then only down
+    assert lr[12] == pytest.approx(0.1 + 0.9 * 0.5)                        # cosine's midpoint
+    assert lr[20] == pytest.approx(0.1) and lr[30] == pytest.approx(0.1)   # the floor, held
+    half = [float(make_schedule(cfg.train_config(planned_steps=10))(u)) for u in range(11)]
+    assert half[10] == pytest.approx(0.1) and half[4] == pytest.approx(1.0)  # sized to the plan
+    constant = dataclasses.replace(cfg, lr_floor=1.0).train_config()
+    assert float(make_schedule(constant)(15)) == pytest.approx(1.0)
+
+    # the plan: --steps without a time limit; with one, what fits after PLAN_AFTER timed steps
+    assert SchedulePlan.start(100, 0, None, None).planned == 100
+    plan = SchedulePlan.start(100, 0, 600.0, None)
+    assert not plan.frozen and plan.should_plan(3) and not plan.should_plan(2)
+    plan.step_seconds, plan.eval_seconds, plan.test_seconds = [30.0, 2.0, 2.0], 4.0, 3.0
+    # 2 s a step + 4 s of validation every 2 steps = 4 s; 50 s left - 6 s reserved -> 11 steps
+    assert plan.freeze(3, 50.0, eval_every=2) == 14 and plan.frozen
+    meta = {"config": {"steps": 100}, **plan.to_meta()}
+    assert SchedulePlan.start(100, 7, 600.0, meta).planned == 14           # resume: exact plan
+    extended = SchedulePlan.start(200, 14, None, meta)
+    assert extended.planned == 200 and "re-planned" in extended.note
+
+
+def test_time_limit_plans_the_schedule_and_resume_keeps_it(tmp_path, tokenizer, monkeypatch):
+    from aha_utils import schedule
+
+    def freeze(self, done, remaining_s, eval_every):   # "4 of 5 steps fit the time left"
+        self.planned, self.frozen, self.note = 4, True, "planned 4"
+        return 4
+    monkeypatch.setattr(schedule.SchedulePlan, "freeze", freeze)
+    cfg = dataclasses.replace(CFG, steps=5, val_n=0, eval_every=10, sample_every=10)
+    rows = run(cfg, tmp_path, tokenizer, time_limit_s=1e6)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    resized = make_schedule(cfg.train_config(planned_steps=4))
+    assert rows[3]["learning_rate"] == pytest.approx(float(resized(3)))   # the rebuilt optimizer
+    assert rows[0]["learning_rate"] == pytest.approx(float(resized(0)))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps_done"] == 4 and "best" not in summary["eval"]   # no validation split
+    with pytest.raises(ValueError, match="checkpoint is at step 4 already"):
+        run(cfg, tmp_path, tokenizer, resume=True)                    # the plan is stored
+
+
+def test_splits_are_disjoint(tmp_path):
+    from aha_utils.problems import Problems, problem_key
+
+    cfg = dataclasses.replace(CFG, eval_n=64, val_n=64, prompts_per_step=8)
+    data = Problems(cfg)
+    data.check_disjoint(steps=50)
+    assert len(data.val_set) == 64 and len(data.test_set) == 64
+    # force a collision: a validation set made of step 3's problems is drawn around
+    data.val_set = data.for_step(3)
+    data._val_keys = {problem_key(q) for q in data.val_set}
+    assert not {problem_key(q) for q in data.for_step(3)} & data._val_keys
+    data.check_disjoint(steps=5)
+    # GSM8K (a local copy): validation is a seeded part of the train split, out of the pool
+    rows = [{"question": f"q{i}?", "answer": f"{i} + 0 = {i}\n#### {i}"} for i in range(40)]
+    for name, part in (("train", rows[:30]), ("test", rows[30:])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    g = Problems(RunConfig(task="gsm8k", gsm8k_path=str(tmp_path), eval_n=10, val_n=5,
+                           prompts_per_step=4))
+    assert len(g.train_pool) == 25 and len(g.val_set) == 5
+    g.check_disjoint(steps=20)
+    bigger = Problems(RunConfig(task="gsm8k", gsm8k_path=str(tmp_path), eval_n=10, val_n=8))
+    assert {q["question"] for q in g.val_set} <= {
+        q["question"] for q in bigger.val_set}                         # val_n extends, not redraws
+
+
+def test_best_is_chosen_on_validation_never_on_test(tmp_path, tokenizer, monkeypatch):
+    """Validation peaks at step 1, test at step 2: the kept model is step 1's. After a resume
+    past it, the kept parameters themselves are loaded and tested."""
+    from aha_utils import train as train_module
+    from aha_utils.train_step import trainable_filter
+
+    cfg = dataclasses.replace(CFG, steps=2, eval_n=2, val_n=3, eval_every=1, sample_every=10)
+    scores = {"val": iter([0.0, 2 / 3, 1 / 3, 0.0]), "test": iter([0.0, 0.25, 1.0, 0.5, 0.75])}
+    seen = []
+
+    def fake_evaluate(model, tokenizer, cfg_, problems):
+        split = "val" if len(problems) == 3 else "test"
+        acc = next(scores[split])
+        fingerprint = float(sum(jnp.sum(x) for x in jax.tree.leaves(
+            nnx.state(model, trainable_filter(cfg_.train_config())))))
+        seen.append((split, acc, fingerprint))
+        return {"accuracy": acc, "format_rate": 1.0, "n": len(problems)}, [
+            {"problem": q, "completion": "", "correct": acc, "format_soft": 1.0} for q in problems]
+    monkeypatch.setattr(train_module, "evaluate", fake_evaluate)
+    run(cfg, tmp_path, tokenizer)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    best = summary["eval"]["best"]
+    assert best["step"] == 1 and best["val_accuracy"] == pytest.approx(2 / 3)
+    assert best["selected_on"] == "validation"
+    assert best["accuracy"] == 0.25                    # step 1's own test evaluation, reused
+    assert summary["eval"]["after"]["accuracy"] == 1.0 and summary["eval"]["after"]["step"] == 2
+    assert len(seen) == 6                              # no extra evaluation was needed
+    assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] == 1
+    assert [p.name for p in (tmp_path / "best").glob("step_*")] == ["step_00001"]
+
+    # resumed to step 3: step 1's parameters are loaded from best/ and tested
+    run(dataclasses.replace(cfg, steps=3), tmp_path, tokenizer, resume=True)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["eval"]["best"]["step"] == 1 and summary["eval"]["best"]["accuracy"] == 0.75
+    assert summary["eval"]["after"]["accuracy"] == 0.5
+    step1_val = [f for split, _, f in seen if split == "val"][1]
+    assert seen[-1][0] == "test" and seen[-1][2] == pytest.approx(step1_val, rel=1e-6)
+    assert seen[-2][2] != pytest.approx(step1_val, rel=1e-6)     # the final model differs
+    assert (tmp_path / "completions" / "best_00001.jsonl").exists()
