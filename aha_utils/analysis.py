@@ -270,6 +270,10 @@ def search_profile(completion: str, target: int) -> dict:
             "equations": len(equations)}
 
 
+# The scalar aha metrics a run logs per step and per evaluation (`aha_metrics` has more).
+AHA_KEYS = ("self_correction", "self_correction_any", "false_step_rate", "attempts_mean")
+
+
 def aha_metrics(rows: list[dict]) -> dict:
     """The aha over Countdown completion rows `{"completion", "problem", "correct"?}`.
 

@@ -13,6 +13,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from aha_utils.analysis import AHA_KEYS, aha_metrics
 from aha_utils.data.prompts import make_prompt
 from aha_utils.rewards import get_scheme, reward_terms
 from aha_utils.run_config import RunConfig
@@ -65,8 +66,20 @@ def prompts_of(cfg: RunConfig, problems: list[dict]) -> list[str]:
     return [make_prompt(cfg.task, q, template=cfg.template) for q in problems]
 
 
+def search_summary(task: str, rows: list[dict]) -> dict:
+    """Countdown: the aha in `rows` (`analysis.aha_metrics`): self-correction that ends correct,
+    any self-correction, the false-step rate among correct answers, the attempts made and their
+    histogram (string keys, for JSON). Other tasks: nothing."""
+    if task != "countdown" or not rows:
+        return {}
+    aha = aha_metrics(rows)
+    return {**{k: aha[k] for k in AHA_KEYS},
+            "attempts_hist": {str(k): v for k, v in aha["attempts_hist"].items()}}
+
+
 def evaluate(model, tokenizer, cfg: RunConfig, problems: list[dict]) -> tuple[dict, list[dict]]:
-    """Greedy accuracy and format rate on held-out `problems`; also the completions."""
+    """Greedy accuracy and format rate on held-out `problems` (Countdown: and the aha metrics,
+    `search_summary`); also the completions."""
     rows, chunk = [], cfg.prompts_per_step * cfg.num_samples   # bounded like a training batch
     for start in range(0, len(problems), chunk):
         part = problems[start:start + chunk]
@@ -78,5 +91,6 @@ def evaluate(model, tokenizer, cfg: RunConfig, problems: list[dict]) -> tuple[di
             rows.append({"problem": q, "completion": text, "correct": terms["correct"],
                          "format_soft": terms["format_soft"]})
     result = {"accuracy": float(np.mean([r["correct"] for r in rows])),
-              "format_rate": float(np.mean([r["format_soft"] for r in rows])), "n": len(rows)}
+              "format_rate": float(np.mean([r["format_soft"] for r in rows])), "n": len(rows),
+              **search_summary(cfg.task, rows)}
     return result, rows

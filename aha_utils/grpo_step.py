@@ -20,7 +20,9 @@ import numpy as np
 from flax import nnx
 
 from aha_utils import grpo
-from aha_utils.evaluation import STOP_STRINGS, RewardFn, prompts_of, score_completions
+from aha_utils.analysis import AHA_KEYS
+from aha_utils.evaluation import (STOP_STRINGS, RewardFn, prompts_of, score_completions,
+                                  search_summary)
 from aha_utils.run_config import RunConfig
 from aha_utils.sampler import Completions, encode_prompts, generate
 from aha_utils.train_config import TrainConfig
@@ -115,10 +117,11 @@ def mean_updates(updates: list[dict]) -> dict:
 
 
 def step_metrics(comp: Completions, terms: dict, upd: dict, batch: dict, sample_s: float,
-                 train_s: float, mu: int) -> dict:
-    """The fields of a metrics.jsonl row that one step determines (see `aha_utils.train`)."""
+                 train_s: float, mu: int, aha: dict | None = None) -> dict:
+    """The fields of a metrics.jsonl row that one step determines (see `aha_utils.train`);
+    `aha`: the sampled completions' search metrics (`evaluation.search_summary`), if any."""
     lengths = comp.lengths
-    row = {}
+    row = {k: v for k, v in (aha or {}).items() if k in AHA_KEYS}
     for key, values in terms.items():
         row[f"{key}_mean"], row[f"{key}_std"] = float(values.mean()), float(values.std())
     row.update(
@@ -157,5 +160,9 @@ def grpo_step(model, tokenizer, optimizer, problems: list[dict], cfg: RunConfig,
     t3 = time.perf_counter()
     finite = bool(all_finite(nnx.state(model, trainable_filter(train_cfg))))
     finite = finite and np.isfinite(upd["loss"]) and np.isfinite(upd["grad_norm"])
-    metrics = step_metrics(comp, terms, upd, batch, t1 - t0, t3 - t1, cfg.num_iterations)
+    grouped = [q for q in problems for _ in range(cfg.num_samples)]   # samples adjacent
+    correct = terms.get("correct", [None] * len(comp.texts))
+    aha = search_summary(cfg.task, [{"completion": text, "problem": q, "correct": c}
+                                    for text, q, c in zip(comp.texts, grouped, correct)])
+    metrics = step_metrics(comp, terms, upd, batch, t1 - t0, t3 - t1, cfg.num_iterations, aha)
     return StepOutput(comp, terms, batch, upd, metrics, bool(finite), t1 - t0, t2 - t1, t3 - t2)

@@ -13,7 +13,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from aha_utils.analysis import wilson_interval
+from aha_utils.analysis import AHA_KEYS, wilson_interval
 from aha_utils.jsonl import read_jsonl
 from aha_utils.run_config import RunConfig
 
@@ -21,8 +21,9 @@ from aha_utils.run_config import RunConfig
 def eval_summary(row: dict) -> dict:
     """One evaluation as summary.json gives it, with a 95% Wilson interval on the accuracy."""
     lo, hi = wilson_interval(round(row["accuracy"] * row["n"]), row["n"])
+    aha = {k: row[k] for k in (*AHA_KEYS, "attempts_hist") if k in row}   # Countdown's
     return {"accuracy": row["accuracy"], "accuracy_ci95": [round(lo, 4), round(hi, 4)],
-            "format_rate": row["format_rate"], "n": row["n"], "step": row["step"]}
+            "format_rate": row["format_rate"], "n": row["n"], "step": row["step"], **aha}
 
 
 def write_summary(cfg: RunConfig, out: Path, elapsed_s: float, *, hardware: str,

@@ -134,7 +134,7 @@ def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
         learning_rate: float, task: str = "countdown", template: str = "base",
         warmup_steps: int | None = None, micro_batch_size: int | None = None,
         compute_dtype: str = "bfloat16", remat: bool = False, seed: int = 0,
-        progress: bool = False) -> list[dict]:
+        progress: bool = False, search_fraction: float = 0.0, **search_options) -> list[dict]:
     """Fine-tune `model` in place on `problems` of `task` (seeded epochs of permutations; GSM8K
     rows filtered by `sft_data.gsm8k_sft_rows` first); returns one dict of host floats per step
     (`step`, `loss`, `token_accuracy`, `grad_norm`, `learning_rate`)."""
@@ -144,7 +144,14 @@ def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
     cfg = TrainConfig(learning_rate=learning_rate, total_steps=steps,
                       warmup_steps=steps // 10 if warmup_steps is None else warmup_steps,
                       micro_batch_size=micro_batch_size, compute_dtype=compute_dtype, remat=remat)
-    examples = [sft_data.sft_example(task, q, template=template, seed=seed) for q in problems]
+    if task == "countdown":   # a `search_fraction` share as search traces (`data.search_traces`)
+        examples = sft_data.countdown_sft_examples(problems, template=template, seed=seed,
+                                                   search_fraction=search_fraction,
+                                                   **search_options)
+    elif search_fraction or search_options:
+        raise ValueError("search traces are written for Countdown only; drop --search-fraction")
+    else:
+        examples = [sft_data.sft_example(task, q, template=template, seed=seed) for q in problems]
     full = build_sft_batch(tokenizer, examples)          # fixed columns: one compiled program
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(examples))
@@ -197,6 +204,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="for the evaluations, and gsm8k's longest training completion; "
                              "default: the GRPO preset's")
+    parser.add_argument("--search-fraction", type=float, default=0.0,
+                        help="countdown only: share of the solutions written as a search (tries "
+                             "ordered by closeness, misses checked and backed out of) instead of "
+                             "straight to the answer; 0 = all direct (the classic warm start), "
+                             "1 = all search")
+    parser.add_argument("--max-failed", type=int, default=4,
+                        help="search traces: at most this many failed attempts shown (drawn per "
+                             "problem from 1 to it; the search's own count when smaller)")
+    parser.add_argument("--slip-rate", type=float, default=0.0,
+                        help="search traces: share with one arithmetic slip, caught and fixed")
     parser.add_argument("--seed", type=int, default=0, help="also picks the GRPO run's eval set")
     parser.add_argument("--experiment", default=None, metavar="NAME",
                         help="the experiments/ config this run comes from (kept in summary.json)")
@@ -208,6 +225,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--gsm8k-path is for --task gsm8k")
     if args.task == "countdown" and args.num_numbers is None:
         args.num_numbers = 3
+    if not 0.0 <= args.search_fraction <= 1.0 or not 0.0 <= args.slip_rate <= 1.0:
+        parser.error("--search-fraction and --slip-rate are shares between 0 and 1")
+    if args.task != "countdown" and (args.search_fraction or args.slip_rate):
+        parser.error("--search-fraction and --slip-rate are for --task countdown")
     for name in ("steps", "batch", "num_numbers", "train_problems"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -228,6 +249,16 @@ def gsm8k_train_set(pool: list[dict], tokenizer, cfg, n: int | None = None
                          "raise --max-new-tokens or ask for fewer --train-problems")
     order = np.random.default_rng(cfg.seed).permutation(len(rows))
     return [rows[i] for i in order[:n]], skipped
+
+
+def search_options(args: argparse.Namespace, cfg: RunConfig, tokenizer) -> dict:
+    """The Countdown trace options of the CLI's `args` for `sft`: none for the direct style; for
+    search, traces capped at the run's `max_new_tokens` counted with the model's own tokenizer."""
+    if not getattr(args, "search_fraction", 0.0):
+        return {}
+    return dict(search_fraction=args.search_fraction, max_failed=args.max_failed,
+                slip_rate=args.slip_rate, max_tokens=cfg.max_new_tokens,
+                count_tokens=lambda text: len(tokenizer.encode(text, add_bos=False)))
 
 
 def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
@@ -282,7 +313,7 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
                   learning_rate=args.lr, task=args.task, template=args.template,
                   warmup_steps=args.warmup,
                   micro_batch_size=args.micro_batch, compute_dtype=cfg.compute_dtype,
-                  seed=args.seed, progress=is_main)
+                  seed=args.seed, progress=is_main, **search_options(args, cfg, tokenizer))
     sft_minutes = (time.perf_counter() - t1) / 60
     after = run_eval("after")
     save_params(model, out / "params")
