@@ -186,3 +186,45 @@ def parse_number(text: str) -> Fraction | None:
         return None
     numbers = find_numbers(text)
     return numbers[0] if len(numbers) == 1 else None
+
+
+# ----------------------------------------------------------------------------------------------
+# A solver expression as written steps
+# ----------------------------------------------------------------------------------------------
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+        "/": lambda a, b: a / b}
+
+
+def _parse(tokens: list[str]):
+    """An expression string's tree: an int, or (op, left, right), with the usual precedence."""
+    def level(ops, sub):
+        node = sub()
+        while tokens and tokens[0] in ops:
+            node = (tokens.pop(0), node, sub())
+        return node
+
+    def factor():
+        tok = tokens.pop(0)
+        if tok != "(":
+            return int(tok)
+        node = level("+-", lambda: level("*/", factor))
+        tokens.pop(0)   # ")"
+        return node
+    return level("+-", lambda: level("*/", factor))
+
+
+def _tree_steps(node, out: list) -> Fraction:
+    """Append (a, op, b, result) for every operation of `node` in evaluation order."""
+    if isinstance(node, int):
+        return Fraction(node)
+    op, left, right = node
+    a, b = _tree_steps(left, out), _tree_steps(right, out)
+    out.append((a, op, b, _OPS[op](a, b)))
+    return out[-1][3]
+
+
+def expression_steps(expr: str, out: list) -> Fraction:
+    """The value of a well-formed integer expression `expr` (the solver's), appending `(a, op, b,
+    result)` to `out` for every operation in evaluation order: the steps a written solution
+    shows, one equation each."""
+    return _tree_steps(_parse(tokenize(expr)), out)

@@ -40,10 +40,9 @@ from __future__ import annotations
 
 import random
 import re
-from fractions import Fraction
 
 from aha_utils.analysis import has_reflection
-from aha_utils.arith import tokenize
+from aha_utils.arith import expression_steps
 from aha_utils.data.countdown import solve
 from aha_utils.data.prompts import make_prompt
 from aha_utils.data.search_traces import layout, write_search
@@ -60,38 +59,6 @@ OPENERS = ("", "We need {target} from {nums}.", "Target {target}, numbers {nums}
 STEPS = ("{a} {op} {b} = {r}.", "{a} {op} {b} is {r}.", "{a} {op} {b} gives {r}.")
 CLOSERS = ("That is the target.", "That makes {target}.", "So we reach {target}.",
            "Each number is used once.", "Done.")
-_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-        "/": lambda a, b: a / b}
-
-
-def _parse(tokens: list[str]):
-    """An expression string's tree: an int, or (op, left, right), with the usual precedence."""
-    def level(ops, sub):
-        node = sub()
-        while tokens and tokens[0] in ops:
-            node = (tokens.pop(0), node, sub())
-        return node
-
-    def factor():
-        tok = tokens.pop(0)
-        if tok != "(":
-            return int(tok)
-        node = level("+-", lambda: level("*/", factor))
-        tokens.pop(0)   # ")"
-        return node
-    return level("+-", lambda: level("*/", factor))
-
-
-def _steps(node, out: list) -> Fraction:
-    """Append (a, op, b, result) for every operation of `node` in evaluation order."""
-    if isinstance(node, int):
-        return Fraction(node)
-    op, left, right = node
-    a, b = _steps(left, out), _steps(right, out)
-    out.append((a, op, b, _OPS[op](a, b)))
-    return out[-1][3]
-
-
 def _layout(prompt: str, reasoning: str, answer: str, template: str) -> tuple[str, str]:
     return prompt, layout(reasoning, answer, template)
 
@@ -116,7 +83,7 @@ def countdown_sft_example(problem: dict, *, template: str = "base", seed: int = 
     if expr is None:
         raise ValueError(f"countdown problem {nums} -> {target} has no solution to write out")
     steps: list = []
-    value = _steps(_parse(tokenize(expr)), steps)
+    value = expression_steps(expr, steps)
     if value != target:
         raise ValueError(f"solution {expr!r} equals {value}, not the target {target}")
     rng = random.Random(f"sft/{seed}/{sorted(nums)}/{target}")

@@ -32,8 +32,10 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
             if node.level:
                 base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]
                                 + ([base] if base else []))
-            out.add(base)
-            out.update(f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules)
+            subs = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules}
+            # `from pkg import mod` depends on mod (pkg's __init__ runs first for any of pkg's
+            # modules, as with `import pkg.mod`); `from mod import name` on mod.
+            out.update(subs or {base})
     return out
 
 

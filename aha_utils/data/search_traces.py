@@ -43,6 +43,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from aha_utils.arith import expression_steps
 from aha_utils.data.countdown import solve
 from aha_utils.data.prompts import TEMPLATES
 from aha_utils.rewards import countdown_correct
@@ -272,13 +273,11 @@ def _state_after(nums, steps):
 
 def _fallback(nums, target) -> tuple[str, str]:
     """The solver's expression (it may need fractions), its operations in evaluation order."""
-    from aha_utils.sft_data import _parse, _steps  # sft_data imports this module: import late
-    from aha_utils.arith import tokenize
     expr = solve(nums, target)
     if expr is None:
         raise ValueError(f"countdown problem {nums} -> {target} has no solution to write out")
     steps: list = []
-    _steps(_parse(tokenize(expr)), steps)
+    expression_steps(expr, steps)
     # A fraction in parentheses, so "55 / (55/24) = 24" reads (and parses) as meant.
     say = lambda x: str(x.numerator) if x.denominator == 1 else f"({x.numerator}/{x.denominator})"
     words = [f"{say(a)} {op} {say(b)} = {say(r)}." for a, op, b, r in steps]
