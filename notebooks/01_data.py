@@ -20,7 +20,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/getting-to-aha/getting-to-aha/blob/main/notebooks/01_data.ipynb)
 # [![Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/getting-to-aha/getting-to-aha/blob/main/notebooks/01_data.ipynb)
 #
-# **Hardware:** a CPU is enough (no accelerator needed). About a minute on two cores.
+# **Hardware:** a CPU is enough (no accelerator needed). The outputs below come from a shared
+# 2-core CPU, where the whole notebook runs in a few minutes.
 #
 # DeepSeek-R1-Zero learned to reason from one signal: whether its final answer was right. That
 # only works on tasks whose answers a program can check exactly. This notebook builds the two
@@ -90,6 +91,9 @@ NUMBER_RANGE = (1, 99)  # TinyZero's numbers are one or two digits
 TARGET_RANGE = (10, 100)  # below 10 most targets are a trivial difference
 N_TOKEN_SAMPLES = 100 if AHA_QUICK else 1319  # prompts per template for length statistics
 LOAD_FROM_HUB = False  # True when online: TinyZero's own Countdown set and GSM8K from the Hub
+# Exercises: random number draws per count of numbers (5 numbers take ~0.1 s a draw to solve)
+EXERCISE_DRAWS = {3: 500, 4: 100, 5: 20} if AHA_QUICK else {3: 2000, 4: 400, 5: 100}
+HARDNESS_DRAWS = 1000 if AHA_QUICK else 5000  # 3-number draws for the per-target hardness
 
 # %% [markdown]
 # ## 1. Countdown
@@ -281,6 +285,123 @@ print(f"GSM8K: {len(gsm8k['train'])} train, {len(gsm8k['test'])} test")
 print("Countdown-Tasks-3to4 (Hub): 327,680 train and 1,024 test rows in TinyZero's split")
 
 # %% [markdown]
+# ## Exercises
+#
+# Each exercise is a short task with a result you can check; a solution follows it (the cell is
+# collapsed: try first, then expand it).
+#
+# ### Exercise 1: solvability with five numbers
+# The figure in section 1 used 3 and 4 numbers. Draw random numbers from `NUMBER_RANGE` with 3, 4
+# and 5 numbers (`EXERCISE_DRAWS[k]` draws each) and estimate, with `solvable_targets`, the share
+# of (draw, target) pairs in `TARGET_RANGE` that have a solution. **Check:** the share grows with
+# every added number; does a random target become more likely reachable than not with five?
+
+# %% [markdown]
+# ### Solution 1
+
+# %% jupyter={"source_hidden": true}
+# Solution
+rng = random.Random(SEED + 1)
+span = TARGET_RANGE[1] - TARGET_RANGE[0] + 1
+solvable_share = {}
+for k, n_draws in EXERCISE_DRAWS.items():
+    draws = [[rng.randint(*NUMBER_RANGE) for _ in range(k)] for _ in range(n_draws)]
+    solvable_share[k] = sum(len(solvable_targets(d, *TARGET_RANGE)) for d in draws) / (n_draws * span)
+    print(f"{k} numbers ({n_draws} draws): {solvable_share[k]:.1%} of random targets are reachable")
+assert solvable_share[3] < solvable_share[4] < solvable_share[5] and solvable_share[5] > 0.5
+
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.bar([str(k) for k in solvable_share], [100 * v for v in solvable_share.values()])
+ax.set(title="Random Countdown problems that have a solution", xlabel="numbers in the problem",
+       ylabel="% of (draw, target) pairs", ylim=(0, 100))
+fig.tight_layout()
+
+# %% [markdown]
+# Each added number multiplies the expressions available (a subset split gives six operations
+# per pair of values), so reachable targets grow fast: with five numbers most targets in 10-100
+# can be made, and a problem stops being a search for *the* expression and becomes a choice among
+# many. That is one reason the course keeps to 3 and 4 numbers.
+#
+# ### Exercise 2: which targets are hardest?
+# For 3 numbers, count how many of `HARDNESS_DRAWS` random draws can reach each target in
+# `TARGET_RANGE`. Print the five hardest and five easiest targets and plot the share against the
+# target. **Check:** compare the mean share of the targets 10-30 with that of 80-100.
+
+# %% [markdown]
+# ### Solution 2
+
+# %% jupyter={"source_hidden": true}
+# Solution
+from collections import Counter
+
+rng = random.Random(SEED + 2)
+reach_counts = Counter()
+for _ in range(HARDNESS_DRAWS):
+    reach_counts.update(solvable_targets([rng.randint(*NUMBER_RANGE) for _ in range(3)], *TARGET_RANGE).keys())
+targets = list(range(TARGET_RANGE[0], TARGET_RANGE[1] + 1))
+share = {t: reach_counts[t] / HARDNESS_DRAWS for t in targets}
+by_share = sorted(targets, key=share.get)
+print("hardest:", ", ".join(f"{t} ({share[t]:.1%})" for t in by_share[:5]))
+print("easiest:", ", ".join(f"{t} ({share[t]:.1%})" for t in by_share[-5:]))
+small = sum(share[t] for t in range(10, 31)) / 21
+large = sum(share[t] for t in range(80, 101)) / 21
+print(f"targets 10-30 are reached by {small:.1%} of draws, 80-100 by {large:.1%} ({small / large:.2f}x)")
+
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.plot(targets, [100 * share[t] for t in targets], ".-")
+ax.set(title=f"How many random 3-number draws reach each target ({HARDNESS_DRAWS} draws)",
+       xlabel="target", ylabel="% of draws")
+fig.tight_layout()
+
+# %% [markdown]
+# Small targets are easier: a difference of two numbers, or a sum and a difference, lands in
+# 10-30 from many draws, while a large target needs the numbers to add up to it or a product to
+# land near it. Since `make_problems` picks uniformly among a draw's *reachable* targets, this
+# tilts the generated targets toward small values too (compare the target histogram in
+# section 1).
+#
+# ### Exercise 3: a GSM8K answer canonicaliser
+# A reward must compare a model's answer with the reference as numbers: `"$1,080"`, `"1080"`
+# and `"1080 dollars"` are the same answer. Write `canonical(text)` that returns the single
+# number in `text` as an exact `Fraction` (removing `$`, thousands commas and words around it),
+# or `None` when there is no number or more than one. **Check:** it passes the test cases below,
+# and every GSM8K train answer `a` gives `canonical(a) == Fraction(a)`.
+
+# %% [markdown]
+# ### Solution 3
+
+# %% jupyter={"source_hidden": true}
+# Solution
+import re
+from fractions import Fraction
+
+NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+
+
+def canonical(text: str) -> Fraction | None:
+    found = NUMBER.findall(text)
+    if len(found) != 1:
+        return None
+    digits = found[0].replace("$", "").replace(",", "")
+    return Fraction(digits)
+
+
+cases = {"18": 18, "$18": 18, "1,080": 1080, "$1,080.00": 1080, "1080 dollars": 1080,
+         "-3": -3, "0.5": Fraction(1, 2), "The answer is 42.": 42, "no number": None, "3 or 4": None}
+for text, want in cases.items():
+    got = canonical(text)
+    assert got == want, (text, got, want)
+print(f"{len(cases)} hand-written cases pass")
+assert all(canonical(r["answer"]) == Fraction(r["answer"]) for r in gsm8k["train"])
+print(f"all {len(gsm8k['train'])} GSM8K train answers round-trip")
+
+# The reward in notebook 04 (aha_utils.rewards.gsm8k_correct) does this job, more strictly:
+from aha_utils.rewards import gsm8k_correct
+
+for text in ("$1,080.00", "1080 dollars", "3 or 4"):
+    print(f"{text!r:14} canonical={canonical(text)!s:5} gsm8k_correct(.., '1080')={gsm8k_correct(text, '1080')}")
+
+# %% [markdown]
 # ## Key takeaways
 #
 # - RL with verifiable rewards needs answers a program can check: Countdown (exact arithmetic)
@@ -292,3 +413,6 @@ print("Countdown-Tasks-3to4 (Hub): 327,680 train and 1,024 test rows in TinyZero
 # - The base template ends in `<think>`: the model's completion starts mid-reasoning and must close
 #   it and answer in `<answer>` tags. Few-shot examples teach the format but cost tokens on every
 #   rollout: see the table above.
+# - More numbers make many more targets reachable, and small targets are easier to reach than
+#   large ones (exercises 1 and 2): the size of a problem and its target both set its difficulty.
+# - A GSM8K answer is compared as a number, after removing `$`, thousands commas and words.
