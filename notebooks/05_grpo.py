@@ -22,9 +22,9 @@
 #
 # **Hardware:** the outputs of the setup cells, sections 1-3, the exercises, section 6 and the
 # appendix (maths on small arrays, examples, committed files) come from a 2-core AMD EPYC CPU,
-# where they take seconds. The outputs of sections 4-5, which load Gemma 3 270M and run real GRPO steps, come
-# from one **NVIDIA H100 80GB HBM3** that was running two training runs at the same time (so its
-# step times are slower than an idle GPU's). On a CPU those two sections take one small step, to
+# where they take seconds. The outputs of sections 4-5, which load Gemma 3 270M and run real
+# GRPO steps, come from one **NVIDIA H100 80GB HBM3** that was running two training runs at the
+# same time (so its step times are slower than an idle GPU's). On a CPU those two sections take one small step, to
 # show the machinery working; on a GPU or TPU (Colab, Kaggle) they run a short real run. No
 # account or download beyond PyPI.
 #
