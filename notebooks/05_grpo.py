@@ -548,8 +548,8 @@ plt.show()
 # Compute the advantages of the four groups of section 2.2 without the std (`scale_rewards=False`)
 # and, for each completion, the gradient of the `dr_grpo` loss with respect to its first token's
 # log-prob (one token per completion, ratio 1, `max_len=1`). Compare with GRPO (`grpo` loss, std
-# on). Check: under GRPO the "one correct" and "one well-formed" groups get the same push; under
-# Dr.GRPO the correct one gets exactly ten times the push.
+# on). Check: under GRPO the "one correct" and "one well-formed" groups get the same push (up to
+# the $\varepsilon$ under the std); under Dr.GRPO the correct one gets exactly ten times the push.
 
 # %% [markdown]
 # #### Solution 1
