@@ -20,12 +20,13 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/getting-to-aha/getting-to-aha/blob/main/notebooks/05_grpo.ipynb)
 # [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/getting-to-aha/getting-to-aha/blob/main/notebooks/05_grpo.ipynb)
 #
-# **Hardware:** sections 1-3 are maths on small arrays and run anywhere in seconds. Sections 4-5
-# load Gemma 3 270M and run real GRPO steps: minutes per step on a CPU, so there they only show
-# the machinery working; on a GPU or TPU (Colab, Kaggle) section 5 runs the real preset and the
-# reward moves. The outputs below come from one **NVIDIA H100 80GB HBM3**, which was running two
-# training runs at the same time, so its step times are slower than an idle GPU's. Section 6
-# shows runs made on a GPU, when the repository holds them. No account or download beyond PyPI.
+# **Hardware:** the outputs of the setup cells, sections 1-3, the exercises, section 6 and the
+# appendix (maths on small arrays, examples, committed files) come from a 2-core AMD EPYC CPU,
+# where they take seconds. The outputs of sections 4-5, which load Gemma 3 270M and run real
+# GRPO steps, come from one **NVIDIA H100 80GB HBM3** that was running two training runs at the
+# same time (so its step times are slower than an idle GPU's). On a CPU those two sections take one small step, to
+# show the machinery working; on a GPU or TPU (Colab, Kaggle) they run a short real run. No
+# account or download beyond PyPI.
 #
 # Notebook 03 built the sampler: for every prompt it draws $G$ completions and returns the
 # log-probability of each token it drew. Notebook 04 built the reward: one number per completion.
@@ -35,12 +36,15 @@
 # prompts ──sampler──▶ G completions + log π_old ──reward──▶ r_i ──group──▶ A_i ──loss──▶ ∇θ ──AdamW──▶ θ'
 # ```
 #
-# The maths comes first (section 2), then the advantage and the loss written out in plain
-# `jax.numpy` and checked equal to `aha_utils.grpo`, the version the training loop uses
-# (section 3). Section 4 takes one step by hand on the real model; section 5 runs the loop.
+# Section 2 builds the objective one idea at a time, each in plain `jax.numpy` on toy arrays and
+# checked equal to `aha_utils.grpo`, the code the training loop runs. Section 3 is the warm start
+# (a short supervised phase before GRPO). Section 4 takes one step by hand on the real model,
+# section 5 runs the loop, section 6 looks at longer committed runs. Variants (GSPO, the KL
+# estimators side by side, every loss option checked) are in the appendix.
 
 # %% [markdown]
 # ## Setup
+
 
 # %%
 # Use the course's repository if this notebook sits in a clone (or aha_utils was installed from
@@ -88,6 +92,7 @@ import jax
 print("jax", jax.__version__, "|", jax.devices())
 
 # %%
+import dataclasses
 import json
 import tempfile
 import time
@@ -99,40 +104,10 @@ import numpy as np
 from flax import nnx
 
 from aha_utils import grpo
-from aha_utils.memory import device_preset_name, device_summary
-from aha_utils.run_config import RunConfig
 
+SEED = 0  # the toy arrays below, and the run of section 4, are pure functions of it
+plt.rcParams.update({"font.size": 11})
 print("jax", jax.__version__, "| backend:", jax.default_backend(), "|", jax.devices())
-
-# %% [markdown]
-# ## Hyperparameters
-# `AHA_QUICK=1` (set by CI) only shrinks the run; the code path is the same.
-
-# %%
-AHA_QUICK = os.environ.get("AHA_QUICK") == "1"  # CI's quick mode, read once
-BACKEND = jax.default_backend()  # cpu: minutes per step, so one step; gpu/tpu: a real run
-DEVICE_KIND, N_DEVICES, DEVICE_MEMORY = device_summary()  # e.g. "TPU v5 lite", 1, 16 GB
-PRESET = device_preset_name("countdown", DEVICE_KIND, N_DEVICES, DEVICE_MEMORY)
-# ^ cpu (270M, LoRA), gpu (270M, full FT), tpu_v5e_1 / tpu_v5e_8 (1B-IT from Kaggle, LoRA):
-#   the largest preset whose estimated memory fits this device; set a name to override
-MODEL_NAME = None  # @param [None, "gemma3-270m", "gemma3-1b", "gemma3-1b-it"]
-# ^ None: the preset's model; gemma3-1b(-it) needs Kaggle credentials (see notebook 02)
-TASK = "countdown"  # generated locally, so no download; GSM8K works the same way
-if BACKEND == "cpu":
-    TRAIN_STEPS = 1  # minutes per step here: one shows the loop end to end, it cannot show learning
-else:
-    TRAIN_STEPS = 2 if AHA_QUICK else 30  # GPU/TPU: a short real run (the CLI goes further)
-SEED = 0  # the problems, the samples and the LoRA init are pure functions of it
-RUN = RunConfig.named(TASK, PRESET, steps=TRAIN_STEPS, seed=SEED,
-                      **({"model": MODEL_NAME} if MODEL_NAME else {}))
-if AHA_QUICK:
-    RUN = RUN.quick()  # 2 prompts x 4 samples, 32 new tokens, 4 eval problems
-G = RUN.num_samples  # the group size: completions per prompt
-print(f"AHA_QUICK={AHA_QUICK}, {N_DEVICES} x {DEVICE_KIND} -> preset {PRESET!r}, {RUN.model}: "
-      f"steps={RUN.steps}, each {RUN.prompts_per_step} "
-      f"prompts x G={G} samples of up to {RUN.max_new_tokens} tokens; "
-      f"{'LoRA rank ' + str(RUN.lora_rank) if RUN.lora_rank else 'full fine-tuning'}, "
-      f"lr {RUN.learning_rate}, loss {RUN.loss_type!r}, beta {RUN.beta}, mu {RUN.num_iterations}")
 
 # %% [markdown]
 # ## 1. Where we are
@@ -151,112 +126,56 @@ print(f"AHA_QUICK={AHA_QUICK}, {N_DEVICES} x {DEVICE_KIND} -> preset {PRESET!r},
 # Steps 3 and 4 are this notebook.
 
 # %% [markdown]
-# ## 2. The objective
+# ## 2. The objective, one idea at a time
 #
-# ### Policy gradient with a baseline
-# A completion $o = (o_1, \dots, o_{|o|})$ of prompt $q$ is drawn from the policy $\pi_\theta$,
-# and $\log \pi_\theta(o \mid q) = \sum_t \log \pi_\theta(o_t \mid q, o_{<t})$. We maximise the
-# expected reward $J(\theta) = \mathbb{E}_{q}\, \mathbb{E}_{o \sim \pi_\theta(\cdot \mid q)}\,
-# r(q, o)$. The log-derivative trick gives
+# ### 2.1 The policy gradient, and a baseline
+# We want to maximise the expected reward $J(\theta) = \mathbb{E}_{o \sim \pi_\theta(\cdot \mid q)}\,
+# r(q, o)$, where $\log \pi_\theta(o \mid q) = \sum_t \log \pi_\theta(o_t \mid q, o_{<t})$. The
+# log-derivative trick turns its gradient into an average over samples:
 # $$ \nabla_\theta J = \mathbb{E}\big[\, r(q, o)\, \nabla_\theta \log \pi_\theta(o \mid q) \,\big]. $$
-# Because $\mathbb{E}_{o}[\nabla_\theta \log \pi_\theta(o \mid q)] = \nabla_\theta \sum_o
-# \pi_\theta(o \mid q) = \nabla_\theta 1 = 0$, any **baseline** $b(q)$ that does not depend on
-# $o$ can be subtracted without bias:
-# $$ \nabla_\theta J = \mathbb{E}\big[\, (r(q, o) - b(q))\, \nabla_\theta \log \pi_\theta(o \mid q) \,\big]. $$
-# The variance is lowest near $b(q) \approx \mathbb{E}_o[r \mid q]$, the value of the prompt. PPO
-# (Schulman et al. 2017) learns it with a value network as large as the policy, trained alongside.
+# Since $\mathbb{E}_o[\nabla_\theta \log \pi_\theta(o \mid q)] = \nabla_\theta \sum_o \pi_\theta(o
+# \mid q) = \nabla_\theta 1 = 0$, we may subtract any **baseline** $b(q)$ that does not depend on
+# $o$: the average stays the same, and with $b(q)$ near the mean reward the noise drops.
 #
-# ### The group is the baseline (GRPO)
-# GRPO (DeepSeekMath, Shao et al. 2024) drops the value network: it samples $G$ completions of the
-# same prompt and uses their mean reward as the baseline,
-# $$ A_i = r_i - \bar r, \qquad \bar r = \tfrac{1}{G} \textstyle\sum_{j=1}^{G} r_j . $$
-# Including $r_i$ in its own baseline only rescales: $r_i - \bar r = \tfrac{G-1}{G}\,(r_i -
-# \bar r_{-i})$, where $\bar r_{-i}$, the mean of the *other* samples, is independent of $o_i$
-# (the leave-one-out baseline of Kool et al. 2019). So the estimate is unbiased up to a constant.
-# Every token of $o_i$ receives the same $A_i$: the reward says nothing about which token helped.
-#
-# GRPO also divides by the group's standard deviation:
-# $$ A_i = \frac{r_i - \bar r}{\operatorname{std}(r_1, \dots, r_G) + \varepsilon} . $$
-# **Dr.GRPO** (Liu et al. 2025, *Understanding R1-Zero-Like Training*) argues against the
-# division: a group whose rewards barely differ (a question nearly always or nearly never solved)
-# gets a small std and therefore *large* advantages, a bias by question difficulty. It keeps
-# $A_i = r_i - \bar r$ (`scale_rewards=False`). A group whose rewards are all equal has $A_i = 0$
-# under both: it teaches nothing.
-#
-# ### Reusing a batch: the ratio and PPO's clip
-# Sampling is expensive, so GRPO may take $\mu$ optimizer steps on one batch. After the first,
-# $\pi_\theta$ is no longer the policy that sampled the batch, $\pi_\text{old}$. Each token is then
-# reweighted by the importance ratio
-# $$ w_{i,t}(\theta) = \frac{\pi_\theta(o_{i,t} \mid q, o_{i,<t})}{\pi_\text{old}(o_{i,t} \mid q, o_{i,<t})}, $$
-# and at $\theta = \theta_\text{old}$ the gradient of $w_{i,t} A_i$ is exactly $A_i \nabla_\theta
-# \log \pi_\theta(o_{i,t})$, the policy gradient. PPO's clipped surrogate keeps one batch from
-# moving the policy too far:
-# $$ \ell_{i,t} = -\min\!\big( w_{i,t} A_i,\; \operatorname{clip}(w_{i,t},\, 1 - \epsilon_\text{low},\, 1 + \epsilon_\text{high})\, A_i \big). $$
-# If $A_i > 0$ and $w > 1 + \epsilon_\text{high}$, or $A_i < 0$ and $w < 1 - \epsilon_\text{low}$,
-# the minimum is the clipped term, a constant: **that token's gradient is exactly zero**, since
-# it has already moved far enough in the direction its advantage asks. In the other direction the
-# unclipped term is kept (the minimum is a pessimistic bound). PPO and GRPO use $\epsilon = 0.2$ on
-# both sides. **DAPO** (Yu et al. 2025) raises only the upper one ("clip-higher",
-# $\epsilon_\text{high} = 0.28$): with $\epsilon = 0.2$, a token sampled with probability 0.01 can
-# grow only to 0.012 per batch while one at 0.9 is unconstrained in practice, so rare tokens,
-# the exploration, cannot grow, and they report the policy's entropy collapsing.
-#
-# ### A KL penalty to a reference, or none
-# DeepSeekMath adds $\beta\, \mathrm{KL}(\pi_\theta \,\|\, \pi_\text{ref})$ to the loss per token
-# (not to the reward), with $\pi_\text{ref}$ the initial model, estimated from the sampled tokens.
-# With $\rho_t = \pi_\text{ref}(o_t) / \pi_\theta(o_t)$ the two estimators of Schulman's note
-# *Approximating KL Divergence* (2020) are
-# $$ k_1 = -\log \rho_t, \qquad k_3 = \rho_t - 1 - \log \rho_t . $$
-# Both are unbiased for tokens drawn from $\pi_\theta$ (since $\mathbb{E}[\rho_t] = 1$), but $k_3
-# \ge 0$ always (because $\log x \le x - 1$), is exactly 0 when the policies agree, and has much
-# lower variance when they are close. As loss terms they also differ: $\nabla k_1 = \nabla \log
-# \pi_\theta$, zero on average, while $\nabla k_3 = (1 - \rho_t)\, \nabla \log \pi_\theta$ pulls
-# towards $\pi_\text{ref}$. DeepSeekMath uses $k_3$ with $\beta = 0.04$. DAPO drops the term
-# ($\beta = 0$): a long-reasoning policy is *meant* to move far from the initial model. So do this
-# course's presets, and $\beta = 0$ means **no reference model at all**, which saves one forward
-# pass per update and, when fine-tuning every weight, a frozen copy of the model.
-#
-# ### Adding up the tokens, and the length bias
-# With a mask $m_{i,t}$ (1 on the completion's tokens, its stop token included; 0 on padding) and
-# $B$ completions in the batch, three reductions are in use:
-#
-# | `loss_type` | loss | a token's weight |
-# |---|---|---|
-# | `grpo` (DeepSeekMath) | $\frac{1}{B} \sum_i \frac{1}{\lvert o_i \rvert} \sum_t \ell_{i,t}$ | $\frac{1}{B\,\lvert o_i \rvert}$: less in longer completions |
-# | `bnpo` / `dapo` (DAPO's token mean) | $\sum_{i,t} \ell_{i,t} \,/\, \sum_i \lvert o_i \rvert$ | the same for every token of the batch |
-# | `dr_grpo` (Dr.GRPO) | $\sum_{i,t} \ell_{i,t} \,/\, (B \cdot L_\text{max})$ | a constant ($L_\text{max}$: `max_new_tokens`) |
-#
-# Under `grpo`, a long wrong answer ($A_i < 0$) is pushed down *less per token* than a short one,
-# and a short right answer is pushed up more than a long one. Dr.GRPO identifies this as a source
-# of ever-longer wrong answers. The token mean removes the per-completion weighting, but a token's
-# weight still depends on how many tokens the batch holds; `dr_grpo`'s constant removes lengths
-# from the normaliser altogether.
-#
-# ### One ratio per sequence (GSPO)
-# The reward belongs to the whole completion, yet $w_{i,t}$ is a per-token importance weight:
-# noisy, and clipped token by token. **GSPO** (Zheng et al. 2025) uses one length-normalised
-# sequence ratio,
-# $$ s_i(\theta) = \Big( \frac{\pi_\theta(o_i \mid q)}{\pi_\text{old}(o_i \mid q)} \Big)^{1/\lvert o_i \rvert}
-#    = \exp\Big( \frac{1}{\lvert o_i \rvert} \sum_t \log w_{i,t} \Big), $$
-# clipped per sequence, so a completion is kept or dropped as a whole (the paper uses much
-# narrower clip ranges, $3 \times 10^{-4}$ and $4 \times 10^{-4}$, because $s_i$ is a geometric
-# mean). Its token form ("gspo-token") gives token $t$ the value
-# $\operatorname{sg}[s_i]\, \pi_\theta(o_{i,t}) / \operatorname{sg}[\pi_\theta(o_{i,t})]$ (sg: stop
-# gradient), whose value is $s_i$ and whose gradient is $s_i \nabla \log \pi_\theta(o_{i,t})$; with
-# one advantage per completion, as here, the two are the same.
-#
-# ### $\mu$ inner updates
-# DeepSeekMath's Algorithm 1: sample a batch with $\pi_\text{old} = \pi_\theta$, compute the
-# advantages once, then take $\mu$ steps, all against the *same* $\log \pi_\text{old}$, which the
-# sampler already returned. On the first step $\theta = \theta_\text{old}$, so $w = 1$ up to
-# floating-point differences between the sampler and the training forward: nothing is clipped and
-# the gradient is exactly the policy gradient with the group baseline. The ratio and the clip only
-# act from the second step on. The presets here use $\mu = 1$.
+# A policy over four whole completions shows both: eight samples per estimate, 4,000 estimates.
+
+# %%
+logits = jnp.array([0.5, 0.0, -0.5, 1.0])          # the policy: softmax over 4 completions
+r_toy = jnp.array([1.0, 0.1, 0.0, 0.1])            # their rewards
+p_toy = jax.nn.softmax(logits)
+exact = jax.grad(lambda th: jax.nn.softmax(th) @ r_toy)(logits)   # the true gradient of E[r]
+score = jax.jacobian(jax.nn.log_softmax)(logits)   # row o: grad of log pi(o)
+
+
+def estimate(key, baseline, n=8):
+    o = jax.random.categorical(key, logits, shape=(n,))          # n sampled completions
+    return ((r_toy[o] - baseline)[:, None] * score[o]).mean(axis=0)
+
+
+keys = jax.random.split(jax.random.key(SEED), 4000)
+print(f"{'exact gradient':26} {np.round(np.asarray(exact), 3)}")
+for name, b in (("no baseline", 0.0), (f"baseline E[r] = {float(p_toy @ r_toy):.3f}",
+                                       float(p_toy @ r_toy))):
+    g = jax.vmap(lambda k: estimate(k, b))(keys)
+    print(f"{name:26} mean {np.round(np.asarray(g.mean(0)), 3)}, "
+          f"std {np.round(np.asarray(g.std(0)), 3)}, total variance {float(g.var(0).sum()):.4f}")
 
 # %% [markdown]
-# ## 3. Written out, tried, and checked
+# Both estimators average to the exact gradient (up to sampling noise). With the baseline the
+# estimates scatter less in total (the sum of the components' variances), though not on every
+# component: a baseline is a variance-reduction device, and the best one depends on the policy.
 #
-# ### Advantages
+# ### 2.2 The group is the baseline: advantages
+# PPO (Schulman et al. 2017) learns $b(q)$ with a value network as large as the policy. GRPO
+# (DeepSeekMath, Shao et al. 2024) drops it: it samples $G$ completions of the same prompt and
+# uses their mean reward as the baseline, $A_i = r_i - \bar r$. (Including $r_i$ in its own
+# baseline only rescales the estimate by $\tfrac{G-1}{G}$.) Every token of $o_i$ gets the same
+# $A_i$: the reward says nothing about which token helped.
+#
+# GRPO also divides by the group's standard deviation, $A_i = (r_i - \bar r) / (\operatorname{std}
+# + \varepsilon)$. **Dr.GRPO** (Liu et al. 2025) drops the division (`scale_rewards=False`): a
+# group whose rewards barely differ gets a small std and therefore *large* advantages, a bias by
+# question difficulty. Under both, a group whose rewards are all equal has $A_i = 0$.
 
 # %%
 def my_group_advantages(rewards, G, scale_rewards=True, eps=1e-4):
@@ -290,42 +209,128 @@ for scale in (True, False):
 print("equal to aha_utils.grpo.group_advantages, with and without the std")
 
 # %% [markdown]
-# ### The loss
-# Every variant of section 2 in one function: `level` picks the ratio (PPO's per token, GSPO's
-# per sequence, or GSPO-token), `loss_type` the reduction. `truncated` drops completions that hit
-# the length limit without stopping (DAPO's overlong filtering,
-# `mask_truncated_completions`): their reward says more about the limit than about the answer.
+# ### 2.3 Reusing a batch: the importance ratio
+# Sampling is the expensive part, so GRPO may take $\mu$ optimizer steps on one batch. After the
+# first, $\pi_\theta$ is no longer the policy that sampled the batch, $\pi_\text{old}$, and each
+# token is reweighted by the importance ratio
+# $$ w_{i,t}(\theta) = \frac{\pi_\theta(o_{i,t} \mid q, o_{i,<t})}{\pi_\text{old}(o_{i,t} \mid q, o_{i,<t})}
+#    = \exp\big(\log \pi_\theta(o_{i,t}) - \log \pi_\text{old}(o_{i,t})\big), $$
+# computed from log-probs (the sampler already returned $\log \pi_\text{old}$). At $\theta =
+# \theta_\text{old}$ the ratio is 1 and the gradient of $w_{i,t} A_i$ is $A_i \nabla_\theta \log
+# \pi_\theta(o_{i,t})$: the policy gradient of 2.1, token by token.
 
 # %%
-def my_policy_loss(logp, old_logp, ref_logp, advantages, mask, *, loss_type="grpo",
-                   level="token", epsilon=0.2, epsilon_high=None, beta=0.0, kl="k3",
-                   max_len=None, truncated=None):
-    mask = jnp.asarray(mask, jnp.float32)                                 # [B, C]
-    if truncated is not None:
-        mask = mask * (1.0 - jnp.asarray(truncated, jnp.float32))[:, None]
-    # Padding may hold anything; zero it so exp() of junk cannot make inf * 0 = NaN.
-    valid = mask > 0
-    logp, old_logp = jnp.where(valid, logp, 0.0), jnp.where(valid, old_logp, 0.0)
-    A = jnp.asarray(advantages, jnp.float32)[:, None]                     # [B, 1]: per completion
+def my_ratio(logp, old_logp):
+    return jnp.exp(logp - old_logp)   # per token; from log-probs, never dividing tiny numbers
+
+
+old_toy = jnp.log(jnp.array([[0.5, 0.01, 0.3]]))   # the sampler's probabilities of 3 tokens
+A_toy = jnp.array([2.0])
+g = jax.grad(lambda lp: (my_ratio(lp, old_toy) * A_toy[:, None]).sum())(old_toy)
+print("ratio at theta = theta_old:", np.asarray(my_ratio(old_toy, old_toy)),
+      "| d(w A) / d log pi:", np.asarray(g), "= A")
+
+# the library's `ratio` metric is the token mean of the same w
+logp_toy = old_toy + jnp.array([[0.1, -0.3, 0.0]])
+_, metrics = grpo.policy_loss(logp_toy, old_toy, None, A_toy, jnp.ones((1, 3)), grpo.GRPOConfig())
+np.testing.assert_allclose(my_ratio(logp_toy, old_toy).mean(), metrics["ratio"], rtol=1e-6)
+print(f"mean ratio {float(metrics['ratio']):.4f}: equal to aha_utils.grpo's")
+
+# %% [markdown]
+# ### 2.4 PPO's clip: how far one batch may move the policy
+# PPO's clipped surrogate, the objective per token (to maximise; the loss is its negative):
+# $$ \min\!\big( w_{i,t} A_i,\; \operatorname{clip}(w_{i,t},\, 1 - \epsilon_\text{low},\, 1 + \epsilon_\text{high})\, A_i \big). $$
+# If $A_i > 0$ and $w > 1 + \epsilon_\text{high}$, or $A_i < 0$ and $w < 1 - \epsilon_\text{low}$,
+# the minimum is the clipped term, a constant: **that token's gradient is exactly zero**, since
+# it has already moved far enough the way its advantage asks. In the other direction the
+# unclipped term is kept (the minimum is a pessimistic bound). PPO and GRPO use $\epsilon = 0.2$;
+# DAPO (Yu et al. 2025) raises only the upper one to 0.28 ("clip-higher") so that rare tokens,
+# which a ratio of 1.2 barely moves, can grow.
+
+# %%
+def my_surrogate(w, A, eps_low=0.2, eps_high=0.2):
+    """PPO's clipped objective per token (to maximise)."""
+    return jnp.minimum(w * A, jnp.clip(w, 1 - eps_low, 1 + eps_high) * A)
+
+
+w_grid = jnp.linspace(0.01, 2.0, 400)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+for ax, A in zip(axes, (1.0, -1.0)):
+    obj = my_surrogate(w_grid, A, 0.2, 0.28)
+    slope = jax.vmap(jax.grad(lambda w: my_surrogate(w, A, 0.2, 0.28)))(w_grid)
+    ax.plot(w_grid, w_grid * A, "--", color="0.6", label="unclipped $wA$")
+    ax.plot(w_grid, obj, lw=2.5, label="clipped objective")
+    ax.fill_between(w_grid, -2.2, 2.2, where=np.asarray(slope == 0), color="C3", alpha=0.12,
+                    label="gradient exactly 0")
+    for x in (0.8, 1.28):
+        ax.axvline(x, color="0.4", lw=0.8, ls=":")
+    ax.set(title=f"A = {A:+.0f}", xlabel=r"ratio $w = \pi_\theta / \pi_{old}$", ylim=(-2.1, 2.1))
+    ax.grid(alpha=0.3)
+axes[0].set_ylabel("objective per token")
+axes[0].legend(loc="upper left", fontsize=9)
+fig.suptitle(r"PPO's clipped surrogate, $\epsilon_{low} = 0.2$, $\epsilon_{high} = 0.28$ "
+             "(dotted: $1 - \\epsilon_{low}$, $1 + \\epsilon_{high}$)")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# With $A > 0$ the objective rises with the ratio until $1 + \epsilon_\text{high}$ and is flat
+# after: pushing that token up further earns nothing. With $A < 0$ it is flat below
+# $1 - \epsilon_\text{low}$. The other side is never flat: a token with $A > 0$ whose ratio has
+# *fallen* below $1 - \epsilon$ still gets pushed up.
+#
+# The same on a toy batch of two completions (the second one token shorter, so one padding
+# slot), ratios chosen directly ($\log \pi_\text{old} = 0$, $\log \pi_\theta = \log w$),
+# $A = (+1, -2)$; `jax.grad` gives each token's gradient of the loss (the negative objective,
+# averaged over the five tokens):
+
+# %%
+W = np.array([[1.1, 0.7, 1.5], [0.6, 1.3, 1.0]], np.float32)   # [1, 2] is padding
+TOY_A = jnp.array([1.0, -2.0])
+TOY_MASK = jnp.array([[1, 1, 1], [1, 1, 0]], jnp.float32)
+
+
+def toy_token_mean_loss(logp):
+    per_token = -my_surrogate(my_ratio(logp, 0.0), TOY_A[:, None])
+    return (per_token * TOY_MASK).sum() / TOY_MASK.sum()
+
+
+grad = jax.grad(toy_token_mean_loss)(jnp.log(W))
+print("row tok  ratio     A  clipped    d loss / d log pi")
+for i in range(2):
+    for t in range(3 - i):
+        w, a = W[i, t], float(TOY_A[i])
+        clipped = (a > 0 and w > 1.2) or (a < 0 and w < 0.8)
+        g = float(grad[i, t]) + 0.0   # + 0.0 prints jax's -0.0 as 0.0
+        print(f"{i:3} {t:3} {w:6.2f} {a:+5.0f}  {'yes' if clipped else 'no':7}  {g:+.4f}")
+assert grad[0, 2] == 0.0 and grad[1, 0] == 0.0   # exactly zero, not merely small
+lib = grpo.policy_loss(jnp.log(W), jnp.zeros((2, 3)), None, TOY_A, TOY_MASK,
+                       grpo.GRPOConfig(loss_type="dapo"))[0]
+np.testing.assert_allclose(toy_token_mean_loss(jnp.log(W)), lib, rtol=1e-6)
+print(f"loss {float(lib):+.4f}: equal to aha_utils.grpo.policy_loss (token mean, epsilon 0.2)")
+
+# %% [markdown]
+# The two clipped tokens (ratio 1.5 with $A > 0$, 0.6 with $A < 0$) get a gradient of exactly
+# zero; the token at 0.7 with $A > 0$ is *not* clipped: below $1 - \epsilon$ with a positive
+# advantage, it still gets pushed up.
+#
+# ### 2.5 Adding up the tokens, and the length bias
+# With a mask $m_{i,t}$ (1 on the completion's tokens, its stop token included; 0 on padding),
+# per-token losses $\ell_{i,t}$ and $B$ completions, the per-token losses can be summed three
+# ways:
+#
+# | `loss_type` | loss | a token's weight |
+# |---|---|---|
+# | `grpo` (DeepSeekMath): mean per sequence, then over sequences | $\frac{1}{B} \sum_i \frac{1}{\lvert o_i \rvert} \sum_t \ell_{i,t}$ | $\frac{1}{B\,\lvert o_i \rvert}$: less in longer completions |
+# | `dapo` (DAPO): mean over the batch's tokens | $\sum_{i,t} \ell_{i,t} \,/\, \sum_i \lvert o_i \rvert$ | the same for every token of the batch |
+# | `dr_grpo` (Dr.GRPO): a constant normaliser | $\sum_{i,t} \ell_{i,t} \,/\, (B \cdot L_\text{max})$ | a constant ($L_\text{max}$: `max_new_tokens`) |
+#
+# Under `grpo`, a long wrong answer ($A_i < 0$) is pushed down *less per token* than a short one;
+# Dr.GRPO names this as a source of ever-longer wrong answers.
+
+# %%
+def my_aggregate(per_token, mask, loss_type="grpo", max_len=None):
     lengths = jnp.maximum(mask.sum(axis=1), 1.0)                          # |o_i|
-
-    log_w = logp - old_logp                                               # [B, C]
-    if level == "token":
-        w = jnp.exp(log_w)
-    else:
-        s = jnp.exp((log_w * mask).sum(axis=1) / lengths)                # [B] GSPO's s_i
-        if level == "sequence":
-            w = jnp.broadcast_to(s[:, None], logp.shape)
-        else:  # "gspo-token": value s_i, gradient s_i * grad log pi(o_t)
-            sg = jax.lax.stop_gradient
-            w = sg(s)[:, None] * jnp.exp(logp - sg(logp))
-    eps_high = epsilon if epsilon_high is None else epsilon_high
-    per_token = -jnp.minimum(w * A, jnp.clip(w, 1 - epsilon, 1 + eps_high) * A)
-
-    if beta > 0:
-        log_rho = jnp.where(valid, ref_logp, 0.0) - logp                 # log pi_ref / pi
-        per_token += beta * (-log_rho if kl == "k1" else jnp.exp(log_rho) - 1 - log_rho)
-
     if loss_type == "grpo":
         return ((per_token * mask).sum(axis=1) / lengths).mean()
     if loss_type in ("bnpo", "dapo"):
@@ -335,119 +340,339 @@ def my_policy_loss(logp, old_logp, ref_logp, advantages, mask, *, loss_type="grp
     raise ValueError(loss_type)
 
 
-# %% [markdown]
-# A toy batch: two completions, the second one token shorter. We choose the ratios directly
-# ($\log \pi_\text{old} = 0$, $\log \pi_\theta = \log w$), with $A = (+1, -2)$ and
-# $\epsilon = 0.2$, and ask `jax.grad` for the gradient of the token-mean loss with respect to
-# each token's log-prob.
-
-# %%
-W = np.array([[1.1, 0.7, 1.5], [0.6, 1.3, 1.0]], np.float32)   # [1, 2] is padding
-TOY_A = jnp.array([1.0, -2.0])
-TOY_MASK = jnp.array([[1, 1, 1], [1, 1, 0]], jnp.float32)
-
-
-def toy_loss(logp, **kw):
-    return my_policy_loss(logp, jnp.zeros_like(logp), None, TOY_A, TOY_MASK, **kw)
-
-
-grad = jax.grad(lambda lp: toy_loss(lp, loss_type="bnpo"))(jnp.log(W))
-print("row tok  ratio     A  clipped    d loss / d log pi")
-for i in range(2):
-    for t in range(3 - i):
-        w, a = W[i, t], float(TOY_A[i])
-        clipped = (a > 0 and w > 1.2) or (a < 0 and w < 0.8)
-        g = float(grad[i, t]) + 0.0   # + 0.0 prints jax's -0.0 as 0.0
-        print(f"{i:3} {t:3} {w:6.2f} {a:+5.0f}  {'yes' if clipped else 'no':7}  {g:+.4f}")
-assert grad[0, 2] == 0.0 and grad[1, 0] == 0.0   # exactly zero, not merely small
-for lt in grpo.LOSS_TYPES:
-    print(f"loss_type={lt!r:10} loss {float(toy_loss(jnp.log(W), loss_type=lt)):+.4f}")
+# Two wrong completions (A = -1) of 2 and 8 tokens, at ratio 1, L_max = 16
+mask2 = np.zeros((2, 8), np.float32)
+mask2[0, :2], mask2[1, :] = 1, 1
+zeros2, A2 = jnp.zeros((2, 8)), jnp.array([-1.0, -1.0])
+for lt in ("grpo", "dapo", "dr_grpo"):
+    loss = lambda lp: my_aggregate(-my_surrogate(my_ratio(lp, zeros2), A2[:, None]), mask2, lt, 16)
+    g2 = jax.grad(loss)(zeros2)
+    lib = jax.grad(lambda lp: grpo.policy_loss(lp, zeros2, None, A2, mask2, grpo.GRPOConfig(
+        loss_type=lt, max_completion_length=16))[0])(zeros2)
+    np.testing.assert_allclose(g2, lib, rtol=1e-6)
+    print(f"{lt:8} per-token push: short answer {float(g2[0, 0]):.4f}, long answer "
+          f"{float(g2[1, 0]):.4f} (ratio {float(g2[0, 0] / g2[1, 0]):.0f}x); "
+          "equal to aha_utils.grpo's")
 
 # %% [markdown]
-# The two clipped tokens (ratio 1.5 with $A > 0$, 0.6 with $A < 0$) get a gradient of exactly
-# zero; the token at 0.7 with $A > 0$ is *not* clipped: being below $1 - \epsilon$ with a positive
-# advantage, it still gets pushed up. The four losses differ only by their normaliser.
+# Under `grpo` each token of the short wrong answer is pushed down four times harder than each
+# token of the long one: being long dilutes the penalty. The other two treat every token alike.
 #
-# Now the check that matters: on a random batch with ratios around 1 (some past the clip), the
-# loss **and its gradient** equal `aha_utils.grpo.policy_loss` for every reduction, every ratio
-# level, with and without clip-higher, without a KL term and with each estimator, and with
-# truncated completions masked.
+# ### 2.6 A KL penalty to a reference, or none
+# DeepSeekMath adds $\beta\, \mathrm{KL}(\pi_\theta \,\|\, \pi_\text{ref})$ per token to the loss,
+# $\pi_\text{ref}$ being the initial model, estimated on the sampled tokens with $\rho_t =
+# \pi_\text{ref}(o_t) / \pi_\theta(o_t)$ as
+# $$ k_3 = \rho_t - 1 - \log \rho_t \;\ge\; 0 $$
+# (Schulman, *Approximating KL Divergence*, 2020): unbiased, never negative (since $\log x \le
+# x - 1$) and exactly 0 when the two policies agree. DeepSeekMath uses $\beta = 0.04$. DAPO drops
+# the term ($\beta = 0$): a reasoning policy is *meant* to move away from the initial model. So do
+# this course's presets, and $\beta = 0$ means **no reference model at all**: one forward pass per
+# update fewer and, when every weight is trained, no frozen copy of the model. (The simpler $k_1
+# = -\log \rho_t$ is compared with $k_3$ in the appendix.)
 
 # %%
+def my_kl(logp, ref_logp, kl="k3"):
+    log_rho = ref_logp - logp                                   # log pi_ref / pi_theta
+    return -log_rho if kl == "k1" else jnp.exp(log_rho) - 1 - log_rho
+
+
 rng = np.random.default_rng(SEED)
+lp_a, lp_b = (jnp.asarray(rng.normal(-2.0, 1.0, (4, 5)), jnp.float32) for _ in range(2))
+for est in grpo.KL_ESTIMATORS:
+    np.testing.assert_allclose(my_kl(lp_a, lp_b, est), grpo.kl_per_token(lp_a, lp_b, est),
+                               rtol=1e-5, atol=1e-7)
+print(f"k3 on 20 random tokens: min {float(my_kl(lp_a, lp_b).min()):.4f} (never negative); "
+      f"with pi_ref = pi: {float(jnp.abs(my_kl(lp_a, lp_a)).max())}; "
+      "equal to aha_utils.grpo.kl_per_token")
+
+# %% [markdown]
+# ### 2.7 The whole loss
+# Put together: the ratio, the clipped surrogate, the KL term when $\beta > 0$, the mask, the
+# reduction. Two more options: `truncated` drops completions that hit the length limit without
+# stopping (DAPO's overlong filtering: their reward says more about the limit than about the
+# answer), and `level` picks how the ratio is formed: per token here, per sequence (GSPO) in the
+# appendix, which extends `my_importance_ratio`.
+
+# %%
+def my_importance_ratio(logp, old_logp, mask, level="token"):
+    if level != "token":
+        raise NotImplementedError(f"level={level!r}: see the appendix (GSPO)")
+    return my_ratio(logp, old_logp)
+
+
+def my_policy_loss(logp, old_logp, ref_logp, advantages, mask, *, loss_type="grpo",
+                   level="token", epsilon=0.2, epsilon_high=None, beta=0.0, kl="k3",
+                   max_len=None, truncated=None):
+    mask = jnp.asarray(mask, jnp.float32)                                 # [B, C]
+    if truncated is not None:                                             # DAPO's overlong filter
+        mask = mask * (1.0 - jnp.asarray(truncated, jnp.float32))[:, None]
+    # Padding may hold anything; zero it so exp() of junk cannot make inf * 0 = NaN.
+    valid = mask > 0
+    logp, old_logp = jnp.where(valid, logp, 0.0), jnp.where(valid, old_logp, 0.0)
+    A = jnp.asarray(advantages, jnp.float32)[:, None]                     # [B, 1]: per completion
+    w = my_importance_ratio(logp, old_logp, mask, level)                  # [B, C]
+    eps_high = epsilon if epsilon_high is None else epsilon_high
+    per_token = -my_surrogate(w, A, epsilon, eps_high)
+    if beta > 0:
+        per_token += beta * my_kl(logp, jnp.where(valid, ref_logp, 0.0), kl)
+    return my_aggregate(per_token, mask, loss_type, max_len)
+
+
+# %% [markdown]
+# The check that matters: on a random batch with ratios around 1 (some past the clip), the loss
+# **and its gradient** equal `aha_utils.grpo.policy_loss` for each reduction, with and without
+# clip-higher, with and without the KL term.
+
+# %%
 B, C = 6, 7
 mask = (np.arange(C)[None, :] < rng.integers(1, C + 1, B)[:, None]).astype(np.float32)
 old = rng.normal(-2.0, 1.0, (B, C)).astype(np.float32)
 logp = old + rng.normal(0.0, 0.3, (B, C)).astype(np.float32)   # ratios ~ e^(+-0.3): some clipped
 ref = old + rng.normal(0.0, 0.3, (B, C)).astype(np.float32)
 adv = my_group_advantages(rng.choice([0.0, 0.1, 1.0], B), 3)
-truncated = np.array([False, True, False, False, True, False])
 
-checked = 0
-for loss_type in grpo.LOSS_TYPES:
-    for level in grpo.IS_LEVELS:
-        for eps_high in (None, 0.28):
-            for beta, kl in ((0.0, "k3"), (0.04, "k1"), (0.04, "k3")):
-                for trunc in (None, truncated):
-                    cfg = grpo.GRPOConfig(loss_type=loss_type, importance_sampling_level=level,
-                                          epsilon_high=eps_high, beta=beta, kl_estimator=kl,
-                                          mask_truncated_completions=trunc is not None)
-                    r = ref if beta > 0 else None
-                    mine = jax.value_and_grad(lambda lp: my_policy_loss(
-                        lp, old, r, adv, mask, loss_type=loss_type, level=level,
-                        epsilon_high=eps_high, beta=beta, kl=kl, truncated=trunc))(logp)
-                    lib = jax.value_and_grad(lambda lp: grpo.policy_loss(
-                        lp, old, r, adv, mask, cfg, truncated=trunc)[0])(logp)
-                    for m, l in zip(mine, lib):
-                        np.testing.assert_allclose(m, l, rtol=1e-5, atol=1e-7)
-                    checked += 1
-print(f"{checked} configurations: loss and gradient equal to aha_utils.grpo.policy_loss")
 
-# %% [markdown]
-# ### The length bias, in gradients
-# Two wrong completions ($A = -1$), of 2 and 8 tokens, at ratio 1. The gradient each token
-# receives is its weight in the table of section 2:
+def check(checked=0, levels=("token",), kls=("k3",), truncs=(None,), loss_types=None):
+    """Loss and gradient equal to the library's over every combination asked for."""
+    for loss_type in loss_types or ("grpo", "dapo", "dr_grpo"):
+        for level in levels:
+            for eps_high in (None, 0.28):
+                for beta, kl in [(0.0, "k3")] + [(0.04, k) for k in kls]:
+                    for trunc in truncs:
+                        cfg = grpo.GRPOConfig(loss_type=loss_type, importance_sampling_level=level,
+                                              epsilon_high=eps_high, beta=beta, kl_estimator=kl,
+                                              mask_truncated_completions=trunc is not None)
+                        r = ref if beta > 0 else None
+                        mine = jax.value_and_grad(lambda lp: my_policy_loss(
+                            lp, old, r, adv, mask, loss_type=loss_type, level=level,
+                            epsilon_high=eps_high, beta=beta, kl=kl, truncated=trunc))(logp)
+                        lib = jax.value_and_grad(lambda lp: grpo.policy_loss(
+                            lp, old, r, adv, mask, cfg, truncated=trunc)[0])(logp)
+                        for m, l in zip(mine, lib):
+                            np.testing.assert_allclose(m, l, rtol=1e-5, atol=1e-7)
+                        checked += 1
+    return checked
 
-# %%
-mask2 = np.zeros((2, 8), np.float32)
-mask2[0, :2], mask2[1, :] = 1, 1
-zeros2 = jnp.zeros((2, 8))
-for lt in ("grpo", "dapo", "dr_grpo"):
-    g2 = jax.grad(lambda lp: my_policy_loss(lp, zeros2, None, jnp.array([-1.0, -1.0]), mask2,
-                                            loss_type=lt, max_len=16))(zeros2)
-    print(f"{lt:8} per-token push: short answer {float(g2[0, 0]):.4f}, long answer "
-          f"{float(g2[1, 0]):.4f} (ratio {float(g2[0, 0] / g2[1, 0]):.0f}x)")
+
+print(f"{check()} configurations: loss and gradient equal to aha_utils.grpo.policy_loss")
 
 # %% [markdown]
-# Under `grpo` each token of the short wrong answer is pushed down four times harder than each
-# token of the long one: being long dilutes the penalty. The other two treat every token alike.
+# ### 2.8 $\mu$ updates, and the first one
+# DeepSeekMath's Algorithm 1: sample a batch with $\pi_\text{old} = \pi_\theta$, compute the
+# advantages once, then take $\mu$ optimizer steps, all against the *same* $\log \pi_\text{old}$.
+# On the first step $\theta = \theta_\text{old}$, so the ratio is 1 **up to rounding**: the
+# sampler computes each log-prob one token at a time from its KV cache, the train step all tokens
+# at once, in the preset's compute dtype (bfloat16 on a GPU or TPU), so the two disagree in the
+# last digits. On almost every token that is far inside $1 \pm \epsilon$, and the gradient is the
+# policy gradient with the group baseline. The ratio and the clip really act from the second
+# step on; this course's presets use $\mu = 1$.
+
+# %% [markdown]
+# ## 3. The warm start: supervised fine-tuning first
 #
-# ### The KL estimators
-# Two distributions over five tokens, 200,000 tokens drawn from $\pi$: both estimators average
-# to the exact KL, but $k_1$ is negative on many tokens and noisier, while $k_3$ is never negative.
+# GRPO can only reinforce what the model already does now and then. Gemma 3 270M almost never
+# writes a correct Countdown answer (section 4 shows a batch), so every group ties, the
+# advantages are 0, and there is nothing to learn beyond the format reward. The warm start is a
+# short supervised phase first: for written-out solutions $o$ of training problems $q$ it
+# minimises the cross-entropy of the completion's tokens (never the prompt's),
+# $$ \mathcal{L}_\text{SFT} = -\frac{1}{\lvert o \rvert} \sum_t \log \pi_\theta(o_t \mid q, o_{<t}), $$
+# which is the policy gradient with advantage 1 on a demonstration instead of a sample. GRPO then
+# starts from those weights. Here is what one training example looks like, in the two styles the
+# course writes:
 
 # %%
-pi = jnp.array([0.5, 0.2, 0.15, 0.1, 0.05])
-pi_ref = jnp.array([0.3, 0.3, 0.2, 0.1, 0.1])
-exact = float((pi * jnp.log(pi / pi_ref)).sum())
-tok = jax.random.categorical(jax.random.key(SEED), jnp.log(pi), shape=(200_000,))
-lp, lp_ref = jnp.log(pi)[tok], jnp.log(pi_ref)[tok]
-print(f"exact KL(pi || pi_ref) = {exact:.4f}")
-for est in grpo.KL_ESTIMATORS:
-    k = grpo.kl_per_token(lp, lp_ref, est)
-    print(f"{est}: mean {float(k.mean()):.4f}, std {float(k.std()):.3f}, "
-          f"negative on {float((k < 0).mean()):.0%} of tokens, min {float(k.min()):+.3f}")
-assert float(grpo.kl_per_token(lp, lp_ref, "k3").min()) >= 0.0
-assert float(jnp.abs(grpo.kl_per_token(lp, lp, "k3")).max()) == 0.0   # equal policies: exactly 0
-print("k3 >= 0 on every token, and exactly 0 when pi_ref = pi")
+from aha_utils.data.countdown import make_problems
+from aha_utils.data.search_traces import write_search
+from aha_utils.rewards import reward_terms
+from aha_utils.sft_data import countdown_sft_example, countdown_sft_examples
+
+candidates = make_problems(20, num_numbers=4, seed=SEED)
+problem = next(q for q in candidates if write_search(q, seed=SEED).failed >= 1)  # one dead end+
+prompt, direct = countdown_sft_example(problem, style="direct")
+_, search = countdown_sft_example(problem, style="search", seed=SEED)
+print("PROMPT (its end):", "..." + prompt[-160:], sep="\n")
+for style, completion in (("direct", direct), ("search", search)):
+    t = reward_terms("countdown", completion, problem)
+    print(f"\nCOMPLETION, style={style!r} (correct {t['correct']:.0f}, "
+          f"strict format {t['format_strict']:.0f}):\n{completion}")
+
+# %% [markdown]
+# The **direct** example walks through the solver's expression. The **search** example
+# (`aha_utils.data.search_traces.write_search`) is a real depth-first search in words: it tries a
+# pair, computes the true result, says how far it is from the target, backs up and tries another
+# move the miss points to, until it hits. Every equation it writes is true and the answer is
+# checked. A mix (`countdown_sft_examples`, `search_fraction`) gives a seeded share of each; the
+# figure counts the dead ends written in 200 search traces: most show at most two, many none.
+
+# %%
+train_problems = make_problems(200, num_numbers=4, seed=SEED)
+traces = [write_search(q, seed=SEED) for q in train_problems]
+mix = countdown_sft_examples(train_problems[:20], search_fraction=0.15, seed=SEED)
+n_search = sum(c != countdown_sft_example(q)[1] for q, (_, c) in zip(train_problems, mix))
+print(f"search_fraction=0.15 on 20 problems: {n_search} search traces, {20 - n_search} direct")
+dead_ends = np.bincount([t.failed for t in traces])
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.bar(range(len(dead_ends)), dead_ends)
+ax.set(xlabel="failed attempts written in the trace", ylabel="traces",
+       title=f"Search traces of {len(traces)} Countdown-4 problems")
+ax.grid(alpha=0.3, axis="y")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Why search traces.** RL amplifies behaviours the model already shows; it does not invent them
+# (Gandhi et al. 2025, *Cognitive Behaviors that Enable Self-Improving Reasoners*, found priming
+# with verification and backtracking to be what lets RL improve on Countdown). A model that never
+# checks its arithmetic or tries again gives GRPO no "aha" to reinforce; a few traces that miss,
+# measure the miss and try again put that behaviour within reach. None of them uses a reflection
+# word ("wait", "let me check", ...), so any such word after RL is RL's own (notebook 06 counts
+# them). Most of the mix stays direct, so the model also learns the format and the arithmetic.
+#
+# **Running it.** The supervised phase is a command; a few hundred steps take minutes on a GPU
+# (far too long for this notebook on a CPU). Its `--out` folder holds the weights that GRPO then
+# starts from:
+#
+# ```bash
+# python -m aha_utils.sft --task countdown --steps 300 --search-fraction 0.15 --out runs/sft_countdown
+# python -m aha_utils.train --task countdown --steps 200 --out runs/grpo_from_sft \
+#     --set init_from=runs/sft_countdown
+# ```
+#
+# Section 6 compares committed runs that started from the base model with runs that started from
+# such a warm start (`sft` in their names).
+
+# %% [markdown]
+# ## Exercises
+#
+# ### Exercise 1: Dr.GRPO on the toy groups
+# Compute the advantages of the four groups of section 2.2 without the std (`scale_rewards=False`)
+# and, for each completion, the gradient of the `dr_grpo` loss with respect to its first token's
+# log-prob (one token per completion, ratio 1, `max_len=1`). Compare with GRPO (`grpo` loss, std
+# on). Check: under GRPO the "one correct" and "one well-formed" groups get the same push (up to
+# the $\varepsilon$ under the std); under Dr.GRPO the correct one gets exactly ten times the push.
+
+# %% [markdown]
+# #### Solution 1
+
+# %% jupyter={"source_hidden": true}
+# Solution
+N = len(rewards)
+lp1, m1 = jnp.zeros((N, 1)), jnp.ones((N, 1))
+pushes = {}
+for name, scale, lt in (("GRPO", True, "grpo"), ("Dr.GRPO", False, "dr_grpo")):
+    a = my_group_advantages(rewards, 4, scale_rewards=scale)
+    pushes[name] = -jax.grad(lambda lp: my_policy_loss(lp, lp1, None, a, m1, loss_type=lt,
+                                                       max_len=1))(lp1)[:, 0]
+    print(f"{name:8} push on each group's first sample: "
+          f"{np.round(np.asarray(pushes[name][::4]), 4)}")
+np.testing.assert_allclose(pushes["GRPO"][0], pushes["GRPO"][4], rtol=1e-2)  # up to eps
+np.testing.assert_allclose(pushes["Dr.GRPO"][0], 10 * pushes["Dr.GRPO"][4], rtol=1e-5)
+print("GRPO: correct = well-formed (up to eps); Dr.GRPO: correct = 10 x well-formed")
+
+# %% [markdown]
+# ### Exercise 2: a tied group teaches nothing
+# Take one group of $G = 4$ completions of 5 tokens whose rewards are all 0.1, with random
+# log-probs (ratios away from 1). Check that the gradient of `my_policy_loss` is exactly zero
+# under GRPO and Dr.GRPO, and that adding a KL term ($\beta = 0.04$, some reference log-probs)
+# makes it non-zero: then the KL is the only thing that moves the policy.
+
+# %% [markdown]
+# #### Solution 2
+
+# %% jupyter={"source_hidden": true}
+# Solution
+lp_g = jnp.asarray(rng.normal(-2.0, 1.0, (4, 5)), jnp.float32)
+old_g = lp_g + jnp.asarray(rng.normal(0.0, 0.3, (4, 5)), jnp.float32)
+ref_g = lp_g + jnp.asarray(rng.normal(0.0, 0.3, (4, 5)), jnp.float32)
+tied = [0.1, 0.1, 0.1, 0.1]
+for scale, lt in ((True, "grpo"), (False, "dr_grpo")):
+    a = my_group_advantages(tied, 4, scale_rewards=scale)
+    g = jax.grad(lambda lp: my_policy_loss(lp, old_g, None, a, jnp.ones((4, 5)),
+                                           loss_type=lt))(lp_g)
+    assert float(jnp.abs(g).max()) == 0.0
+    g_kl = jax.grad(lambda lp: my_policy_loss(lp, old_g, ref_g, a, jnp.ones((4, 5)),
+                                              loss_type=lt, beta=0.04))(lp_g)
+    print(f"{lt:8} advantages {np.asarray(a)}, max |grad| {float(jnp.abs(g).max())}, "
+          f"with beta = 0.04: {float(jnp.abs(g_kl).max()):.4f}")
+
+# %% [markdown]
+# ### Exercise 3: the clip range
+# One token with $A = +1$ starts at ratio 1. Take 100 steps of gradient descent on its loss
+# $-\min(wA, \operatorname{clip}(w)A)$ with respect to its log-prob (step size 0.05), for
+# $\epsilon_\text{high} \in \{0.1, 0.2, 0.28\}$. Where does the ratio stop? Check: just past
+# $1 + \epsilon_\text{high}$, within one step (a step multiplies the ratio by at most
+# $e^{0.05 w}$).
+
+# %% [markdown]
+# #### Solution 3
+
+# %% jupyter={"source_hidden": true}
+# Solution
+for eps_high in (0.1, 0.2, 0.28):
+    lp = jnp.zeros(())
+    step_grad = jax.grad(lambda lp: -my_surrogate(jnp.exp(lp), 1.0, 0.2, eps_high))
+    for _ in range(100):
+        lp = lp - 0.05 * step_grad(lp)
+    w_end = float(jnp.exp(lp))
+    assert 1 + eps_high < w_end <= (1 + eps_high) * np.exp(0.05 * (1 + eps_high)) + 1e-6
+    print(f"eps_high {eps_high}: the ratio stops at {w_end:.4f} (1 + eps_high = {1 + eps_high})")
 
 # %% [markdown]
 # ## 4. One step on the real model
 #
-# Now the same pieces on Gemma 3 270M, set up exactly as `train()` sets itself up: the preset's
-# parameter dtype, then `init_training`, which adds LoRA adapters when the preset asks for them
-# (the CPU preset does) and builds the AdamW optimizer. The problems and the sampling seed are the
-# ones `train()` uses at its first step, so this is that step, by hand.
+# Now the same pieces on Gemma 3 270M. The run's settings come from the preset the command line
+# uses too (`RunConfig.preset(task, jax.default_backend())`, as `python -m aha_utils.train`
+# does): on a CPU, LoRA and one short step; on a GPU, and on a TPU such as Colab's free v5e, the
+# full fine-tune of the offline 270M, no account needed. Kaggle adds the larger checkpoints
+# (Gemma 3 1B and 4B, downloaded with a Kaggle account, notebook 02): `KAGGLE_PRESET` picks the
+# 1B-IT LoRA presets sized for one and eight TPU v5e chips.
+#
+# ### Hyperparameters
+# `AHA_QUICK=1` (set by CI) only shrinks the run; the code path is the same.
+
+# %%
+from aha_utils.config import config_for
+from aha_utils.memory import device_summary, estimate_memory
+from aha_utils.run_config import RunConfig
+
+AHA_QUICK = os.environ.get("AHA_QUICK") == "1"  # CI's quick mode, read once
+BACKEND = jax.default_backend()  # cpu: minutes per step, so one step; gpu/tpu: a real run
+DEVICE_KIND, N_DEVICES, DEVICE_MEMORY = device_summary()  # e.g. "TPU v5 lite", 1, 16 GB
+KAGGLE_PRESET = None  # @param [None, "tpu_v5e_1", "tpu_v5e_8"]
+# ^ None: the command line's preset for this backend, cpu (270M, LoRA) or gpu (270M, full
+#   fine-tuning, also on a TPU); "tpu_v5e_1" / "tpu_v5e_8": Gemma 3 1B-IT from Kaggle, LoRA
+TASK = "countdown"  # generated locally, so no download; GSM8K works the same way
+if BACKEND == "cpu":
+    TRAIN_STEPS = 1  # minutes per step here: one shows the loop end to end, it cannot show learning
+else:
+    TRAIN_STEPS = 2 if AHA_QUICK else 30  # GPU/TPU: a short real run (the CLI goes further)
+SEED = 0  # the problems, the samples and the LoRA init are pure functions of it
+if KAGGLE_PRESET is None:
+    PRESET = "cpu" if BACKEND == "cpu" else "gpu"
+    RUN = RunConfig.preset(TASK, BACKEND, steps=TRAIN_STEPS, seed=SEED)  # what the CLI runs
+else:
+    PRESET = KAGGLE_PRESET
+    RUN = RunConfig.named(TASK, PRESET, steps=TRAIN_STEPS, seed=SEED)
+if AHA_QUICK:
+    RUN = RUN.quick()  # 2 prompts x 4 samples, 32 new tokens, 4 eval problems
+while (DEVICE_MEMORY and RUN.micro_batch_size and RUN.micro_batch_size > 1 and not
+       estimate_memory(config_for(RUN.model), RUN, n_data=N_DEVICES).fits(DEVICE_MEMORY)):
+    # e.g. a 16 GB TPU v5e: fewer rows per forward, the same maths (gradients accumulate);
+    # the CLI takes the same with --set micro_batch_size=8
+    RUN = dataclasses.replace(RUN, micro_batch_size=RUN.micro_batch_size // 2)
+G = RUN.num_samples  # the group size: completions per prompt
+print(f"AHA_QUICK={AHA_QUICK}, {N_DEVICES} x {DEVICE_KIND} -> preset {PRESET!r}, {RUN.model}: "
+      f"steps={RUN.steps}, each {RUN.prompts_per_step} "
+      f"prompts x G={G} samples of up to {RUN.max_new_tokens} tokens; "
+      f"{'LoRA rank ' + str(RUN.lora_rank) if RUN.lora_rank else 'full fine-tuning'}, "
+      f"lr {RUN.learning_rate}, loss {RUN.loss_type!r}, beta {RUN.beta}, mu {RUN.num_iterations}")
+
+# %% [markdown]
+# ### The model, prepared as `train()` prepares it
+# The preset's parameter dtype, then `init_training`, which adds LoRA adapters when the preset
+# asks for them (the CPU preset does) and builds the AdamW optimizer. The problems and the
+# sampling seed below are the ones `train()` uses at its first step, so this is that step, by
+# hand.
 
 # %%
 from aha_utils.data.prompts import make_prompt
@@ -526,8 +751,9 @@ for backend in ("cpu", "gpu"):
 # Those counts leave out what grows with the batch: the activations of a micro-batch, the
 # log-prob chunks over the 262k vocabulary, and the sampler's KV cache. `estimate_memory` adds
 # every term up from the shapes alone, per device, so a run that cannot fit says so before
-# anything is loaded. Here: this notebook's run on the devices found, then the total of each
-# device preset (`memory.preset_for_device` picks one from the device kind, count and memory).
+# anything is loaded (the hyperparameter cell asks it whether the micro-batch fits). Here: this
+# notebook's run on the devices found, then the total of each preset: `cpu` and `gpu` (the
+# command line's, the second also on a TPU) and the two Kaggle ones for TPU v5e.
 
 # %%
 from aha_utils.memory import describe, estimate_memory
@@ -636,8 +862,12 @@ print(f"grpo_step in {update_s:.1f} s (sampling again, compilation included); it
       + ", ".join(f"{key} {v:.4g}" for key, v in step.updates.items() if v is not None))
 
 # %% [markdown]
-# On the first update the ratio is 1 and nothing is clipped, as derived above. A gradient norm of
-# zero means every group tied: nothing to learn from this batch.
+# On this first update the ratio is 1 only up to rounding (section 2.8): the train step's
+# bfloat16 forward disagrees slightly with the sampler's, and on the rare token where the
+# disagreement reaches past $1 \pm \epsilon$ that token counts as clipped. So a tiny non-zero
+# `clip_low` or `clip_high` here (a fraction of $5 \times 10^{-5}$ is one token in 20,000) is
+# rounding, not learning; from the second update on a batch it would measure real movement. A
+# gradient norm of zero would mean every group tied: nothing to learn from this batch.
 
 # %% [markdown]
 # ## 5. The loop
@@ -728,45 +958,87 @@ print(eval_line(plot_run(out_dir)[0]))
 # about five steps (format rate 0.10 to 0.99 on the training samples) while completions shrink
 # from 151 to about 11 tokens: the cheapest way to close an `<answer>` tag is to stop thinking.
 # No sample is correct, so after the format every group ties at 0.1 and held-out accuracy stays
-# at 0. That is the wall the committed runs below run into on their own, and the warm start
-# (a short supervised phase first) is how they get past it.
+# at 0. That is the wall the committed runs of section 6 run into from the base model, and the
+# warm start of section 3 is how they get past it.
 
 # %% [markdown]
-# ## 6. A full run on a GPU
+# ## 6. Longer runs, in one figure
 #
-# Runs made with `python -m aha_utils.train` on a GPU and committed under `notebooks/runs/<run>/`
-# (each with `summary.json`, `metrics.jsonl` and `eval.jsonl`, exactly what `train()` writes) are
-# drawn here with the same function, one figure per run. Two things from this notebook to look
-# for: the format rate, driven by the 0.1 reward, moves first; and steps with a gradient norm of
-# zero, where every group tied and GRPO had nothing to learn from. The line under each figure
-# counts them. Notebook 06 analyses these runs in depth. (This cell only reads the committed
-# files; its output was refreshed on a CPU after the last runs were added.)
+# Runs made with `python -m aha_utils.train` on a GPU are committed under `notebooks/runs/<run>/`
+# with the files `train()` writes (`plot_run` above draws any one of them). The figure puts all the
+# GRPO runs side by side: each one's greedy accuracy on held-out problems before training (grey)
+# and after (coloured), with 95% Wilson intervals (`aha_utils.analysis.wilson_interval`, honest
+# near 0). A change counts here only where the two intervals do not overlap, a conservative
+# test. Names with `sft` started
+# from a warm start (section 3); the others from the base model. Notebook 06 analyses these runs
+# in depth. (This cell only reads committed files.)
 
 # %%
-runs_dir = ROOT / "notebooks" / "runs"
-run_dirs = sorted(d for d in runs_dir.glob("*")   # GRPO runs (SFT phases have no metrics)
-                  if (d / "summary.json").exists() and (d / "metrics.jsonl").exists()) \
-    if runs_dir.is_dir() else []
-if not run_dirs:
-    print(f"No finished run is committed under {runs_dir.relative_to(ROOT)} yet.")
-for run_dir in run_dirs:
-    summary, metrics = plot_run(run_dir)
-    c = summary["config"]
-    tied = np.mean([m["grad_norm"] == 0 for m in metrics])
-    print(f"{run_dir.name}: {metrics[-1]['step']} steps (of {c['steps']} planned) of "
-          f"{c['prompts_per_step']} prompts x {c['num_samples']}, "
-          f"{c['max_new_tokens']} new tokens, "
-          f"{'LoRA' if c.get('lora_rank') else 'full fine-tuning'}, lr {c['learning_rate']}; "
-          f"{summary['wall_minutes']} min on {summary['hardware']}\n  {eval_line(summary)}\n"
-          f"  steps with zero gradient (every group tied): {tied:.0%}")
+from aha_utils.analysis import find_runs, load_run, wilson_interval
+
+runs = [load_run(d) for d in find_runs(ROOT / "notebooks" / "runs")]
+runs = [r for r in runs if r["summary"] and r["metrics"]]   # GRPO runs (SFT phases log no steps)
+
+
+def accuracy_ci(e: dict) -> tuple[float, float, float]:
+    return e["accuracy"], *wilson_interval(round(e["accuracy"] * e["n"]), e["n"])
+
+
+def verdict(before, after) -> tuple[str, str]:
+    if after[1] > before[2]:
+        return "up", "C2"
+    if after[2] < before[1]:
+        return "down", "C3"
+    return "overlap", "C0"
+
+
+if not runs:
+    print("No finished GRPO run is committed under notebooks/runs yet.")
+else:
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(runs) + 1.6))
+    print(f"{'run':30} {'steps':>5} {'lr':>7} {'tuning':7} {'minutes':>7} "
+          f"{'accuracy before -> after':>25} {'tied steps':>10}  change")
+    for y, run in enumerate(runs):
+        s, c = run["summary"], run["summary"]["config"]
+        before, after = accuracy_ci(s["eval"]["before"]), accuracy_ci(s["eval"]["after"])
+        word, color = verdict(before, after)
+        for (acc, lo, hi), dy, col in ((before, 0.15, "0.55"), (after, -0.15, color)):
+            ax.errorbar(acc, y + dy, xerr=[[acc - lo], [hi - acc]], fmt="o", color=col,
+                        capsize=3, ms=6)
+        ax.annotate("", xy=(after[0], y - 0.15), xytext=(before[0], y + 0.15),
+                    arrowprops=dict(arrowstyle="->", color=color, lw=1))
+        tied = np.mean([m["grad_norm"] == 0 for m in run["metrics"]])
+        print(f"{run['name']:30} {run['metrics'][-1]['step']:5} {c['learning_rate']:7.0e} "
+              f"{'LoRA' if c.get('lora_rank') else 'full':7} {s['wall_minutes']:7.1f} "
+              f"{before[0]:11.3f} -> {after[0]:.3f} (n={s['eval']['after']['n']}) "
+              f"{tied:10.0%}  {word}")
+    ax.set_yticks(range(len(runs)), [f"{r['name']} ({r['summary']['task']})" for r in runs])
+    ax.invert_yaxis()
+    ax.set(xlabel="held-out accuracy (greedy), 95% Wilson interval", xlim=(-0.01, None))
+    ax.grid(alpha=0.3, axis="x")
+    hardware = sorted({r["summary"]["hardware"] for r in runs})
+    ax.set_title(f"{len(runs)} GRPO runs of {runs[0]['summary']['model']} on "
+                 f"{', '.join(hardware)}\nbefore (grey) -> after (green: up, red: down, "
+                 "blue: intervals overlap)", fontsize=11)
+    fig.tight_layout()
+    plt.show()
+
+# %% [markdown]
+# Read the figure by colour and by name. The runs from the base model sit at or near zero before
+# and after: with almost no correct sample, every group ties once the format is learned (the
+# "tied steps" column: the share of steps whose gradient was exactly zero). The warm-started runs
+# begin well above zero because of the supervised phase, and GRPO's effect on top of it is the
+# gap between the grey and the coloured point, which the colour classifies by the intervals.
 
 # %% [markdown]
 # ## Key takeaways
 # - GRPO is the policy gradient with a baseline, where the baseline is the mean reward of $G$
 #   samples of the same prompt: no value network. Dividing by the group's std (GRPO) weights
 #   groups by how *uniform* they are; Dr.GRPO keeps only the mean.
-# - A group whose samples all score the same has zero advantage and teaches nothing. Early on,
-#   the only signal is the few completions that close an `<answer>` tag.
+# - A group whose samples all score the same has zero advantage and teaches nothing. From the base
+#   model, the only early signal is the few completions that close an `<answer>` tag; a warm start
+#   (supervised examples, some of them searches that miss and try again) gives RL behaviour to
+#   amplify.
 # - The PPO clip gives a token exactly zero gradient once its ratio has moved past
 #   $1 \pm \epsilon$ in the direction of its advantage; DAPO's clip-higher widens only the upper
 #   side so rare tokens can grow.
@@ -774,6 +1046,74 @@ for run_dir in run_dirs:
 #   $\beta = 0$ drops the reference model and its forward pass entirely.
 # - How tokens are summed is a choice with a bias: per-sequence means (`grpo`) dilute the penalty
 #   of long wrong answers; token means (`dapo`) and a constant normaliser (`dr_grpo`) do not.
-# - On the first of the $\mu$ updates the ratio is 1: the training forward must reproduce the
-#   sampler's log-probs, and here it does. The loss written out in this notebook equals, value
-#   and gradient, the one `train()` optimises.
+# - On the first of the $\mu$ updates the ratio is 1 up to the rounding between the sampler's and
+#   the trainer's forward passes. The loss written out in this notebook equals, value and
+#   gradient, the one `train()` optimises.
+
+# %% [markdown]
+# ## Appendix: variants
+#
+# ### A.1 The two KL estimators
+# With $\rho_t = \pi_\text{ref}(o_t) / \pi_\theta(o_t)$, Schulman's note gives $k_1 = -\log \rho_t$
+# and $k_3 = \rho_t - 1 - \log \rho_t$. Both are unbiased for tokens drawn from $\pi_\theta$
+# (since $\mathbb{E}[\rho_t] = 1$). As loss terms they differ: $\nabla k_1 = \nabla \log
+# \pi_\theta$, zero on average, while $\nabla k_3 = (1 - \rho_t)\, \nabla \log \pi_\theta$ pulls
+# towards $\pi_\text{ref}$. Two distributions over five tokens, 200,000 tokens drawn from $\pi$:
+
+# %%
+pi = jnp.array([0.5, 0.2, 0.15, 0.1, 0.05])
+pi_ref = jnp.array([0.3, 0.3, 0.2, 0.1, 0.1])
+exact = float((pi * jnp.log(pi / pi_ref)).sum())
+tok = jax.random.categorical(jax.random.key(SEED), jnp.log(pi), shape=(200_000,))
+lp, lp_ref = jnp.log(pi)[tok], jnp.log(pi_ref)[tok]
+print(f"exact KL(pi || pi_ref) = {exact:.4f}")
+for est in grpo.KL_ESTIMATORS:
+    k = my_kl(lp, lp_ref, est)
+    print(f"{est}: mean {float(k.mean()):.4f}, std {float(k.std()):.3f}, "
+          f"negative on {float((k < 0).mean()):.0%} of tokens, min {float(k.min()):+.3f}")
+assert float(my_kl(lp, lp_ref, "k3").min()) >= 0.0
+
+# %% [markdown]
+# Both average to the exact KL; $k_1$ is negative on many tokens and noisier, $k_3$ never
+# negative.
+#
+# ### A.2 One ratio per sequence (GSPO)
+# The reward belongs to the whole completion, yet $w_{i,t}$ is a per-token weight: noisy, and
+# clipped token by token. **GSPO** (Zheng et al. 2025) uses one length-normalised sequence ratio,
+# $$ s_i(\theta) = \Big( \frac{\pi_\theta(o_i \mid q)}{\pi_\text{old}(o_i \mid q)} \Big)^{1/\lvert o_i \rvert}
+#    = \exp\Big( \frac{1}{\lvert o_i \rvert} \sum_t \log w_{i,t} \Big), $$
+# clipped per sequence, so a completion is kept or dropped as a whole (the paper uses much
+# narrower clip ranges, $3 \times 10^{-4}$ and $4 \times 10^{-4}$, since $s_i$ is a geometric
+# mean). Its token form ("gspo-token") gives token $t$ the value $\operatorname{sg}[s_i]\,
+# \pi_\theta(o_{i,t}) / \operatorname{sg}[\pi_\theta(o_{i,t})]$ (sg: stop gradient), whose value
+# is $s_i$ and whose gradient is $s_i \nabla \log \pi_\theta(o_{i,t})$; with one advantage per
+# completion, as here, the two give the same loss and gradient. Extending `my_importance_ratio`
+# is all `my_policy_loss` needs:
+
+# %%
+def my_importance_ratio(logp, old_logp, mask, level="token"):
+    log_w = logp - old_logp                                               # [B, C]
+    if level == "token":
+        return jnp.exp(log_w)
+    s = jnp.exp((log_w * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0))  # [B] s_i
+    if level == "sequence":
+        return jnp.broadcast_to(s[:, None], logp.shape)
+    sg = jax.lax.stop_gradient      # "gspo-token": value s_i, gradient s_i * grad log pi(o_t)
+    return sg(s)[:, None] * jnp.exp(logp - sg(logp))
+
+
+print("toy batch of 2.4, token ratios:\n", W,
+      "\nGSPO's sequence ratios (geometric means over each row's tokens):",
+      np.round(np.asarray(my_importance_ratio(jnp.log(W), 0.0, TOY_MASK, "sequence")[:, 0]), 4))
+
+# %% [markdown]
+# ### A.3 Every option, checked
+# On the random batch of 2.7: every reduction (with `bnpo`, which equals `dapo` here), every
+# ratio level, with and without clip-higher, without a KL term and with each estimator, with and
+# without DAPO's overlong filtering, loss and gradient equal to the library's.
+
+# %%
+truncated = np.array([False, True, False, False, True, False])
+n = check(levels=grpo.IS_LEVELS, kls=grpo.KL_ESTIMATORS, truncs=(None, truncated),
+          loss_types=grpo.LOSS_TYPES)
+print(f"{n} configurations: loss and gradient equal to aha_utils.grpo.policy_loss")
