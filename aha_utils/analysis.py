@@ -41,6 +41,32 @@ def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar(a, b) -> dict:
+    """McNemar's exact test for two arms answering the same problems: `a[i]`, `b[i]` whether each
+    got problem i right. Only the discordant pairs carry information: `b_only` (b right, a wrong)
+    and `a_only`; under "no difference" each is Binomial(n_discordant, 1/2). Returns the counts,
+    the accuracy difference `b - a` and the two-sided exact p-value."""
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"paired results need the same non-zero length; got {len(a)}, {len(b)}")
+    a_only = sum(bool(x) and not bool(y) for x, y in zip(a, b))
+    b_only = sum(bool(y) and not bool(x) for x, y in zip(a, b))
+    n, k = a_only + b_only, min(a_only, b_only)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n if n else 1.0
+    return {"n": len(a), "a_only": a_only, "b_only": b_only,
+            "diff": (b_only - a_only) / len(a), "p_value": min(1.0, 2 * tail)}
+
+
+def paired_correct(rows_a: list[dict], rows_b: list[dict]) -> tuple[list[bool], list[bool]]:
+    """Two evaluations' `correct` flags on the problems both answered, matched by problem (not by
+    position), in the order of `rows_a`; an error when they share none."""
+    by_key = {problem_key(r["problem"]): bool(r["correct"]) for r in rows_b}
+    common = [r for r in rows_a if problem_key(r["problem"]) in by_key]
+    if not common:
+        raise ValueError("the two evaluations share no problem: were they run on the same test set?")
+    return ([bool(r["correct"]) for r in common],
+            [by_key[problem_key(r["problem"])] for r in common])
+
+
 # ----------------------------------------------------------------------------------------------
 # Reflection words
 # ----------------------------------------------------------------------------------------------
@@ -108,8 +134,9 @@ matches do not overlap, so count with `reflection_counts`, which counts each phr
 # ----------------------------------------------------------------------------------------------
 def _completions_by_step(folder: Path, prefix: str) -> dict[int, list[dict]]:
     out = {}
-    for path in sorted(folder.glob(f"{prefix}_*.jsonl")) if folder.is_dir() else []:
-        number = path.stem[len(prefix) + 1:]
+    paths = [*folder.glob(f"{prefix}_*.jsonl"), *folder.glob(f"{prefix}_*.jsonl.gz")]
+    for path in sorted(paths) if folder.is_dir() else []:
+        number = path.name.split(".")[0][len(prefix) + 1:]
         if number.isdigit():
             out[int(number)] = read_jsonl(path)
     return dict(sorted(out.items()))

@@ -5,25 +5,32 @@ A run killed mid-write (an OOM kill, a Colab disconnect) leaves at most a half-w
 `read_jsonl` skips it, so `--resume` and the analysis read what was finished. A bad line anywhere
 else means a corrupt file and is an error. `rewrite_jsonl` writes a temporary file beside the
 target and `os.replace`s it, so a crash mid-rewrite leaves the old file or the new one, never half.
+Committed runs keep their completions gzipped (`NAME.jsonl.gz`); the reader takes either form.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """The rows of a JSON-lines file; `[]` if it does not exist.
+    """The rows of a JSON-lines file (or of `path.gz`, gzipped, when only that exists); `[]` if
+    neither exists.
 
     A truncated *last* line (what a writer killed mid-line leaves) is skipped; a bad line
     anywhere else is an error that names the file and line, since it means a corrupt file.
     """
     path = Path(path)
+    packed = path if path.suffix == ".gz" else path.with_name(path.name + ".gz")
+    if not path.exists() and packed.exists():
+        path = packed
     if not path.exists():
         return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
     rows = []
     for i, line in enumerate(lines):
         try:

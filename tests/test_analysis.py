@@ -268,3 +268,32 @@ def test_before_after_pairs_the_same_problems(tmp_path):
     assert pairs[0]["before"]["correct"] == 0.0 and pairs[0]["after"]["correct"] == 1.0
     assert "44 + 19 + 35" in pairs[0]["after"]["completion"]
     assert len(before_after(load_run(out), k=1)) == 1
+
+
+def test_mcnemar_matches_scipys_exact_binomial_test():
+    from scipy.stats import binomtest
+
+    from aha_utils.analysis import mcnemar
+    rng = __import__("random").Random(0)
+    for _ in range(50):
+        n = rng.randint(1, 200)
+        a = [rng.random() < 0.4 for _ in range(n)]
+        b = [x if rng.random() < 0.7 else rng.random() < 0.6 for x in a]
+        out = mcnemar(a, b)
+        k = out["a_only"] + out["b_only"]
+        ref = binomtest(out["b_only"], k, 0.5).pvalue if k else 1.0
+        assert out["p_value"] == pytest.approx(ref, rel=1e-9, abs=1e-12)
+        assert out["diff"] == pytest.approx((sum(b) - sum(a)) / n)
+    assert mcnemar([1, 1, 0], [1, 1, 0])["p_value"] == 1.0
+    with pytest.raises(ValueError):
+        mcnemar([1], [1, 0])
+
+
+def test_paired_correct_matches_by_problem_not_position():
+    from aha_utils.analysis import paired_correct
+    q = [{"nums": [1, 2, 3], "target": t} for t in (6, 7, 9)]
+    a = [{"problem": q[0], "correct": 1}, {"problem": q[1], "correct": 0}, {"problem": q[2], "correct": 1}]
+    b = [{"problem": q[2], "correct": 0}, {"problem": q[0], "correct": 1}]
+    assert paired_correct(a, b) == ([True, True], [True, False])
+    with pytest.raises(ValueError, match="share no problem"):
+        paired_correct(a[:1], b[:1])

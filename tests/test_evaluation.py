@@ -60,3 +60,22 @@ def test_sft_cli_search_options():
         argv = ["--task", "countdown", "--steps", "2", "--out", "x", *bad]
         with pytest.raises(SystemExit):
             sft.parse_args(argv)
+
+
+def test_gzipped_run_logs_read_like_plain_ones(tmp_path):
+    import gzip
+
+    from aha_utils.analysis import load_run
+    from aha_utils.jsonl import read_jsonl, write_jsonl
+    rows = [{"step": 1, "x": 0.5}, {"step": 2, "x": 1.5}]
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress((tmp_path / "a.jsonl").read_bytes()))
+    assert read_jsonl(tmp_path / "b.jsonl.gz") == read_jsonl(tmp_path / "b.jsonl") == rows
+    run = tmp_path / "run"
+    write_jsonl(run / "metrics.jsonl", rows)
+    write_jsonl(run / "completions" / "eval_00000.jsonl", [{"completion": "a"}])
+    packed = run / "completions" / "eval_00010.jsonl.gz"
+    packed.write_bytes(gzip.compress(b'{"completion": "b"}\n'))
+    (run / "summary.json").write_text('{"task": "countdown"}')
+    evals = load_run(run)["eval_completions"]
+    assert {k: [r["completion"] for r in v] for k, v in evals.items()} == {0: ["a"], 10: ["b"]}
