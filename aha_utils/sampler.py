@@ -61,7 +61,6 @@ from aha_utils.sharding import DATA, fetch, model_mesh, put, traced_under
 from aha_utils.stop_strings import cached_stop_table, padded_stop_table, truncate_at_stop
 
 
-
 # ----------------------------------------------------------------------------------------------
 # The jitted core
 # ----------------------------------------------------------------------------------------------
