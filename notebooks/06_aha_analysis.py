@@ -170,7 +170,9 @@ for name, text in TOY.items():
 # SFT model: *before*) and every 20 steps, the last evaluation being *after*. Every number below is
 # recomputed from the committed completions (`completions/eval_XXXXX.jsonl.gz`) and checked
 # against the run's `summary.json`. The base model's accuracy, before any SFT, comes from the SFT
-# folder's own evaluation.
+# folder's own evaluation. Each accuracy $\hat p = k/n$ carries a 95% Wilson interval, the $p$ that
+# a score test does not reject, $|\hat p - p| \le z\sqrt{p(1-p)/n}$ with $z = 1.96$: unlike
+# $\hat p \pm z\sqrt{\hat p(1-\hat p)/n}$ it stays honest at 0 of $n$ (`analysis.wilson_interval`).
 
 # %%
 runs = {name: load_run(RUNS_DIR / name) for name in ARMS}
@@ -466,7 +468,7 @@ def task_of(r: dict) -> str:
 
 
 hw = {r["summary"]["hardware"] for r in earlier}
-print(f"{len(earlier)} earlier runs, trained on {', '.join(sorted(hw))}; last columns: share of the last evaluation's\n"
+print(f"{len(earlier)} earlier runs, trained on {', '.join(sorted(map(short_hw, hw)))}; last columns: share of the last evaluation's\n"
       f"completions that self-correct at all, and the false-step rate among correct ones (Countdown only)\n\n"
       f"{'run':30} {'task':12} {'start':16} {'lr':>6} {'steps':>5}  {'accuracy before -> after (95% CI, n)':44} "
       f"{'change':17} {'self-corr.':>10} {'false-step':>10}")
