@@ -74,7 +74,7 @@ if ROOT is None:  # no clone here: make one (kept, so rerunning this cell does n
     subprocess.run(["bash", "colab_setup.sh", *SETUP_FLAGS], cwd=ROOT, check=True)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # a clone works without `pip install -e .` too
-print("repo root:", ROOT)
+print("repo root:", os.path.relpath(ROOT))  # relative: no machine's path in the outputs
 
 import aha_utils
 import jax

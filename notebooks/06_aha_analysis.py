@@ -84,7 +84,7 @@ if ROOT is None:  # no clone here: make one (kept, so rerunning this cell does n
     subprocess.run(["bash", "colab_setup.sh", *SETUP_FLAGS], cwd=ROOT, check=True)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # a clone works without `pip install -e .` too
-print("repo root:", ROOT)
+print("repo root:", os.path.relpath(ROOT))  # relative: no machine's path in the outputs
 
 import aha_utils
 import jax
@@ -446,7 +446,12 @@ print(f"- hardware: all {len(runs)} arms ran at the same time on one {gpu}, {min
       f"{min(r['summary']['steps_done'] for r in runs.values())}-{max(r['summary']['steps_done'] for r in runs.values())} steps.")
 c4 = [p.name for p in find_runs(RUNS_DIR) if p.name.startswith("aha_")
       and load_run(p)["summary"]["config"].get("num_numbers") == 4]
-print(f"- Countdown-4 runs of these arms committed: {len(c4)}" + ("" if c4 else " (not run yet)."))
+print(f"- Countdown-4 GRPO runs of these arms committed: {len(c4)}" + ("" if c4 else " (not run yet)."))
+sft4 = {n: load_run(RUNS_DIR / n)["summary"]["eval"]["after"] for n in ("sft_c4_direct", "sft_c4_search")
+        if (RUNS_DIR / n).is_dir()}
+if sft4:   # the warm starts alone, same settings, n = 1,024
+    print("- Countdown-4 after SFT only: " + "; ".join(
+        f"{n} {e['accuracy']:.1%} (answer tag on {e['format_rate']:.0%})" for n, e in sft4.items()))
 
 # %% [markdown]
 # ## 8. Appendix: the earlier runs

@@ -86,10 +86,12 @@ def run_cell(tmp_path: Path, cwd: Path, repo_url: str, isolate: bool = True) -> 
     return out, Path(found[-1]).resolve()
 
 
-def repo_root_printed(out: str) -> Path:
+def repo_root_printed(out: str, cwd: Path) -> Path:
+    """The repository root the cell printed (relative to the folder it ran in, `cwd`)."""
     roots = re.findall(r"^repo root: (.*)$", out, re.M)
     assert len(roots) == 1, out
-    return Path(roots[0]).resolve()
+    assert not Path(roots[0]).is_absolute(), out   # no machine's path in committed outputs
+    return (cwd / roots[0]).resolve()
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +121,14 @@ def test_setup_cell_opened_alone_clones_and_sets_up(tmp_path, source_repo):
     work.mkdir()
     clone = work / "getting-to-aha"
     out, imported = run_cell(tmp_path, work, source_repo)
-    assert repo_root_printed(out) == clone.resolve()
+    assert repo_root_printed(out, work) == clone.resolve()
     assert imported.is_relative_to(clone.resolve()), (imported, out)
     assert "dry run: nothing was installed" in out, out  # colab_setup.sh ran, with the flags
     assert (clone / "colab_setup.sh").is_file() and (clone / ".git").is_dir()
 
     # The runtime restarted (Colab), nothing installed: the cell reuses its clone.
     out, imported = run_cell(tmp_path, work, "file:///nonexistent/getting-to-aha")
-    assert repo_root_printed(out) == clone.resolve()
+    assert repo_root_printed(out, work) == clone.resolve()
     assert imported.is_relative_to(clone.resolve()), (imported, out)
     assert sorted(p.name for p in work.iterdir()) == ["getting-to-aha"]
 
@@ -134,7 +136,7 @@ def test_setup_cell_opened_alone_clones_and_sets_up(tmp_path, source_repo):
 def test_setup_cell_in_a_clone_makes_no_clone(tmp_path):
     before = sorted(p.name for p in (ROOT / "notebooks").iterdir())
     out, imported = run_cell(tmp_path, ROOT / "notebooks", "file:///nonexistent/getting-to-aha")
-    assert repo_root_printed(out) == ROOT
+    assert repo_root_printed(out, ROOT / "notebooks") == ROOT
     assert imported.is_relative_to(ROOT), (imported, out)
     assert "[setup]" not in out, out  # colab_setup.sh did not run
     assert sorted(p.name for p in (ROOT / "notebooks").iterdir()) == before
@@ -152,6 +154,6 @@ def test_setup_cell_uses_an_editable_install(tmp_path):
         pytest.skip(f"aha_utils is installed, but not editable from a clone ({installed})")
     out, imported = run_cell(tmp_path, tmp_path, "file:///nonexistent/getting-to-aha",
                              isolate=False)
-    assert repo_root_printed(out) == installed
+    assert repo_root_printed(out, tmp_path) == installed
     assert imported.is_relative_to(installed), (imported, out)
     assert not (tmp_path / "getting-to-aha").exists()
