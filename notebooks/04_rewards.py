@@ -27,7 +27,8 @@
 # sample, and GRPO pushes up what scored above its group's average. So the reward function *is*
 # the teacher: if it can be fooled, the model learns to fool it; if it crashes, training stops;
 # if it runs the model's text as code, the model controls your machine. This notebook writes the
-# reward out, then attacks it.
+# reward out, attacks it, and then makes it read the working as well as the answer. Three
+# exercises (with solutions) close section 6.
 
 # %% [markdown]
 # ## Setup
