@@ -130,7 +130,7 @@ MAX_NEW_TOKENS = 24 if AHA_QUICK else 128  # long enough to see a <think> ... </
 TEMPERATURE = 1.0  # R1-Zero samples at T=1: the policy's own distribution
 TOP_K = None  # no truncation: GRPO's log-probs then describe exactly what was sampled
 STOP_STRINGS = ("</answer>",)  # a finished answer ends the completion
-ROOFLINE_BATCHES = (1, 2) if AHA_QUICK else (1, 2, 4, 8, 16)  # rows per call, measured
+ROOFLINE_BATCHES = (1,) if AHA_QUICK else (1, 2, 4, 8, 16)  # rows per call, measured
 ROOFLINE_PROMPT_LEN = 16  # short random prompts: the time is the decode's
 ROOFLINE_NEW_TOKENS = 4 if AHA_QUICK else 32  # decode steps per measured call
 SEED = 0  # same seed, same samples
