@@ -270,6 +270,7 @@ def greedy(logits, step):
 
 def decode(model, ids, max_new_tokens, choose=greedy):
     """Token ids of one prompt in, generated token ids out (a stop token included)."""
+    assert len(ids) + max_new_tokens <= CACHE_LEN, "the cache is too short for this prompt"
     cache = init_cache(model.config, 1, CACHE_LEN, model.dtype)
     logits, cache = prefill(model, jnp.asarray([ids], jnp.int32), cache)
     out = []
