@@ -25,16 +25,19 @@
 # last section measures your device). No account or download beyond PyPI.
 #
 # GRPO spends most of its time *sampling*: every step draws several completions for every prompt
-# before it can score a single one. This notebook builds up the sampler that `aha_utils` uses:
+# before it can score a single one. This notebook builds a sampler, then looks at what a fast one
+# needs:
 # 1. the KV cache, and why sliding-window layers only keep their window;
-# 2. prefill versus decode, and the roofline that bounds decoding speed;
-# 3. the maths of choosing a token (greedy, temperature, top-k, top-p) and the log-prob GRPO needs;
-# 4. stopping at `</answer>` when the loop only sees tokens;
-# 5. shape buckets, so that a second call does not compile again;
-# 6. live samples from Gemma 3 270M, and the throughput measured on your device.
+# 2. a minimal KV-cache decode loop, written here and checked token for token against the
+#    library's `aha_utils.sampler.generate`;
+# 3. what the library adds to it;
+# 4. prefill versus decode, and the roofline that bounds decoding speed;
+# 5. the maths of choosing a token (greedy, temperature, top-k, top-p) and the log-prob GRPO needs;
+# 6. stopping at `</answer>` when the loop only sees tokens;
+# 7. shape buckets, so that a second call does not compile again;
+# 8. live samples from Gemma 3 270M, and the throughput measured on your device against the roofline.
 #
-# The loop itself (`aha_utils/sampler.py`) is imported, not re-typed: it is one jitted
-# `lax.while_loop`, sharded over the batch, that never returns to Python between tokens.
+# Three exercises (with solutions) follow sections 1, 5 and 7.
 
 # %% [markdown]
 # ## Setup
@@ -89,16 +92,25 @@ import time
 
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
+from flax import nnx
 
 from benchmarks.sampler import device_bandwidth, roofline_seconds
 from aha_utils.config import config_for
 from aha_utils.kv_cache import cache_slots, init_cache
-from aha_utils.sampler import batch_bucket, generate, prompt_bucket
-from aha_utils.stop_strings import stop_table, token_bytes
+from aha_utils.sampler import SampleConfig, batch_bucket, generate, prompt_bucket, sample_tokens
+from aha_utils.stop_strings import stop_table
 from aha_utils.sampling import block_size, select_tokens, two_level_gumbel_max
 
 print("jax", jax.__version__, "| backend:", jax.default_backend(), "|", jax.devices())
+
+# Every XLA compilation in this notebook is counted here (the lessons on buckets use it).
+compiles = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, secs, **kw: compiles.append(secs)
+    if event == "/jax/core/compile/backend_compile_duration" else None)
+plt.rcParams.update({"font.size": 12})
 
 # %% [markdown]
 # ## Hyperparameters
@@ -109,15 +121,21 @@ AHA_QUICK = os.environ.get("AHA_QUICK") == "1"  # CI's quick mode, read once
 MODEL_NAME = "gemma3-270m"  # @param ["gemma3-270m", "gemma3-1b"]
 # ^ the offline default; gemma3-1b needs Kaggle credentials (see notebook 02)
 DTYPE = jnp.bfloat16  # what TPUs compute in; the KV cache uses it too
+LOOP_PROMPTS = ["Question: What is 12 + 7?\nAnswer:", "The capital of France is"]
+LOOP_PROMPTS = LOOP_PROMPTS[-1:] if AHA_QUICK else LOOP_PROMPTS  # checked against generate
+LOOP_NEW_TOKENS = 4 if AHA_QUICK else 24  # tokens our own decode loop makes per prompt
 NUM_PROMPTS = 2 if AHA_QUICK else 4  # Countdown problems sampled in the live demo
 NUM_SAMPLES = 2 if AHA_QUICK else 4  # GRPO's group size G: completions per prompt
 MAX_NEW_TOKENS = 24 if AHA_QUICK else 128  # long enough to see a <think> ... </answer> attempt
 TEMPERATURE = 1.0  # R1-Zero samples at T=1: the policy's own distribution
 TOP_K = None  # no truncation: GRPO's log-probs then describe exactly what was sampled
 STOP_STRINGS = ("</answer>",)  # a finished answer ends the completion
+ROOFLINE_BATCHES = (1,) if AHA_QUICK else (1, 2, 4, 8, 16)  # rows per call, measured
+ROOFLINE_PROMPT_LEN = 16  # short random prompts: the time is the decode's
+ROOFLINE_NEW_TOKENS = 4 if AHA_QUICK else 32  # decode steps per measured call
 SEED = 0  # same seed, same samples
-print(f"AHA_QUICK={AHA_QUICK}: {NUM_PROMPTS} prompts x {NUM_SAMPLES} samples, "
-      f"{MAX_NEW_TOKENS} new tokens")
+print(f"AHA_QUICK={AHA_QUICK}: loop {LOOP_NEW_TOKENS} tokens; {NUM_PROMPTS} prompts x "
+      f"{NUM_SAMPLES} samples, {MAX_NEW_TOKENS} new tokens; roofline batches {ROOFLINE_BATCHES}")
 
 # %% [markdown]
 # ## 1. The KV cache
@@ -137,20 +155,183 @@ print(f"AHA_QUICK={AHA_QUICK}: {NUM_PROMPTS} prompts x {NUM_SAMPLES} samples, "
 #
 # The model derives every mask from *positions* (each cache slot remembers the position it holds,
 # -1 = empty), so the ring buffer, left padding and per-row lengths need no special cases.
+# `aha_utils.kv_cache.init_cache` builds an empty cache: one `LayerCache(k, v, pos)` per layer.
 
 # %%
 cfg = config_for(MODEL_NAME)
+BYTES = jnp.dtype(DTYPE).itemsize
 for total in (640, 4096):
-    caches = init_cache(cfg, 1, total, DTYPE)   # only shapes matter here
+    caches = jax.eval_shape(lambda: init_cache(cfg, 1, total, DTYPE))   # shapes only, no memory
     slots = [c.k.shape[1] for c in caches]
-    kv_bytes = sum(c.k.nbytes + c.v.nbytes for c in caches)
-    full = cfg.num_layers * total * 2 * cfg.num_kv_heads * cfg.head_dim * 2
+    kv_bytes = sum(c.k.size + c.v.size for c in caches) * BYTES
+    full = cfg.num_layers * total * 2 * cfg.num_kv_heads * cfg.head_dim * BYTES
     print(f"{total:5d} positions: slots per layer {sorted(set(slots))} "
           f"({slots.count(min(slots))} local, {slots.count(max(slots))} global) -> "
           f"{kv_bytes / 2**20:6.1f} MiB per sequence (every layer full-length: {full / 2**20:6.1f})")
 
 # %% [markdown]
-# ## 2. Prefill, decode, and the roofline
+# The same arithmetic over lengths: the local layers' share stops growing at the window, the
+# global layers' grows with every token, and a model whose every layer were global would pay the
+# top curve.
+
+# %%
+lengths = 2 ** np.arange(7, 16)                                   # 128 ... 32,768 tokens
+per_slot = 2 * cfg.num_kv_heads * cfg.head_dim * BYTES            # k and v of one token, one layer
+
+
+def kv_mib(kinds, n):
+    return sum(cache_slots(cfg, kind, n) for kind in kinds) * per_slot / 2**20
+
+
+kinds = cfg.layer_kinds
+local_kinds = [k for k in kinds if k == "local"]
+global_kinds = [k for k in kinds if k != "local"]
+fig, ax = plt.subplots(figsize=(7, 4.2))
+ax.plot(lengths, [kv_mib(kinds, n) for n in lengths], "k-o", label="total (this cache)")
+ax.plot(lengths, [kv_mib(local_kinds, n) for n in lengths], "-s",
+        label=f"{len(local_kinds)} sliding-window layers")
+ax.plot(lengths, [kv_mib(global_kinds, n) for n in lengths], "-^",
+        label=f"{len(global_kinds)} global layers")
+ax.plot(lengths, [kv_mib(["global"] * len(kinds), n) for n in lengths], "--", color="gray",
+        label="if every layer were global")
+ax.set(xscale="log", yscale="log", xlabel="sequence length (tokens)",
+       ylabel="KV cache per sequence (MiB)",
+       title=f"{MODEL_NAME}: KV cache memory ({jnp.dtype(DTYPE).name})")
+ax.set_xticks(lengths[::2], [f"{n:,}" for n in lengths[::2]])
+ax.legend(fontsize=10)
+ax.grid(alpha=0.3)
+fig.tight_layout()
+plt.show()
+n = lengths[-1]
+print(f"at {n:,} tokens: {kv_mib(kinds, n):.0f} MiB per sequence, "
+      f"{kv_mib(['global'] * len(kinds), n) / kv_mib(kinds, n):.1f}x less than all-global")
+
+# %% [markdown]
+# ### Exercise 1: the KV cache of Gemma 3 1B at 4k tokens
+# `config_for("gemma3-1b")` has 26 layers, one KV head of size 256 and a 512-token window on 5
+# layers of every 6. Compute by hand (with `cache_slots`, or plain arithmetic) how many MiB of
+# bf16 keys and values one 4,096-token sequence needs, and how many it would need if every layer
+# were global. Check your number against the shapes `init_cache` builds.
+
+# %% [markdown]
+# #### Solution
+
+# %% jupyter={"source_hidden": true}
+# Solution
+cfg_1b = config_for("gemma3-1b")
+n_local = sum(kind == "local" for kind in cfg_1b.layer_kinds)
+n_global = cfg_1b.num_layers - n_local
+token_bytes = 2 * cfg_1b.num_kv_heads * cfg_1b.head_dim * 2           # k and v, bf16: 1 KiB
+by_hand = (n_local * 512 + n_global * 4096) * token_bytes
+shapes = jax.eval_shape(lambda: init_cache(cfg_1b, 1, 4096, jnp.bfloat16))
+from_shapes = sum(c.k.size + c.v.size for c in shapes) * 2
+assert by_hand == from_shapes
+print(f"{n_local} local x 512 + {n_global} global x 4,096 slots, {token_bytes} bytes each -> "
+      f"{by_hand / 2**20:.1f} MiB (all global: {cfg_1b.num_layers * 4096 * token_bytes / 2**20:.1f} MiB)")
+
+# %% [markdown]
+# ## 2. A minimal decode loop
+#
+# Greedy generation with a cache is two functions and a loop. For a prompt $x_{1..n}$:
+# 1. **prefill**: one forward over positions $0..n-1$ fills every layer's cache and gives the
+#    logits $\ell_n$ of the last position;
+# 2. **decode**: repeat $t_{k} = \arg\max_v \ell_v$, then run the model on that one token at its
+#    position $n + k$: it attends over the cache, writes its own key and value into it, and
+#    returns the next logits.
+#
+# The model accepts a cache: `model(tokens, positions, cache)` returns `(logits, new_cache)`.
+# Each function is jitted on its own (`nnx.jit` takes the NNX model as an argument); the cache
+# is built for a fixed `CACHE_LEN`, so the decode step has one shape and compiles once.
+
+# %%
+from aha_utils.weights import load_model
+
+model, tokenizer = load_model(MODEL_NAME, dtype=DTYPE)
+CACHE_LEN = 64   # prompt + generated tokens our loop can hold
+STOP_IDS = (tokenizer.eos_id, tokenizer.end_of_turn_id)
+
+
+@nnx.jit
+def prefill(model, tokens, cache):
+    positions = jnp.arange(tokens.shape[1], dtype=jnp.int32)[None]      # [1, n]
+    logits, cache = model(tokens, positions, cache)                     # [1, n, V]
+    return logits[:, -1], cache                                          # the last position's
+
+
+@nnx.jit
+def decode_step(model, token, position, cache):
+    logits, cache = model(token[:, None], position[:, None], cache)     # one token: [1, 1, V]
+    return logits[:, 0], cache
+
+
+def greedy(logits, step):
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)                # [1]
+
+
+def decode(model, ids, max_new_tokens, choose=greedy):
+    """Token ids of one prompt in, generated token ids out (a stop token included)."""
+    assert len(ids) + max_new_tokens <= CACHE_LEN, "the cache is too short for this prompt"
+    cache = init_cache(model.config, 1, CACHE_LEN, model.dtype)
+    logits, cache = prefill(model, jnp.asarray([ids], jnp.int32), cache)
+    out = []
+    for step in range(max_new_tokens):
+        token = choose(logits, step)
+        out.append(int(token[0]))                                        # back to Python: a sync
+        if out[-1] in STOP_IDS:
+            break
+        position = jnp.asarray([len(ids) + step], jnp.int32)
+        logits, cache = decode_step(model, token, position, cache)
+    return out
+
+
+# %% [markdown]
+# Now the check: the same prompts through the library's sampler at temperature 0 (greedy) must
+# give exactly the same tokens. The library pads the prompt on the left to a bucket and runs its
+# own loop, so equal tokens also say that padding and bucketing change nothing. Times include
+# compiling, counted too: a new prompt length is a new shape for our `prefill`.
+
+# %%
+greedy_tokens = {}
+for prompt in LOOP_PROMPTS:
+    ids = tokenizer.encode(prompt)
+    t, n0 = time.perf_counter(), len(compiles)
+    mine = decode(model, ids, LOOP_NEW_TOKENS)
+    mine_s, mine_c = time.perf_counter() - t, len(compiles) - n0
+    t, n0 = time.perf_counter(), len(compiles)
+    lib = generate(model, tokenizer, [prompt], max_new_tokens=LOOP_NEW_TOKENS, temperature=0.0)
+    lib_s, lib_c = time.perf_counter() - t, len(compiles) - n0
+    theirs = lib.tokens[0, :lib.lengths[0]].tolist()
+    assert mine == theirs, (mine, theirs)
+    greedy_tokens[prompt] = mine
+    print(f"{prompt!r} ({len(ids)} prompt tokens) -> {tokenizer.decode(mine)!r}")
+    print(f"   {len(mine)} tokens, equal to generate's | our loop {mine_s:.1f} s with "
+          f"{mine_c} compilations, generate {lib_s:.1f} s with {lib_c}")
+
+# %% [markdown]
+# ## 3. What the library adds
+#
+# The loop above is the whole idea; `aha_utils.sampler.generate` is the same prefill and decode
+# step, with what GRPO's rollouts need around them:
+# - **one jitted `lax.while_loop`** for the whole generation: no return to Python per token (our
+#   loop syncs on `int(token[0])` every step), an exit as soon as every row has stopped, and a
+#   whole loop that XLA compiles and optimises as one program;
+# - **batches**: many prompts at once, left-padded (positions -1 on the padding), each prompt
+#   prefilled once and its cache repeated for its $G$ samples;
+# - **shape buckets** (section 7): prompt columns and batch rounded up to powers of two, so a new
+#   batch re-uses the compiled program (our `prefill` compiles again for every new prompt length);
+# - **sampling** with temperature, top-k and top-p, and the **log-prob of each token** computed
+#   inside the loop (section 5);
+# - **exact stop strings** such as `</answer>`, one table lookup per step (section 6);
+# - **sharding**: rows split over the devices' `data` axis, so one chip and eight give the same
+#   tokens;
+# - an optional **GPU wing** (`aha_utils.kernels`): on GPUs each decode step and the token draw
+#   run as a few Pallas kernels that read only the filled cache slots and never write the
+#   `[N, V]` logits, entered from one place in the sampler and tested against the plain XLA step
+#   used here. What each kernel does and what it bought is in
+#   [docs/SAMPLER_TUNING.md](../docs/SAMPLER_TUNING.md).
+
+# %% [markdown]
+# ## 4. Prefill, decode, and the roofline
 #
 # Generation has two phases. **Prefill** runs the whole prompt through the model in one forward
 # and fills the cache: a big matrix product per layer, many FLOPs per weight read, so it is
@@ -166,13 +347,25 @@ for total in (640, 4096):
 # dominates (the weights are read once for all rows), and the only way to beat the bound is to
 # move fewer bytes (smaller dtypes, fewer KV heads, windows).
 #
-# The table below puts numbers on it for this device; `python -m benchmarks.sampler` measures
-# the real thing against it.
+# The table below puts numbers on it for this device (`benchmarks.sampler`'s `roofline_seconds`);
+# section 8 measures the sampler against it.
 
 # %%
-kind, bandwidth, measured = device_bandwidth()
+kind, bandwidth, measured = device_bandwidth()   # a known GPU/TPU: its datasheet figure
+if jax.default_backend() == "cpu":
+    # XLA's bf16 copy is slowed by arithmetic on a CPU (bf16 is emulated there); a plain memory
+    # copy (NumPy's, 256 MiB) measures what the memory itself can move.
+    a = np.ones(64 * 2**20, np.float32)
+    b = np.empty_like(a)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        np.copyto(b, a)
+        times.append(time.perf_counter() - t)
+    bandwidth = 2 * a.nbytes / min(times)                 # bytes read + bytes written
+    del a, b
 print(f"device {kind}: roofline bandwidth {bandwidth / 1e9:.0f} GB/s "
-      f"(a measured copy here: {measured / 1e9:.0f} GB/s)")
+      f"(XLA's bf16 copy here: {measured / 1e9:.0f} GB/s)")
 PROMPT_LEN, NEW = 128, 512
 print(f"prompt {PROMPT_LEN}, {NEW} new tokens, bf16 — best possible tokens/s:")
 for name in ("gemma3-270m", "gemma3-1b"):
@@ -182,7 +375,7 @@ for name in ("gemma3-270m", "gemma3-1b"):
     print(f"  {name:12s} params {c.num_params() * 2 / 1e9:.2f} GB |", " | ".join(row))
 
 # %% [markdown]
-# ## 3. Choosing a token, and the log-prob GRPO needs
+# ## 5. Choosing a token, and the log-prob GRPO needs
 #
 # From the last position's logits $\ell \in \mathbb{R}^V$:
 # - **greedy**: $\arg\max_v \ell_v$ (temperature 0);
@@ -234,7 +427,36 @@ print(f"block size {block_size(64)}; largest |frequency - p| {np.abs(freq - toy)
       f"draws from the impossible block: {int(freq[8:16].sum() * 40000)}")
 
 # %% [markdown]
-# ## 4. Stopping at `</answer>` when the loop sees tokens
+# ### Exercise 2: top-k sampling in our loop
+# `decode` takes a `choose(logits, step)` function; `greedy` is one. Write `top_k_choice(k,
+# temperature, seed)` that returns a `choose` drawing the next token from the $k$ largest logits
+# divided by the temperature (hints: `jax.lax.top_k`, `jax.random.categorical`, and
+# `jax.random.fold_in(key, step)` for a fresh key each step). Check: with $k = 1$ it must give
+# exactly the greedy tokens; then print a sample with $k = 40$, $T = 1$.
+
+# %% [markdown]
+# #### Solution
+
+# %% jupyter={"source_hidden": true}
+# Solution
+def top_k_choice(k, temperature=1.0, seed=0):
+    key = jax.random.key(seed)
+
+    def choose(logits, step):
+        values, indices = jax.lax.top_k(logits / temperature, k)               # [1, k] each
+        pick = jax.random.categorical(jax.random.fold_in(key, step), values)    # [1] in 0..k-1
+        return jnp.take_along_axis(indices, pick[:, None], axis=-1)[:, 0].astype(jnp.int32)
+    return choose
+
+
+prompt = LOOP_PROMPTS[-1]
+ids = tokenizer.encode(prompt)
+assert decode(model, ids, LOOP_NEW_TOKENS, top_k_choice(1)) == greedy_tokens[prompt]
+print("k=1 equals greedy")
+print("k=40, T=1:", repr(tokenizer.decode(decode(model, ids, LOOP_NEW_TOKENS, top_k_choice(40)))))
+
+# %% [markdown]
+# ## 6. Stopping at `</answer>` when the loop sees tokens
 #
 # A row stops at `<eos>`, at `<end_of_turn>`, or when its text completes a stop string. The last
 # one is subtle: `</answer>` is text, and the model can spell it with many token sequences —
@@ -249,9 +471,6 @@ print(f"block size {block_size(64)}; largest |frequency - p| {np.abs(freq - toy)
 # it is exact for every tokenization (`aha_utils/stop_strings.py` builds the table).
 
 # %%
-from aha_utils.tokenizer import gguf_tokenizer
-
-tokenizer = gguf_tokenizer()
 t0 = time.perf_counter()
 table = stop_table(tokenizer, STOP_STRINGS)   # [states, vocab]
 print(f"stop table {table.shape} built in {time.perf_counter() - t0:.1f} s; "
@@ -267,7 +486,7 @@ for text in ["</answer>", " </answer>\n", "(3+7)*2</answer>.", "<answer> 5 </ans
     print(f"{text!r:22s} " + "  ".join(walk))
 
 # %% [markdown]
-# ## 5. Buckets: one compilation for many calls
+# ## 7. Buckets: one compilation for many calls
 #
 # `jit` compiles one program per input *shape*. Prompts differ in length and batches in size, so
 # the sampler pads them to **buckets**: prompt columns to the next power of two (left padding,
@@ -285,7 +504,40 @@ for b in (1, 3, 16, 17):
 print()
 
 # %% [markdown]
-# ## 6. Live samples from Gemma 3 270M
+# ### Exercise 3: count the compilations
+# Take a small jitted function of a batch, e.g. `jax.jit(lambda x: jnp.tanh(x @ w).sum(-1))` with
+# `x` of shape `[b, 64]`. Call it once for each batch size $b = 1, \dots, 12$ as is, and count the
+# compilations (the `compiles` list of the imports cell grows by one per compilation). Then do the
+# same with each batch padded with zero rows to `batch_bucket(b)` (and the padding rows' outputs
+# dropped). How many compilations does each way cost? (With the sampler, each one costs seconds.)
+
+# %% [markdown]
+# #### Solution
+
+# %% jupyter={"source_hidden": true}
+# Solution
+# Inputs are made, padded and cut in NumPy: an eager jnp operation on a new shape would be
+# compiled (and counted) too.
+w = np.ones((64, 8), np.float32) / 64
+raw = jax.jit(lambda x: jnp.tanh(x @ w).sum(-1))
+padded = jax.jit(lambda x: jnp.tanh(x @ w).sum(-1))   # a second function: its own cache
+sizes = range(1, 13)
+n0 = len(compiles)
+for b in sizes:
+    raw(np.ones((b, 64), np.float32))
+n_raw = len(compiles) - n0
+n0 = len(compiles)
+for b in sizes:
+    x = np.ones((b, 64), np.float32)
+    rows = batch_bucket(b)
+    y = np.asarray(padded(np.pad(x, ((0, rows - b), (0, 0)))))[:b]   # padding rows dropped
+    assert np.allclose(y, np.asarray(raw(x)))
+n_bucketed = len(compiles) - n0
+print(f"batch sizes 1..12: {n_raw} compilations as is, {n_bucketed} with buckets "
+      f"({sorted({batch_bucket(b) for b in sizes})})")
+
+# %% [markdown]
+# ## 8. Live samples from Gemma 3 270M
 #
 # The R1-Zero Countdown prompt, `NUM_SAMPLES` completions each, at temperature 1. The base model
 # has never been trained to answer in this format: expect rambling, the occasional `<answer>`,
@@ -294,16 +546,9 @@ print()
 # %%
 from aha_utils.data.countdown import make_problems
 from aha_utils.data.prompts import countdown_prompt
-from aha_utils.weights import load_model
 
-model, tokenizer = load_model(MODEL_NAME, dtype=DTYPE)
 problems = make_problems(NUM_PROMPTS, num_numbers=3, seed=SEED)
 prompts = [countdown_prompt(p["nums"], p["target"]) for p in problems]
-
-compiles = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, secs, **kw: compiles.append(secs)
-    if event == "/jax/core/compile/backend_compile_duration" else None)
 
 
 def sample(seed):
@@ -314,8 +559,9 @@ def sample(seed):
     return out, time.perf_counter() - t
 
 
+n_before = len(compiles)
 out, first_s = sample(SEED)
-print(f"first call: {first_s:.1f} s, of which compiling {sum(compiles):.1f} s")
+print(f"first call: {first_s:.1f} s, of which compiling {sum(compiles[n_before:]):.1f} s")
 for i, (text, n, lp) in enumerate(zip(out.texts, out.lengths, out.logprobs)):
     p = problems[i // NUM_SAMPLES]
     print(f"--- nums {p['nums']} target {p['target']} | sample {i % NUM_SAMPLES} | {n} tokens, "
@@ -333,7 +579,7 @@ print("tokens", out.tokens.shape, out.tokens.dtype, "| logprobs", out.logprobs.s
 print("prompt_tokens", out.prompt_tokens.shape, "(columns = the prompt bucket)")
 
 # %% [markdown]
-# ## 7. Throughput on this device
+# ### Throughput on this device
 #
 # A second call with new problems of a similar length: no compilation (the count of compilations
 # does not move), and now the time is the sampler's own.
@@ -354,30 +600,61 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
       f"-> {100 * roof / second_s:.0f}% of it")
 
 # %% [markdown]
-# On a CPU the percentage means little: bfloat16 arithmetic is emulated there, so even the
-# "bandwidth" copy above is limited by arithmetic, and the prefill of the prompt bucket is part
-# of the time. On a TPU or GPU it is the number to watch. For reference, on an
-# H100 (`python -m benchmarks.sampler`, random weights, prompt 128, 512 new tokens) the
-# 1B model at batch 64 makes about 40,000 tokens/s, 49% of this roofline (54% of a looser one,
-# `% whole cache`, that counts every slot of the cache as a decode of fixed shapes reads it),
-# 3.7x transformers' compiled `generate` in the same run (3.7-4.97x across runs, as HF's own
-# speed varied). `--profile DIR`
-# shows where a decode step's time goes: about 9 kernels per layer (matrix products at 64 rows
-# that reach 20-70% of the bandwidth, the attention, the norms), each with a fixed cost that a
-# step of 0.8 ms of pure memory traffic cannot hide. That is why an H200, with 1.43x the H100's
-# bandwidth, makes only 1.12x the tokens (about 44,700 a second, 42% of its whole-cache
-# roofline): the small kernels take as long on both. `docs/SAMPLER_TUNING.md` logs
-# every round of tuning behind these figures.
-# On GPUs the sampler goes one step further by default: an optional wing, `aha_utils.kernels`,
-# runs each decode step and the token draw as a handful of Pallas kernels on its own fused copy
-# of the weights (attention over only the filled cache slots, residual joins in one pass, a draw
-# that never writes the `[N, V]` logits), switched by `generate(..., kernels=...)` and entered
-# from one place in the sampler. The course's decode step stays the plain XLA one above, which
-# the kernels are tested against; what each kernel does and what it bought is in
-# [docs/SAMPLER_TUNING.md](../docs/SAMPLER_TUNING.md).
-# Host time counts too: the host waits
-# for the loop, so the sampler is a plain `jax.jit` (no per-call traversal of the model's
-# graph, which cost 27 ms a call for the 1B) and, on GPUs, runs the whole loop as one CUDA graph.
+# The roofline as a figure: the sampler's tokens/s against the batch size, each row making
+# `ROOFLINE_NEW_TOKENS` tokens after a short random prompt (no stop: every row runs to the end),
+# next to the bound of section 4 for the same shapes. Each batch size is a new shape, so each is
+# compiled by an untimed first call.
+
+# %%
+hardware = (f"CPU, {os.cpu_count()} cores" if jax.default_backend() == "cpu"
+            else jax.devices()[0].device_kind)
+rng = np.random.default_rng(SEED)
+bench_config = SampleConfig(max_new_tokens=ROOFLINE_NEW_TOKENS, greedy=False, stop_ids=())
+
+
+def tokens_per_second(batch):
+    tokens = rng.integers(3, cfg.vocab_size, (batch, ROOFLINE_PROMPT_LEN)).astype(np.int32)
+    positions = np.broadcast_to(np.arange(ROOFLINE_PROMPT_LEN, dtype=np.int32), tokens.shape)
+
+    def run(seed):
+        return np.asarray(sample_tokens(model, tokens, positions, jax.random.key(seed),
+                                        bench_config).lengths)   # waits for the device
+    run(0)                                                        # compiles this shape
+    t = time.perf_counter()
+    assert (run(1) == ROOFLINE_NEW_TOKENS).all()
+    return batch * ROOFLINE_NEW_TOKENS / (time.perf_counter() - t)
+
+
+def bound(batch):
+    return batch * ROOFLINE_NEW_TOKENS / roofline_seconds(
+        cfg, batch, ROOFLINE_PROMPT_LEN, ROOFLINE_NEW_TOKENS, bandwidth)
+
+
+measured_tps = {b: tokens_per_second(b) for b in ROOFLINE_BATCHES}
+for b, tps in measured_tps.items():
+    print(f"batch {b:3d}: {tps:8,.1f} tokens/s measured, bound {bound(b):9,.1f} "
+          f"-> {100 * tps / bound(b):.0f}% of the roofline")
+grid = 2 ** np.arange(0, 9)
+fig, ax = plt.subplots(figsize=(7, 4.2))
+ax.plot(grid, [bound(b) for b in grid], "--", color="gray",
+        label=f"roofline: memory traffic at {bandwidth / 1e9:,.0f} GB/s")
+ax.plot(list(measured_tps), list(measured_tps.values()), "o-", label="measured (generate's loop)")
+ax.set(xscale="log", yscale="log", xlabel="batch (rows decoded together)", ylabel="tokens / s",
+       title=f"{MODEL_NAME} decode on {hardware}")
+ax.set_xticks(grid, [str(b) for b in grid])
+ax.legend(fontsize=10)
+ax.grid(alpha=0.3)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The bound rises almost linearly with the batch (the weights are read once for all rows) until
+# the keys and values of every row weigh as much as the weights. The gap between a measured
+# point and the bound is time spent on something other than moving bytes. On a CPU that is
+# mostly arithmetic: bfloat16 is emulated there, and a step's matrix products grow with the
+# batch while the weights it reads do not. On a TPU or GPU the share of the bound is the number
+# to watch; `python -m benchmarks.sampler` prints the same comparison at larger shapes, and
+# [docs/SAMPLER_TUNING.md](../docs/SAMPLER_TUNING.md) records it on an H100.
 
 # %% [markdown]
 # ## Key takeaways
@@ -385,8 +662,10 @@ print(f"roofline for {rows} rows x {steps} steps on {kind}: {rows * steps / roof
 #   cannot beat *bytes moved / bandwidth*: weights once per step plus each row's KV cache.
 # - The KV cache turns $O(n^2)$ re-computation into $O(n)$; multi-query attention and sliding
 #   windows (ring buffers of 512 slots) keep it small.
-# - The whole loop is one jitted `lax.while_loop`: no Python per token, exit when every row has
-#   stopped, shapes bucketed so the next call re-uses the compiled program.
+# - A decode loop is a prefill, then one-token steps that read and extend the cache: a few dozen
+#   lines, token for token the same as the library's greedy sampler.
+# - The library's loop is one jitted `lax.while_loop`: no Python per token, exit when every row
+#   has stopped, shapes bucketed so the next call re-uses the compiled program.
 # - Tokens are *drawn* from the tempered, truncated distribution, but the *log-prob returned* is
 #   the model's own at temperature 1 — the number GRPO's ratio needs.
 # - Stop strings are exact over every tokenization: an automaton over bytes, lifted to a
