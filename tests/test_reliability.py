@@ -51,3 +51,79 @@ def test_no_checkpoint_restores_stops_and_moves_nothing(tmp_path, tokenizer):
                                                 r".*Nothing was deleted.*--out"):
         run(dataclasses.replace(CFG, steps=4), tmp_path, tokenizer, resume=True)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "3"]
+
+
+# ----- item 8: errors a user can read ----------------------------------------------------------
+def cli(*args):
+    return ["--task", "countdown", "--steps", "2", *args]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--model", "gemma9"), "pass --model with one of"),
+    (("--set", "template=fancy"), "--set template=NAME with one of"),
+    (("--time-limit", "0"), "--time-limit is in minutes and must be > 0"),
+])
+def test_names_are_checked_before_anything_loads(tmp_path, capsys, monkeypatch, args, message):
+    import aha_utils.weights as weights
+    monkeypatch.setattr(weights, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(SystemExit) as e:
+        main(cli("--out", str(tmp_path / "run"), *args))
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_expected_errors_print_one_line_unless_debug(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(cli("--out", str(out), "--resume")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and err.startswith("error: --resume: no checkpoint")
+    assert "Traceback" not in err and not out.exists()               # no empty run folder left
+    assert main(cli("--out", str(out), "--resume", "--debug")) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_run_main_handles_each_expected_error(tmp_path, capsys):
+    from aha_utils.cli import run_main
+
+    def boom(err):
+        def fn():
+            (tmp_path / "x" / "checkpoints").mkdir(parents=True)   # what a start makes
+            raise err
+        return fn
+    for err in (CorruptCheckpoint("no checkpoint restores"), ConnectionError("offline"),
+                PermissionError("No Kaggle credentials"), ModuleNotFoundError("no gguf")):
+        assert run_main(boom(err), [], str(tmp_path / "x")) == 1
+        assert capsys.readouterr().err.startswith(f"error: {err}")
+        assert not (tmp_path / "x").exists()
+    with pytest.raises(KeyError):                                     # a bug stays a traceback
+        run_main(lambda: {}["k"], [], None)
+
+
+def test_missing_gguf_package_is_reported_as_a_missing_package(tmp_path, monkeypatch):
+    import sys
+
+    from aha_utils.gguf_file import open_gguf
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF" + bytes(100))
+    monkeypatch.setitem(sys.modules, "gguf", None)                    # as if not installed
+    with pytest.raises(ModuleNotFoundError, match="pip install gguf"):
+        open_gguf(path)
+
+
+def test_kaggle_errors_name_the_cli_flag_and_never_echo_upstream_text(monkeypatch):
+    import sys
+    import types
+
+    from aha_utils import weights
+    monkeypatch.setattr(weights, "_has_kaggle_credentials", lambda: False)
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace())
+    with pytest.raises(PermissionError, match="--model gemma3-270m"):
+        weights.download_kaggle("gemma3-1b-it")
+    monkeypatch.setattr(weights, "_has_kaggle_credentials", lambda: True)
+
+    def fail(handle):
+        raise OSError("500 from server; Authorization: Bearer SECRET")
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(model_download=fail))
+    with pytest.raises(RuntimeError) as e:
+        weights.download_kaggle("gemma3-1b-it")
+    assert "SECRET" not in str(e.value) and "--model gemma3-270m" in str(e.value)
