@@ -5,6 +5,7 @@ Uses test_train's tiny model (2 layers, the real tokenizer's vocabulary) and its
 import dataclasses
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -127,3 +128,69 @@ def test_kaggle_errors_name_the_cli_flag_and_never_echo_upstream_text(monkeypatc
     with pytest.raises(RuntimeError) as e:
         weights.download_kaggle("gemma3-1b-it")
     assert "SECRET" not in str(e.value) and "--model gemma3-270m" in str(e.value)
+
+
+# ----- item 7: resume semantics -----------------------------------------------------------------
+def test_resume_allows_cadence_and_data_path_refuses_training_changes(tmp_path, tokenizer):
+    run(dataclasses.replace(CFG, steps=2), tmp_path, tokenizer)
+    meta_file = tmp_path / "checkpoints" / "2" / "meta" / "metadata"
+    assert len(json.loads(meta_file.read_text())["pool_sha256"]) == 64
+    free = dataclasses.replace(CFG, steps=3, eval_every=1, sample_every=1, checkpoint_every=2,
+                               keep_checkpoints=3, gsm8k_path="/moved/gsm8k")
+    assert [r["step"] for r in run(free, tmp_path, tokenizer, resume=True)] == [3]
+    with pytest.raises(ValueError, match=r"alter training: \['beta', 'learning_rate'\]"):
+        run(dataclasses.replace(free, steps=4, beta=0.1, learning_rate=1e-3), tmp_path,
+            tokenizer, resume=True)
+    newest = tmp_path / "checkpoints" / "3" / "meta" / "metadata"
+    meta = json.loads(newest.read_text())
+    newest.write_text(json.dumps({**meta, "pool_sha256": "0" * 64}))  # other training data
+    with pytest.raises(ValueError, match="training problems differ.*--gsm8k-path"):
+        run(dataclasses.replace(free, steps=4), tmp_path, tokenizer, resume=True)
+
+
+def blow_up_at(monkeypatch, update: int):
+    """Make the `update`-th GRPO update leave non-finite trainable parameters."""
+    from flax import nnx
+
+    from aha_utils import grpo_step
+    real, calls = grpo_step.grpo_updates, []
+
+    def updates(model, optimizer, batch, grpo_cfg, train_cfg, ref_params):
+        out = real(model, optimizer, batch, grpo_cfg, train_cfg, ref_params)
+        calls.append(1)
+        if len(calls) == update:
+            from aha_utils.train_step import trainable_filter
+            state = nnx.state(model, trainable_filter(train_cfg))
+            nnx.update(model, jax.tree.map(lambda x: x * jnp.nan, state))
+        return out
+    monkeypatch.setattr(grpo_step, "grpo_updates", updates)
+
+
+def trainable_finite(model, cfg):
+    from flax import nnx
+
+    from aha_utils.train_step import trainable_filter
+    leaves = jax.tree.leaves(nnx.state(model, trainable_filter(cfg.train_config())))
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+
+
+def test_non_finite_step_stops_with_the_model_put_back(tmp_path, tokenizer, monkeypatch):
+    blow_up_at(monkeypatch, 2)
+    model = tiny_model()
+    with pytest.raises(FloatingPointError, match="skip_nonfinite=true"):
+        train(CFG, tmp_path, model=model, tokenizer=tokenizer, reward_fn=text_reward,
+              progress=False)
+    assert trainable_finite(model, CFG)                               # the step-1 checkpoint
+
+
+def test_skip_nonfinite_undoes_the_step_and_goes_on(tmp_path, tokenizer, monkeypatch):
+    blow_up_at(monkeypatch, 2)
+    cfg = dataclasses.replace(CFG, skip_nonfinite=True)
+    model = tiny_model()
+    history = train(cfg, tmp_path, model=model, tokenizer=tokenizer, reward_fn=text_reward,
+                    progress=False)
+    assert [r["step"] for r in history] == [1, 3] and trainable_finite(model, cfg)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r.get("skipped_nonfinite", False)) for r in lines] == [
+        (1, False), (2, True), (3, False)]
+    assert np.isfinite(lines[2]["loss"])
