@@ -29,6 +29,7 @@ from aha_utils import sft_data
 from aha_utils.data.countdown import make_problems
 from aha_utils.analysis import wilson_interval
 from aha_utils.buckets import PAD_ID, left_pad
+from aha_utils.cli import check_names, run_main
 from aha_utils.checkpoint import load_params, save_params  # noqa: F401  (their old home)
 from aha_utils.evaluation import evaluate
 from aha_utils.jsonl import write_jsonl
@@ -173,31 +174,38 @@ def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
 # ----------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m aha_utils.sft",
+        prog="python -m aha_utils.sft", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Warm start: supervised fine-tuning on worked solutions (Countdown: "
                     "solver-written; GSM8K: the train split's own), greedy held-out accuracy "
                     "before and after, parameters to OUT/params for `python -m aha_utils.train "
                     "... --set init_from=OUT`.")
-    parser.add_argument("--task", required=True, choices=sft_data.TASKS)
+    parser.add_argument("--task", required=True, choices=sft_data.TASKS, help="the task")
     parser.add_argument("--num-numbers", type=int, default=None,
                         help="Countdown numbers per problem (countdown only; default 3)")
     parser.add_argument("--gsm8k-path", default=None,
                         help="gsm8k only: folder with GSM8K train.jsonl/test.jsonl (default: "
-                             "the HF Hub), as `python -m aha_utils.train --gsm8k-path` takes")
-    parser.add_argument("--steps", type=int, required=True)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--model", default="gemma3-270m")
-    parser.add_argument("--template", default="base", choices=("base", "chat", "few_shot"))
-    parser.add_argument("--warmup", type=int, default=None, help="default: steps // 10")
-    parser.add_argument("--micro-batch", type=int, default=None)
+                             "the copy shipped with the course), as `python -m aha_utils.train --gsm8k-path` takes")
+    parser.add_argument("--steps", type=int, required=True, help="optimizer steps")
+    parser.add_argument("--batch", type=int, default=32, help="examples per step")
+    parser.add_argument("--lr", type=float, default=2e-5,
+                        help="peak AdamW learning rate (warmup, then cosine)")
+    parser.add_argument("--out", required=True,
+                        help="run folder: params/, sft_metrics.jsonl, summary.json")
+    parser.add_argument("--model", default="gemma3-270m",
+                        help="model name; gemma3-270m needs no download")
+    parser.add_argument("--template", default="base", choices=("base", "chat", "few_shot"),
+                        help="prompt template (the GRPO run must use the same)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="warmup steps (None: steps // 10)")
+    parser.add_argument("--micro-batch", type=int, default=None,
+                        help="rows per forward/backward, less memory (None: the whole batch)")
     parser.add_argument("--train-problems", type=int, default=None,
                         help="distinct training problems (default steps x batch: no repeats; "
                              "gsm8k: at most the usable train rows, ~7,400 at 256 new tokens)")
-    parser.add_argument("--eval-n", type=int, default=None, help="default 512 (cpu: 16)")
+    parser.add_argument("--eval-n", type=int, default=None,
+                        help="held-out problems evaluated before and after (None: 512; cpu: 16)")
     parser.add_argument("--val-n", type=int, default=None,
                         help="the GRPO run's validation problems, kept out of the SFT data "
                              "(default: the GRPO preset's val_n; 0 = keep none out)")
@@ -217,7 +225,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="also picks the GRPO run's eval set")
     parser.add_argument("--experiment", default=None, metavar="NAME",
                         help="the experiments/ config this run comes from (kept in summary.json)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        check_names(args.model, args.template)
+    except ValueError as e:
+        parser.error(str(e))
     if args.task == "gsm8k" and args.num_numbers is not None:
         parser.error("--num-numbers is for --task countdown; GSM8K problems have no numbers "
                      "to choose")
@@ -341,8 +360,8 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(parse_args(argv))
-    return 0
+    args = parse_args(argv)
+    return run_main(lambda: (run(args), 0)[1], argv, args.out)
 
 
 if __name__ == "__main__":

@@ -322,7 +322,7 @@ def _evaluate_best(best: BestParams, model, tested: dict[int, dict], run_eval) -
 # ----------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Namespace]:
+def build_parser() -> argparse.ArgumentParser:
     preset = RunConfig.preset("countdown", jax.default_backend())
     parser = argparse.ArgumentParser(
         prog="python -m aha_utils.train", epilog=settings_table(preset),
@@ -350,6 +350,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Names
                              "--set lora_rank=none --set lr_floor=0.1 --set val_n=256 "
                              "(repeatable; applied after AHA_QUICK, so it also sets what quick "
                              "mode shrinks)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Namespace]:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1; got {args.steps}")

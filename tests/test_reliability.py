@@ -194,3 +194,24 @@ def test_skip_nonfinite_undoes_the_step_and_goes_on(tmp_path, tokenizer, monkeyp
     assert [(r["step"], r.get("skipped_nonfinite", False)) for r in lines] == [
         (1, False), (2, True), (3, False)]
     assert np.isfinite(lines[2]["loss"])
+
+
+# ----- item 6: --help that teaches -------------------------------------------------------------
+@pytest.mark.parametrize("module", ["train", "sft"])
+def test_help_lists_every_setting_and_every_flag_has_help(module, capsys, monkeypatch):
+    import importlib
+    monkeypatch.delenv("AHA_QUICK", raising=False)
+    mod = importlib.import_module(f"aha_utils.{module}")
+    parser = mod.build_parser()
+    for action in parser._actions:
+        assert action.help and action.help.strip(), action.option_strings
+    with pytest.raises(SystemExit):
+        mod.main(["--help"])
+    text = capsys.readouterr().out
+    if module == "train":   # every RunConfig field, its default, its meaning
+        preset = RunConfig.preset("countdown", "cpu")
+        for f in dataclasses.fields(RunConfig):
+            line = next(x for x in text.splitlines() if x.split()[:1] == [f.name])
+            assert str(getattr(preset, f.name)) in line and len(line.split()) > 3, line
+    else:                   # every flag with its default
+        assert "(default: 32)" in text and "(default: 2e-05)" in text
