@@ -32,7 +32,8 @@ from aha_utils.buckets import PAD_ID, left_pad
 from aha_utils.cli import check_names, run_main
 from aha_utils.checkpoint import load_params, save_params  # noqa: F401  (their old home)
 from aha_utils.evaluation import evaluate
-from aha_utils.jsonl import write_jsonl
+from aha_utils.jsonl import rewrite_jsonl, write_jsonl
+from aha_utils.live import LiveView
 from aha_utils.problems import Problems, problem_key
 from aha_utils.run_config import RunConfig
 from aha_utils.train_config import GRPOConfig
@@ -135,10 +136,12 @@ def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
         learning_rate: float, task: str = "countdown", template: str = "base",
         warmup_steps: int | None = None, micro_batch_size: int | None = None,
         compute_dtype: str = "bfloat16", remat: bool = False, seed: int = 0,
-        progress: bool = False, search_fraction: float = 0.0, **search_options) -> list[dict]:
+        progress: bool = False, search_fraction: float = 0.0, on_step=None,
+        **search_options) -> list[dict]:
     """Fine-tune `model` in place on `problems` of `task` (seeded epochs of permutations; GSM8K
     rows filtered by `sft_data.gsm8k_sft_rows` first); returns one dict of host floats per step
-    (`step`, `loss`, `token_accuracy`, `grad_norm`, `learning_rate`)."""
+    (`step`, `loss`, `token_accuracy`, `grad_norm`, `learning_rate`), each also passed to
+    `on_step(row)` as it is made (the CLI writes it to `sft_metrics.jsonl` there and then)."""
     if steps < 1 or batch_size < 1 or not problems:
         raise ValueError(f"need steps >= 1, batch_size >= 1 and problems; got {steps}, "
                          f"{batch_size}, {len(problems)} problems")
@@ -168,6 +171,8 @@ def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
             raise FloatingPointError(f"SFT loss is {row['loss']} at step {step + 1}: lower the "
                                      "learning rate")
         history.append(row)
+        if on_step is not None:
+            on_step(row)
     return history
 
 
@@ -225,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="also picks the GRPO run's eval set")
     parser.add_argument("--experiment", default=None, metavar="NAME",
                         help="the experiments/ config this run comes from (kept in summary.json)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard event files under OUT/tensorboard "
+                             "(needs tensorboardX)")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error")
     return parser
@@ -327,12 +335,22 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
         return result
 
     before = run_eval("before")
+    live = LiveView(out / "tensorboard", getattr(args, "tensorboard", False) and is_main)
+    if is_main:
+        rewrite_jsonl(out / "sft_metrics.jsonl", [])   # a row per step, as it is made
+
+    def on_step(row):
+        if is_main:
+            write_jsonl(out / "sft_metrics.jsonl", [row])
+            live.log(row)
     t1 = time.perf_counter()
     history = sft(model, tokenizer, train_set, steps=args.steps, batch_size=args.batch,
                   learning_rate=args.lr, task=args.task, template=args.template,
                   warmup_steps=args.warmup,
                   micro_batch_size=args.micro_batch, compute_dtype=cfg.compute_dtype,
-                  seed=args.seed, progress=is_main, **search_options(args, cfg, tokenizer))
+                  seed=args.seed, progress=is_main, on_step=on_step,
+                  **search_options(args, cfg, tokenizer))
+    live.close()
     sft_minutes = (time.perf_counter() - t1) / 60
     after = run_eval("after")
     save_params(model, out / "params")
@@ -349,7 +367,6 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
                "final": {k: history[-1][k] for k in ("loss", "token_accuracy")},
                "eval": {"before": before, "after": after}}
     if is_main:
-        write_jsonl(out / "sft_metrics.jsonl", history, mode="w")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"SFT {cfg.model}: {args.steps} steps in {summary['sft_minutes']} min on "
               f"{summary['hardware']}; loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"

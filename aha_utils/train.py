@@ -49,22 +49,19 @@ from aha_utils.evaluation import (STOP_STRINGS, RewardFn, evaluate, prompts_of, 
                                   score_completions, task_reward_fn)
 from aha_utils.grpo_step import (all_finite, build_batch, compile_ahead, grpo_step,  # noqa: F401
                                  mean_updates, sample_group, score_group, step_seed)
+from aha_utils.live import LiveView
 from aha_utils.jsonl import read_jsonl, rewrite_jsonl, write_jsonl
 from aha_utils.problems import Problems
 from aha_utils.rewards import TASKS, get_scheme
 from aha_utils.run_config import RunConfig
 from aha_utils.runlog import plot_rewards, write_summary  # noqa: F401
+from aha_utils.resume import RESUME_FREE, check_resume, snapshot  # noqa: F401
 from aha_utils.schedule import SchedulePlan
 from aha_utils.train_step import init_training, rebuild_optimizer, trainable_filter
 
 # Metrics that differ between two identical runs only by timing.
 TIMING_KEYS = ("step_time_s", "sample_time_s", "train_time_s", "sample_tokens_per_s",
                "train_tokens_per_s")
-# Fields a checkpoint from before they existed ran with (so an old run resumes unchanged).
-LEGACY_DEFAULTS = {"lr_floor": 1.0, "val_n": 0}
-# Fields --resume may change: cadence, options that do not alter training, a moved data path.
-RESUME_FREE = ("steps", "eval_every", "sample_every", "checkpoint_every", "keep_checkpoints",
-               "gsm8k_path", "skip_nonfinite", "tensorboard")
 
 
 def _agree(flag: bool) -> bool:
@@ -99,32 +96,18 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, model=No
         raise ValueError(f"time_limit_s={time_limit_s} must be > 0 (or None: no limit)")
     get_scheme(cfg.reward_scheme)   # an unknown scheme fails here, before anything loads
     out = Path(out_dir)
+    live = LiveView(out / "tensorboard", cfg.tensorboard and jax.process_index() == 0)
     ckpt = Checkpointer(out / "checkpoints", every=cfg.checkpoint_every, keep=cfg.keep_checkpoints)
     try:   # on any exit, let a save in flight finish: it is the good checkpoint to resume from
         return _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress,
-                      time_limit_s, experiment)
+                      time_limit_s, experiment, live)
     finally:
         ckpt.close()
-
-
-def _check_resume(cfg: RunConfig, meta: dict, data: Problems | None = None) -> None:
-    """Refuse a resume with settings that alter training (`RESUME_FREE` ones may change) or
-    with another training pool than the checkpoint's."""
-    saved = {**LEGACY_DEFAULTS, **meta["config"]}
-    changed = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items()
-               if k not in RESUME_FREE and saved.get(k) != v}
-    if changed:
-        raise ValueError(f"--resume with settings that alter training: {sorted(changed)} "
-                         f"(saved, now): {changed}; use the saved values (--set FIELD=VALUE) or "
-                         f"a new --out. Free to change: {', '.join(RESUME_FREE)}")
-    if data is not None and meta.get("pool_sha256") not in (None, data.pool_hash()):
-        raise ValueError("--resume: the training problems differ from the checkpoint's (another "
-                         "GSM8K copy at --gsm8k-path?); point --gsm8k-path at the data the run "
-                         "started with, or use a new --out")
+        live.close()
 
 
 def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_limit_s,
-           experiment) -> list[dict]:
+           experiment, live) -> list[dict]:
     t_call = time.perf_counter()
     is_main = jax.process_index() == 0
     latest = ckpt.latest_step()
@@ -142,7 +125,7 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
                                 "nothing was deleted. Start a fresh run with another --out")
     data = Problems(cfg)   # before the model: a missing data set fails fast
     if meta is not None:
-        _check_resume(cfg, meta, data)
+        check_resume(cfg, meta, data)
     if model is None:
         from aha_utils.weights import load_model   # heavy: only when not injected
         model, tokenizer = load_model(cfg.model, dtype=jnp.dtype(cfg.param_dtype))
@@ -163,7 +146,7 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
         restored = ckpt.restore_newest(model, optimizer, trainable_filter(train_cfg))
         if restored["step"] != meta["step"]:   # the newest was damaged: an older one restored
             meta, start = restored, restored["step"]
-            _check_resume(cfg, meta, data)
+            check_resume(cfg, meta, data)
             plan = SchedulePlan.start(cfg.steps, start, time_limit_s, meta)
             if cfg.train_config(plan.planned) != train_cfg:
                 train_cfg = cfg.train_config(plan.planned)
@@ -217,7 +200,7 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
     while step < plan.planned:
         t0 = time.perf_counter()
         problems = data.for_step(step)
-        saved = _snapshot(model, optimizer, train_cfg) if cfg.skip_nonfinite else None
+        saved = snapshot(model, optimizer, train_cfg) if cfg.skip_nonfinite else None
         res = grpo_step(model, tokenizer, optimizer, problems, cfg,
                         seed=step_seed(base_key, step), reward_fn=reward_fn,
                         train_cfg=train_cfg, ref_params=ref_params, wait_compiled=wait_compiled)
@@ -274,6 +257,7 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
         row["step_time_s"] = time.perf_counter() - t0
         if is_main:
             write_jsonl(out / "metrics.jsonl", [row])
+            live.log(row)
         history.append(row)
         bar.update(1)
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", fmt=f"{row.get('format_rate') or 0:.2f}",
@@ -293,12 +277,6 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
                       hardware=hardware(), best=best_row,
                       extra=None if experiment is None else {"experiment": experiment})
     return history
-
-
-def _snapshot(model, optimizer, train_cfg):
-    """Copies of the trainable parameters and the optimizer state (undo for a skipped step)."""
-    copy = lambda state: jax.tree.map(jnp.copy, state)   # noqa: E731
-    return copy(nnx.state(model, trainable_filter(train_cfg))), copy(nnx.state(optimizer))
 
 
 def _evaluate_best(best: BestParams, model, tested: dict[int, dict], run_eval) -> dict | None:

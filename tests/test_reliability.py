@@ -215,3 +215,67 @@ def test_help_lists_every_setting_and_every_flag_has_help(module, capsys, monkey
             assert str(getattr(preset, f.name)) in line and len(line.split()) > 3, line
     else:                   # every flag with its default
         assert "(default: 32)" in text and "(default: 2e-05)" in text
+
+
+# ----- item 5: a live view ---------------------------------------------------------------------
+def read_scalars(folder):
+    """{tag: [(step, value)]} from the TFRecord event files under `folder`."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+    out = {}
+    for file in sorted(folder.rglob("events.out.tfevents.*")):
+        data, i = file.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
+
+
+def test_tensorboard_events_beside_metrics(tmp_path, tokenizer):
+    pytest.importorskip("tensorboardX")
+    cfg = dataclasses.replace(CFG, steps=2, beta=0.04, tensorboard=True)
+    history = run(cfg, tmp_path, tokenizer)
+    scalars = read_scalars(tmp_path / "tensorboard")
+    for tag in ("reward/mean", "length/mean", "policy/kl", "policy/loss"):   # accuracy: None
+        assert [s for s, _ in scalars[tag]] == [1, 2], tag
+    assert scalars["reward/mean"][1][1] == pytest.approx(history[1]["reward_mean"])
+
+
+def test_tensorboard_without_the_package_fails_before_anything(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(ModuleNotFoundError, match="pip install tensorboardX"):
+        train(dataclasses.replace(CFG, tensorboard=True), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_live_view_tags_the_self_correction_metrics():
+    from aha_utils.live import TAGS
+    for key in ("reward_mean", "accuracy", "completion_len_mean", "kl", "self_correction",
+                "self_correction_any", "false_step_rate", "attempts_mean"):
+        assert key in TAGS
+
+
+def test_sft_writes_its_metrics_every_step(tmp_path, monkeypatch):
+    from aha_utils import sft
+    from tests.test_sft import TOK
+    from tests.test_sft import tiny_model as sft_model
+    real, calls = sft.sft_step, []
+
+    def dies_at_step_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+    monkeypatch.setattr(sft, "sft_step", dies_at_step_3)
+    args = sft.parse_args(["--task", "countdown", "--steps", "5", "--batch", "2", "--lr", "1e-3",
+                           "--train-problems", "4", "--out", str(tmp_path), "--eval-n", "2",
+                           "--max-new-tokens", "8"])
+    with pytest.raises(KeyboardInterrupt):
+        sft.run(args, model=sft_model(seed=1), tokenizer=TOK)
+    lines = [json.loads(x) for x in (tmp_path / "sft_metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2] and np.isfinite(lines[0]["loss"])
