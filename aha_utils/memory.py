@@ -11,6 +11,7 @@ Design notes: docs/TRAINING.md, "The memory estimate (`aha_utils.memory`)".
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax.numpy as jnp
 
@@ -177,7 +178,28 @@ def device_summary() -> tuple[str, int, int | None]:
         stats = dev.memory_stats() or {}
     except Exception:   # some backends raise instead of returning None
         stats = {}
-    return dev.device_kind, jax.device_count(), stats.get("bytes_limit")
+    limit = stats.get("bytes_limit")
+    if limit is None and dev.platform == "cpu":
+        limit = host_memory_bytes()
+    return dev.device_kind, jax.device_count(), limit
+
+
+def host_memory_bytes() -> int | None:
+    """The machine's physical memory (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def advice(run_cfg, limit: float) -> str:
+    """What to change when the estimate does not fit `limit` bytes."""
+    rows = run_cfg.prompts_per_step * run_cfg.num_samples
+    now = run_cfg.micro_batch_size or rows
+    smaller = max([m for m in range(1, now) if rows % m == 0] or [1])
+    return (f"WARNING: the estimate exceeds 90% of the {limit / GB:.1f} GB here and the run may "
+            f"be killed: lower the micro-batch (--set micro_batch_size={smaller}; now {now}), "
+            "or --set remat=true, or lower max_new_tokens / prompts_per_step")
 
 
 def describe(run_cfg, *, n_data: int | None = None, memory_bytes: int | None = None) -> str:
@@ -187,7 +209,8 @@ def describe(run_cfg, *, n_data: int | None = None, memory_bytes: int | None = N
     n = n if n_data is None else n_data
     limit = limit if memory_bytes is None else memory_bytes
     est = estimate_memory(config_for(run_cfg.model), run_cfg, n_data=n)
-    return f"{n} x {kind}\n" + est.table(limit)
+    text = f"{n} x {kind}\n" + est.table(limit)
+    return text if est.fits(limit) else text + "\n" + advice(run_cfg, limit)
 
 
 def preset_for_device(task: str, device_kind: str, n_devices: int = 1,

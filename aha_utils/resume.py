@@ -13,9 +13,10 @@ from aha_utils.train_step import trainable_filter
 
 # Fields a checkpoint from before they existed ran with (so an old run resumes unchanged).
 LEGACY_DEFAULTS = {"lr_floor": 1.0, "val_n": 0}
-# Fields --resume may change: cadence, options that do not alter training, a moved data path.
+# Fields --resume may change: cadence, options that do not alter training, a moved data path,
+# and how the batch is split in memory (the same update, up to float rounding).
 RESUME_FREE = ("steps", "eval_every", "sample_every", "checkpoint_every", "keep_checkpoints",
-               "gsm8k_path", "skip_nonfinite", "tensorboard")
+               "gsm8k_path", "skip_nonfinite", "tensorboard", "micro_batch_size", "remat")
 
 
 def check_resume(cfg: RunConfig, meta: dict, data=None) -> None:

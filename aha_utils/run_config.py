@@ -4,8 +4,9 @@ Presets (`RunConfig.preset(task, backend)`; `quick()` shrinks any of them for `A
 - `countdown_cpu` / `gsm8k_cpu` (a laptop or a free CPU runtime): Gemma 3 270M with LoRA rank 8
   (lr 1e-4, the usual LoRA scale: adapters start at B = 0 and need larger steps than full
   fine-tuning), 4 prompts x G=4 samples, 128 new tokens, float32 throughout (bfloat16 matmuls
-  are emulated and slower on CPUs). A step takes a few minutes on 2 cores; it shows the loop
-  working, not learning.
+  are emulated and slower on CPUs), micro-batches of 4 rows (GSM8K's longer prompts: 2) so a
+  laptop holds it (`aha_utils.memory`: ~4.8 / 4.2 GB; 16 rows at once took ~15 GB). A step takes a few minutes
+  on 2 cores; it shows the loop working, not learning.
 - `countdown_gpu` / `gsm8k_gpu` (also used on TPU): the setting of DESIGN.md's HF TRL baseline,
   so the two can be compared: 16 prompts x G=8, 256 new tokens, full fine-tuning at lr 1e-5,
   no KL (beta=0, TRL's default), mu=1, float32 master weights (AdamW steps of 1e-5 vanish in
@@ -34,6 +35,7 @@ from aha_utils.train_config import GRPOConfig, TrainConfig
 TASKS = ("countdown", "gsm8k")   # as aha_utils.rewards.TASKS (tests/test_imports.py checks)
 
 DTYPES = ("float32", "bfloat16")
+CPU_MICRO_BATCH = 4   # rows per forward/backward of the CPU presets: ~5 GB, not ~15 GB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,11 +141,11 @@ class RunConfig:
     # ----- presets -------------------------------------------------------------------------
     @classmethod
     def countdown_cpu(cls, **overrides) -> "RunConfig":
-        return cls(**{"task": "countdown", **overrides})
+        return cls(**{"task": "countdown", "micro_batch_size": CPU_MICRO_BATCH, **overrides})
 
     @classmethod
     def gsm8k_cpu(cls, **overrides) -> "RunConfig":
-        return cls(**{"task": "gsm8k", **overrides})
+        return cls(**{"task": "gsm8k", "micro_batch_size": CPU_MICRO_BATCH // 2, **overrides})
 
     @classmethod
     def countdown_gpu(cls, **overrides) -> "RunConfig":
@@ -208,7 +210,8 @@ class RunConfig:
         return dataclasses.replace(
             self, prompts_per_step=2, num_samples=4, max_new_tokens=32, eval_n=4, eval_every=1,
             sample_every=1, checkpoint_every=1, val_n=min(self.val_n, 2),
-            micro_batch_size=None if self.micro_batch_size is None else 8)
+            micro_batch_size=None if self.micro_batch_size is None
+            else min(8, self.micro_batch_size))
 
 
 DEVICE_PRESETS = ("cpu", "gpu", "tpu_v5e_1", "tpu_v5e_8")

@@ -279,3 +279,16 @@ def test_sft_writes_its_metrics_every_step(tmp_path, monkeypatch):
         sft.run(args, model=sft_model(seed=1), tokenizer=TOK)
     lines = [json.loads(x) for x in (tmp_path / "sft_metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2] and np.isfinite(lines[0]["loss"])
+
+
+# ----- item 3: the CPU preset fits a laptop -----------------------------------------------------
+def test_cpu_presets_fit_a_laptop_and_a_run_that_does_not_fit_says_what_to_change():
+    from aha_utils.config import config_for
+    from aha_utils.memory import GB, describe, device_summary, estimate_memory
+    for task in ("countdown", "gsm8k"):
+        cfg = RunConfig.preset(task, "cpu")
+        assert estimate_memory(config_for(cfg.model), cfg, kernels=False).total < 6 * GB, task
+    assert device_summary()[2] > 1 * GB                      # CPUs: the machine's memory
+    text = describe(RunConfig.countdown_cpu(micro_batch_size=None), n_data=1, memory_bytes=8e9)
+    assert "does NOT fit" in text and "--set micro_batch_size=8; now 16" in text
+    assert "WARNING" not in describe(RunConfig.countdown_cpu(), n_data=1, memory_bytes=8e9)
