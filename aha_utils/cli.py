@@ -20,10 +20,6 @@ TIME_LIMIT_HELP = (
     "step is evaluated, checkpointed and summarised")
 
 
-class MissingPackage(ImportError):
-    """An optional package a setting needs is not installed (the message says what to run)."""
-
-
 # Errors a user can cause and fix: printed as one line (no traceback unless --debug).
 EXPECTED = (ValueError, FileNotFoundError, FileExistsError, PermissionError, ConnectionError,
             ImportError, FloatingPointError, RuntimeError, OSError)
