@@ -4,8 +4,9 @@ Presets (`RunConfig.preset(task, backend)`; `quick()` shrinks any of them for `A
 - `countdown_cpu` / `gsm8k_cpu` (a laptop or a free CPU runtime): Gemma 3 270M with LoRA rank 8
   (lr 1e-4, the usual LoRA scale: adapters start at B = 0 and need larger steps than full
   fine-tuning), 4 prompts x G=4 samples, 128 new tokens, float32 throughout (bfloat16 matmuls
-  are emulated and slower on CPUs), micro-batches of 4 rows (GSM8K's longer prompts: 2) so a
-  laptop holds it (`aha_utils.memory`: ~4.8 / 4.2 GB; 16 rows at once took ~15 GB). A step takes a few minutes
+  are emulated and slower on CPUs), micro-batches of 2 rows (GSM8K's longer prompts: 1) so a
+  laptop holds it (`aha_utils.memory` estimates the process's peak under 5 GB; 16 rows at once
+  peaked at 14.9 GB). A step takes a few minutes
   on 2 cores; it shows the loop working, not learning.
 - `countdown_gpu` / `gsm8k_gpu` (also used on TPU): the setting of DESIGN.md's HF TRL baseline,
   so the two can be compared: 16 prompts x G=8, 256 new tokens, full fine-tuning at lr 1e-5,
@@ -35,7 +36,7 @@ from aha_utils.train_config import GRPOConfig, TrainConfig
 TASKS = ("countdown", "gsm8k")   # as aha_utils.rewards.TASKS (tests/test_imports.py checks)
 
 DTYPES = ("float32", "bfloat16")
-CPU_MICRO_BATCH = 4   # rows per forward/backward of the CPU presets: ~5 GB, not ~15 GB
+CPU_MICRO_BATCH = 2   # rows per forward/backward of the CPU presets: ~5 GB, not ~15 GB
 
 
 @dataclasses.dataclass(frozen=True)

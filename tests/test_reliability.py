@@ -287,7 +287,8 @@ def test_cpu_presets_fit_a_laptop_and_a_run_that_does_not_fit_says_what_to_chang
     from aha_utils.memory import GB, describe, device_summary, estimate_memory
     for task in ("countdown", "gsm8k"):
         cfg = RunConfig.preset(task, "cpu")
-        assert estimate_memory(config_for(cfg.model), cfg, kernels=False).total < 6 * GB, task
+        est = estimate_memory(config_for(cfg.model), cfg, kernels=False, host=True)
+        assert est.runtime > 0 and est.total < 5 * GB, task           # measured: docs/TRAINING.md
     assert device_summary()[2] > 1 * GB                      # CPUs: the machine's memory
     text = describe(RunConfig.countdown_cpu(micro_batch_size=None), n_data=1, memory_bytes=8e9)
     assert "does NOT fit" in text and "--set micro_batch_size=8; now 16" in text
