@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import jax
@@ -31,6 +32,25 @@ def _abstract(tree):
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
         tree)
+
+
+def _quiet_closed_loop() -> None:
+    """After a failed restore, orbax's callbacks report `Event loop is closed` hundreds of times
+    as unraisable errors: drop those (and only those)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_aha_quiet", False):
+        return
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError)
+                and "Event loop is closed" in str(unraisable.exc_value)):
+            previous(unraisable)
+    hook._aha_quiet = True
+    sys.unraisablehook = hook
+
+
+class CorruptCheckpoint(RuntimeError):
+    """No checkpoint of a run restores."""
 
 
 class Checkpointer:
@@ -90,6 +110,45 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             meta=ocp.args.JsonRestore()))
         return dict(restored.meta)
+
+    def newest_meta(self) -> dict | None:
+        """The meta of the newest checkpoint whose meta reads (None: no checkpoint)."""
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                return self.read_meta(step)
+            except Exception:   # noqa: BLE001 - a damaged one: restore_newest reports it
+                continue
+        return None
+
+    def restore_newest(self, model: nnx.Module, optimizer: nnx.Optimizer, trainable,
+                       report=print) -> dict:
+        """Restore the newest checkpoint that loads and return its meta. Damaged newer ones
+        are named via `report` and moved to `<directory>.corrupt/` (nothing is deleted);
+        if none loads, `CorruptCheckpoint` says so and nothing is moved."""
+        self.manager.wait_until_finished()
+        bad = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                meta = self.restore(model, optimizer, trainable, step)
+            except Exception as err:   # noqa: BLE001 - orbax/tensorstore raise many kinds
+                _quiet_closed_loop()
+                bad.append((step, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"))
+                continue
+            if bad:
+                aside = self.directory.with_name(self.directory.name + ".corrupt")
+                aside.mkdir(exist_ok=True)
+                for s, why in bad:
+                    os.replace(self.directory / str(s), aside / str(s))
+                    report(f"checkpoint step {s} in {self.directory} is corrupt ({why}); "
+                           f"moved to {aside / str(s)}")
+                self.manager.reload()
+                report(f"resuming from step {step}, the newest checkpoint that restores")
+            return meta
+        listed = "; ".join(f"step {s}: {why}" for s, why in bad)
+        raise CorruptCheckpoint(
+            f"no checkpoint in {self.directory} restores ({listed}). Nothing was deleted. "
+            "Start a fresh run with another --out (or without --resume after moving "
+            f"{self.directory} aside)")
 
     def wait_until_finished(self) -> None:
         self.manager.wait_until_finished()

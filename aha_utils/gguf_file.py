@@ -164,6 +164,11 @@ def open_gguf(path: str | os.PathLike | None = None) -> GGUFFile:
     if not path.is_file():
         raise FileNotFoundError(f"No GGUF file at {path}. {_INSTALL_HINT}")
     try:
+        import gguf  # noqa: F401  (a missing package is not a damaged file)
+    except ImportError as err:
+        raise ModuleNotFoundError(f"the `gguf` package is not installed (it reads the weights' "
+                                  f"quantized blocks): pip install gguf  ({err})") from err
+    try:
         return GGUFFile(path)
     except Exception as err:  # struct/decoding errors of a damaged file, under one message
         raise ValueError(

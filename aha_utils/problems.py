@@ -13,6 +13,7 @@ or its question).
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -69,6 +70,11 @@ class Problems:
     def eval_set(self) -> list[dict]:
         """The test set under its old name."""
         return self.test_set
+
+    def pool_hash(self) -> str:
+        """sha256 of the training pool (GSM8K) or of step 0's problems (Countdown's generator)."""
+        pool = self.train_pool if self.cfg.task == "gsm8k" else self.for_step(0)
+        return hashlib.sha256(json.dumps(pool, sort_keys=True).encode()).hexdigest()
 
     def position(self, step: int) -> int:
         """Problems consumed before step `step` (the data position stored in checkpoints)."""

@@ -4,8 +4,10 @@ Presets (`RunConfig.preset(task, backend)`; `quick()` shrinks any of them for `A
 - `countdown_cpu` / `gsm8k_cpu` (a laptop or a free CPU runtime): Gemma 3 270M with LoRA rank 8
   (lr 1e-4, the usual LoRA scale: adapters start at B = 0 and need larger steps than full
   fine-tuning), 4 prompts x G=4 samples, 128 new tokens, float32 throughout (bfloat16 matmuls
-  are emulated and slower on CPUs). A step takes a few minutes on 2 cores; it shows the loop
-  working, not learning.
+  are emulated and slower on CPUs), micro-batches of 2 rows (GSM8K's longer prompts: 1) so a
+  laptop holds it (`aha_utils.memory` estimates the process's peak under 5 GB; 16 rows at once
+  peaked at 14.9 GB). A step takes a few minutes
+  on 2 cores; it shows the loop working, not learning.
 - `countdown_gpu` / `gsm8k_gpu` (also used on TPU): the setting of DESIGN.md's HF TRL baseline,
   so the two can be compared: 16 prompts x G=8, 256 new tokens, full fine-tuning at lr 1e-5,
   no KL (beta=0, TRL's default), mu=1, float32 master weights (AdamW steps of 1e-5 vanish in
@@ -34,6 +36,7 @@ from aha_utils.train_config import GRPOConfig, TrainConfig
 TASKS = ("countdown", "gsm8k")   # as aha_utils.rewards.TASKS (tests/test_imports.py checks)
 
 DTYPES = ("float32", "bfloat16")
+CPU_MICRO_BATCH = 2   # rows per forward/backward of the CPU presets: ~5 GB, not ~15 GB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +86,8 @@ class RunConfig:
     checkpoint_every: int = 5
     keep_checkpoints: int = 3
     seed: int = 0
+    skip_nonfinite: bool = False        # skip a non-finite step (restoring the model) vs stop
+    tensorboard: bool = False           # also write TensorBoard events beside metrics.jsonl
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -137,11 +142,11 @@ class RunConfig:
     # ----- presets -------------------------------------------------------------------------
     @classmethod
     def countdown_cpu(cls, **overrides) -> "RunConfig":
-        return cls(**{"task": "countdown", **overrides})
+        return cls(**{"task": "countdown", "micro_batch_size": CPU_MICRO_BATCH, **overrides})
 
     @classmethod
     def gsm8k_cpu(cls, **overrides) -> "RunConfig":
-        return cls(**{"task": "gsm8k", **overrides})
+        return cls(**{"task": "gsm8k", "micro_batch_size": CPU_MICRO_BATCH // 2, **overrides})
 
     @classmethod
     def countdown_gpu(cls, **overrides) -> "RunConfig":
@@ -206,7 +211,52 @@ class RunConfig:
         return dataclasses.replace(
             self, prompts_per_step=2, num_samples=4, max_new_tokens=32, eval_n=4, eval_every=1,
             sample_every=1, checkpoint_every=1, val_n=min(self.val_n, 2),
-            micro_batch_size=None if self.micro_batch_size is None else 8)
+            micro_batch_size=None if self.micro_batch_size is None
+            else min(8, self.micro_batch_size))
 
 
 DEVICE_PRESETS = ("cpu", "gpu", "tpu_v5e_1", "tpu_v5e_8")
+
+# One line per field for `--help` (tests check that every field has one).
+FIELD_HELP = {
+    "task": "countdown or gsm8k (--task)",
+    "model": "model name (--model); gemma3-270m needs no download",
+    "init_from": "SFT --out folder to start from (python -m aha_utils.sft)",
+    "steps": "GRPO steps to train up to (--steps)",
+    "prompts_per_step": "problems sampled per step",
+    "num_samples": "G: completions per problem, compared with each other",
+    "num_numbers": "Countdown numbers per problem",
+    "template": "prompt template: base, chat or few_shot",
+    "gsm8k_path": "folder of GSM8K train/test JSONL (--gsm8k-path); none = the shipped copy/hub",
+    "max_new_tokens": "longest completion, in tokens",
+    "temperature": "sampling temperature (> 0)",
+    "top_k": "sample from the k likeliest tokens only; none = all",
+    "top_p": "nucleus sampling mass; none = off",
+    "reward_scheme": "how answers and format are scored (aha_utils.rewards)",
+    "loss_type": "grpo, bnpo, dapo or dr_grpo: how token losses are averaged",
+    "scale_rewards": "divide advantages by the group's std (false = Dr.GRPO)",
+    "epsilon": "PPO clip: ratio kept within [1 - epsilon, 1 + epsilon_high]",
+    "epsilon_high": "upper clip (DAPO: 0.28); none = epsilon",
+    "beta": "KL penalty to the starting model; 0 = off (no reference copy)",
+    "num_iterations": "mu: optimizer updates per sampled batch",
+    "learning_rate": "peak AdamW learning rate",
+    "warmup_steps": "linear warmup, in optimizer updates",
+    "lr_floor": "cosine ends at lr_floor x learning_rate; 1.0 = constant",
+    "max_grad_norm": "gradient clipping norm",
+    "weight_decay": "AdamW weight decay",
+    "lora_rank": "LoRA rank; none = full fine-tuning",
+    "lora_alpha": "LoRA scale (alpha / rank)",
+    "param_dtype": "weights' dtype: float32 or bfloat16",
+    "compute_dtype": "matmul dtype: float32 or bfloat16",
+    "micro_batch_size": "rows per forward/backward (less memory); none = whole batch",
+    "remat": "recompute activations in the backward pass (less memory, slower)",
+    "eval_every": "validate and test every this many steps",
+    "eval_n": "test problems (greedy), before, during and after",
+    "val_n": "validation problems (choose the best step); 0 = none",
+    "sample_every": "save sampled completions every this many steps",
+    "checkpoint_every": "save a checkpoint every this many steps",
+    "keep_checkpoints": "how many recent checkpoints to keep",
+    "seed": "seed of problems and sampling (--seed)",
+    "skip_nonfinite": "skip a step whose loss/gradient is not finite instead of stopping",
+    "tensorboard": "also write TensorBoard event files under --out/tensorboard",
+}

@@ -29,9 +29,11 @@ from aha_utils import sft_data
 from aha_utils.data.countdown import make_problems
 from aha_utils.analysis import wilson_interval
 from aha_utils.buckets import PAD_ID, left_pad
+from aha_utils.cli import check_names, run_main
 from aha_utils.checkpoint import load_params, save_params  # noqa: F401  (their old home)
 from aha_utils.evaluation import evaluate
-from aha_utils.jsonl import write_jsonl
+from aha_utils.jsonl import rewrite_jsonl, write_jsonl
+from aha_utils.live import LiveView
 from aha_utils.problems import Problems, problem_key
 from aha_utils.run_config import RunConfig
 from aha_utils.train_config import GRPOConfig
@@ -134,10 +136,12 @@ def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
         learning_rate: float, task: str = "countdown", template: str = "base",
         warmup_steps: int | None = None, micro_batch_size: int | None = None,
         compute_dtype: str = "bfloat16", remat: bool = False, seed: int = 0,
-        progress: bool = False, search_fraction: float = 0.0, **search_options) -> list[dict]:
+        progress: bool = False, search_fraction: float = 0.0, on_step=None,
+        **search_options) -> list[dict]:
     """Fine-tune `model` in place on `problems` of `task` (seeded epochs of permutations; GSM8K
     rows filtered by `sft_data.gsm8k_sft_rows` first); returns one dict of host floats per step
-    (`step`, `loss`, `token_accuracy`, `grad_norm`, `learning_rate`)."""
+    (`step`, `loss`, `token_accuracy`, `grad_norm`, `learning_rate`), each also passed to
+    `on_step(row)` as it is made (the CLI writes it to `sft_metrics.jsonl` there and then)."""
     if steps < 1 or batch_size < 1 or not problems:
         raise ValueError(f"need steps >= 1, batch_size >= 1 and problems; got {steps}, "
                          f"{batch_size}, {len(problems)} problems")
@@ -167,37 +171,46 @@ def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
             raise FloatingPointError(f"SFT loss is {row['loss']} at step {step + 1}: lower the "
                                      "learning rate")
         history.append(row)
+        if on_step is not None:
+            on_step(row)
     return history
 
 
 # ----------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m aha_utils.sft",
+        prog="python -m aha_utils.sft", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Warm start: supervised fine-tuning on worked solutions (Countdown: "
                     "solver-written; GSM8K: the train split's own), greedy held-out accuracy "
                     "before and after, parameters to OUT/params for `python -m aha_utils.train "
                     "... --set init_from=OUT`.")
-    parser.add_argument("--task", required=True, choices=sft_data.TASKS)
+    parser.add_argument("--task", required=True, choices=sft_data.TASKS, help="the task")
     parser.add_argument("--num-numbers", type=int, default=None,
                         help="Countdown numbers per problem (countdown only; default 3)")
     parser.add_argument("--gsm8k-path", default=None,
                         help="gsm8k only: folder with GSM8K train.jsonl/test.jsonl (default: "
-                             "the HF Hub), as `python -m aha_utils.train --gsm8k-path` takes")
-    parser.add_argument("--steps", type=int, required=True)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--model", default="gemma3-270m")
-    parser.add_argument("--template", default="base", choices=("base", "chat", "few_shot"))
-    parser.add_argument("--warmup", type=int, default=None, help="default: steps // 10")
-    parser.add_argument("--micro-batch", type=int, default=None)
+                             "the copy shipped with the course), as `python -m aha_utils.train --gsm8k-path` takes")
+    parser.add_argument("--steps", type=int, required=True, help="optimizer steps")
+    parser.add_argument("--batch", type=int, default=32, help="examples per step")
+    parser.add_argument("--lr", type=float, default=2e-5,
+                        help="peak AdamW learning rate (warmup, then cosine)")
+    parser.add_argument("--out", required=True,
+                        help="run folder: params/, sft_metrics.jsonl, summary.json")
+    parser.add_argument("--model", default="gemma3-270m",
+                        help="model name; gemma3-270m needs no download")
+    parser.add_argument("--template", default="base", choices=("base", "chat", "few_shot"),
+                        help="prompt template (the GRPO run must use the same)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="warmup steps (None: steps // 10)")
+    parser.add_argument("--micro-batch", type=int, default=None,
+                        help="rows per forward/backward, less memory (None: the whole batch)")
     parser.add_argument("--train-problems", type=int, default=None,
                         help="distinct training problems (default steps x batch: no repeats; "
                              "gsm8k: at most the usable train rows, ~7,400 at 256 new tokens)")
-    parser.add_argument("--eval-n", type=int, default=None, help="default 512 (cpu: 16)")
+    parser.add_argument("--eval-n", type=int, default=None,
+                        help="held-out problems evaluated before and after (None: 512; cpu: 16)")
     parser.add_argument("--val-n", type=int, default=None,
                         help="the GRPO run's validation problems, kept out of the SFT data "
                              "(default: the GRPO preset's val_n; 0 = keep none out)")
@@ -217,7 +230,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="also picks the GRPO run's eval set")
     parser.add_argument("--experiment", default=None, metavar="NAME",
                         help="the experiments/ config this run comes from (kept in summary.json)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard event files under OUT/tensorboard "
+                             "(needs tensorboardX)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        check_names(args.model, args.template)
+    except ValueError as e:
+        parser.error(str(e))
     if args.task == "gsm8k" and args.num_numbers is not None:
         parser.error("--num-numbers is for --task countdown; GSM8K problems have no numbers "
                      "to choose")
@@ -308,12 +335,22 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
         return result
 
     before = run_eval("before")
+    live = LiveView(out / "tensorboard", getattr(args, "tensorboard", False) and is_main)
+    if is_main:
+        rewrite_jsonl(out / "sft_metrics.jsonl", [])   # a row per step, as it is made
+
+    def on_step(row):
+        if is_main:
+            write_jsonl(out / "sft_metrics.jsonl", [row])
+            live.log(row)
     t1 = time.perf_counter()
     history = sft(model, tokenizer, train_set, steps=args.steps, batch_size=args.batch,
                   learning_rate=args.lr, task=args.task, template=args.template,
                   warmup_steps=args.warmup,
                   micro_batch_size=args.micro_batch, compute_dtype=cfg.compute_dtype,
-                  seed=args.seed, progress=is_main, **search_options(args, cfg, tokenizer))
+                  seed=args.seed, progress=is_main, on_step=on_step,
+                  **search_options(args, cfg, tokenizer))
+    live.close()
     sft_minutes = (time.perf_counter() - t1) / 60
     after = run_eval("after")
     save_params(model, out / "params")
@@ -330,7 +367,6 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
                "final": {k: history[-1][k] for k in ("loss", "token_accuracy")},
                "eval": {"before": before, "after": after}}
     if is_main:
-        write_jsonl(out / "sft_metrics.jsonl", history, mode="w")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"SFT {cfg.model}: {args.steps} steps in {summary['sft_minutes']} min on "
               f"{summary['hardware']}; loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
@@ -341,8 +377,8 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(parse_args(argv))
-    return 0
+    args = parse_args(argv)
+    return run_main(lambda: (run(args), 0)[1], argv, args.out)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ Files under DIR (only process 0 writes the non-orbax ones):
 
 Determinism: step s samples with a seed folded from (seed, s) and draws its problems from
 (seed, s), so `--resume` continues exactly; the checkpoint stores the config (a different one is
-refused) and the planned length of the learning-rate schedule. A non-finite loss, gradient or
-parameter stops the run before that step is logged or saved.
+refused, except `RESUME_FREE` fields) and the planned length of the learning-rate schedule; the
+newest checkpoint that restores is used (a damaged one is named and moved aside). A non-finite
+loss, gradient or parameter stops the run before that step is logged or saved (the model is put
+back to the last checkpoint), or with `skip_nonfinite` the step is undone and logged as skipped.
 """
 
 from __future__ import annotations
@@ -38,25 +40,28 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from aha_utils.checkpoint import BestParams, Checkpointer, load_params
+from aha_utils.checkpoint import BestParams, Checkpointer, CorruptCheckpoint, load_params
+from aha_utils.cli import (TIME_LIMIT_HELP, check_names, parse_overrides, run_main,
+                           settings_table)
 from aha_utils.evaluation import (STOP_STRINGS, RewardFn, evaluate, prompts_of,  # noqa: F401
                                   score_completions, task_reward_fn)
 from aha_utils.grpo_step import (all_finite, build_batch, compile_ahead, grpo_step,  # noqa: F401
                                  mean_updates, sample_group, score_group, step_seed)
+from aha_utils.live import LiveView
 from aha_utils.jsonl import read_jsonl, rewrite_jsonl, write_jsonl
 from aha_utils.problems import Problems
 from aha_utils.rewards import TASKS, get_scheme
 from aha_utils.run_config import RunConfig
 from aha_utils.runlog import plot_rewards, write_summary  # noqa: F401
+from aha_utils.resume import RESUME_FREE, check_resume, snapshot  # noqa: F401
 from aha_utils.schedule import SchedulePlan
 from aha_utils.train_step import init_training, rebuild_optimizer, trainable_filter
 
 # Metrics that differ between two identical runs only by timing.
 TIMING_KEYS = ("step_time_s", "sample_time_s", "train_time_s", "sample_tokens_per_s",
                "train_tokens_per_s")
-# Fields a checkpoint from before they existed ran with (so an old run resumes unchanged).
-LEGACY_DEFAULTS = {"lr_floor": 1.0, "val_n": 0}
 
 
 def _agree(flag: bool) -> bool:
@@ -91,26 +96,18 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, model=No
         raise ValueError(f"time_limit_s={time_limit_s} must be > 0 (or None: no limit)")
     get_scheme(cfg.reward_scheme)   # an unknown scheme fails here, before anything loads
     out = Path(out_dir)
+    live = LiveView(out / "tensorboard", cfg.tensorboard and jax.process_index() == 0)
     ckpt = Checkpointer(out / "checkpoints", every=cfg.checkpoint_every, keep=cfg.keep_checkpoints)
     try:   # on any exit, let a save in flight finish: it is the good checkpoint to resume from
         return _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress,
-                      time_limit_s, experiment)
+                      time_limit_s, experiment, live)
     finally:
         ckpt.close()
-
-
-def _check_resume(cfg: RunConfig, meta: dict) -> None:
-    """Refuse a resume with other settings (`steps` may grow: that extends the run)."""
-    saved = {**LEGACY_DEFAULTS, **meta["config"]}
-    changed = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items()
-               if k != "steps" and saved.get(k) != v}
-    if changed:
-        raise ValueError(f"--resume with settings that differ from the checkpoint's "
-                         f"(saved, now): {changed}; use the original settings or a new --out")
+        live.close()
 
 
 def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_limit_s,
-           experiment) -> list[dict]:
+           experiment, live) -> list[dict]:
     t_call = time.perf_counter()
     is_main = jax.process_index() == 0
     latest = ckpt.latest_step()
@@ -122,9 +119,13 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
                               "--resume to continue it, or choose another --out")
     if (model is None) != (tokenizer is None):
         raise ValueError("pass both model and tokenizer, or neither (then cfg.model is loaded)")
-    meta = ckpt.read_meta() if resume else None
+    meta = ckpt.newest_meta() if resume else None
+    if resume and meta is None:
+        raise CorruptCheckpoint(f"no checkpoint in {ckpt.directory} has readable metadata; "
+                                "nothing was deleted. Start a fresh run with another --out")
+    data = Problems(cfg)   # before the model: a missing data set fails fast
     if meta is not None:
-        _check_resume(cfg, meta)
+        check_resume(cfg, meta, data)
     if model is None:
         from aha_utils.weights import load_model   # heavy: only when not injected
         model, tokenizer = load_model(cfg.model, dtype=jnp.dtype(cfg.param_dtype))
@@ -138,12 +139,18 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
                          f"than {start} to continue")
     grpo_cfg, train_cfg = cfg.grpo_config(), cfg.train_config(plan.planned)
     optimizer, ref_params = init_training(model, train_cfg, grpo_cfg, seed=cfg.seed)
-    data = Problems(cfg)
     base_key = jax.random.key(cfg.seed)
     best = BestParams(out / "best", trainable_filter(train_cfg))
     elapsed_before = 0.0
     if meta is not None:
-        ckpt.restore(model, optimizer, trainable_filter(train_cfg))
+        restored = ckpt.restore_newest(model, optimizer, trainable_filter(train_cfg))
+        if restored["step"] != meta["step"]:   # the newest was damaged: an older one restored
+            meta, start = restored, restored["step"]
+            check_resume(cfg, meta, data)
+            plan = SchedulePlan.start(cfg.steps, start, time_limit_s, meta)
+            if cfg.train_config(plan.planned) != train_cfg:
+                train_cfg = cfg.train_config(plan.planned)
+                optimizer = rebuild_optimizer(model, optimizer, train_cfg)
         elapsed_before = meta.get("elapsed_s", 0.0)
         if plan.note:
             print(plan.note)
@@ -174,7 +181,8 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
         return {"step": done, "data_position": data.position(done),
                 "rng_key": np.asarray(jax.random.key_data(base_key)).tolist(),
                 "elapsed_s": elapsed_before + time.perf_counter() - t_run,
-                "config": dataclasses.asdict(cfg), **plan.to_meta()}
+                "config": dataclasses.asdict(cfg), "pool_sha256": data.pool_hash(),
+                **plan.to_meta()}
 
     t_run, tested = time.perf_counter(), {}   # tested: this call's test results by step
     # The train step compiles while the first evaluation and the first sampling run.
@@ -192,16 +200,31 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
     while step < plan.planned:
         t0 = time.perf_counter()
         problems = data.for_step(step)
+        saved = snapshot(model, optimizer, train_cfg) if cfg.skip_nonfinite else None
         res = grpo_step(model, tokenizer, optimizer, problems, cfg,
                         seed=step_seed(base_key, step), reward_fn=reward_fn,
                         train_cfg=train_cfg, ref_params=ref_params, wait_compiled=wait_compiled)
+        if not res.finite and saved is not None:   # undo the step, log it as skipped, go on
+            nnx.update(model, saved[0])
+            nnx.update(optimizer, saved[1])
+            print(f"step {step + 1}: non-finite loss={res.updates['loss']}, grad_norm="
+                  f"{res.updates['grad_norm']}; skipped (skip_nonfinite), the model is as before")
+            if is_main:
+                write_jsonl(out / "metrics.jsonl", [{"step": step + 1, **res.metrics,
+                                                     "skipped_nonfinite": True}])
+            step += 1
+            bar.update(1)
+            continue
         if not res.finite:
             ckpt.wait_until_finished()
+            if ckpt.latest_step() is not None:   # never leave the caller a corrupted model
+                ckpt.restore(model, optimizer, trainable_filter(train_cfg))
             raise FloatingPointError(
                 f"non-finite training at step {step + 1}: loss={res.updates['loss']}, grad_norm="
                 f"{res.updates['grad_norm']}. This step was not logged or saved; the last good "
                 f"checkpoint (step {ckpt.latest_step()}) in {ckpt.directory} is kept. Lower "
-                "learning_rate (or max_grad_norm) and --resume, or check the rewards.")
+                "learning_rate (or max_grad_norm) and --resume, check the rewards, or "
+                "--set skip_nonfinite=true to skip such steps.")
         done = step + 1
         plan.step_seconds.append(res.sample_time_s + res.score_time_s + res.update_time_s)
         if plan.should_plan(done):   # a time limit: size the schedule to the steps that fit
@@ -234,6 +257,7 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
         row["step_time_s"] = time.perf_counter() - t0
         if is_main:
             write_jsonl(out / "metrics.jsonl", [row])
+            live.log(row)
         history.append(row)
         bar.update(1)
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", fmt=f"{row.get('format_rate') or 0:.2f}",
@@ -276,29 +300,25 @@ def _evaluate_best(best: BestParams, model, tested: dict[int, dict], run_eval) -
 # ----------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------
-TIME_LIMIT_HELP = (
-    "size the run to this many minutes: after 3 timed steps the learning-rate schedule (warmup, "
-    "then cosine to lr_floor) is planned over min(--steps, the steps that fit the time left), "
-    "and that plan is stored with the checkpoint so --resume continues it exactly; as a safety "
-    "net the run also stops after the first step that ends past the limit. Either way the last "
-    "step is evaluated, checkpointed and summarised")
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Namespace]:
+def build_parser() -> argparse.ArgumentParser:
+    preset = RunConfig.preset("countdown", jax.default_backend())
     parser = argparse.ArgumentParser(
-        prog="python -m aha_utils.train",
+        prog="python -m aha_utils.train", epilog=settings_table(preset),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="GRPO (R1-Zero style) on Countdown or GSM8K. Defaults: the preset for the "
                     "hardware found (cpu: a few-minute LoRA run; gpu/tpu: the TRL-comparable "
                     "full fine-tune); AHA_QUICK=1 shrinks it.")
-    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--task", required=True, choices=TASKS, help="the task to train on")
     parser.add_argument("--model", default=None, help="default: the preset's (gemma3-270m)")
     parser.add_argument("--steps", type=int, required=True, help="train up to this step")
     parser.add_argument("--out", required=True, help="run folder (metrics, checkpoints, plot)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the latest checkpoint in --out (error if none)")
     parser.add_argument("--gsm8k-path", default=None,
-                        help="folder with GSM8K train.jsonl/test.jsonl (default: the HF Hub)")
-    parser.add_argument("--seed", type=int, default=None)
+                        help="folder with GSM8K train.jsonl/test.jsonl (default: the copy shipped with the course)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of problems and sampling")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                         help=TIME_LIMIT_HELP)
     parser.add_argument("--experiment", default=None, metavar="NAME",
@@ -308,60 +328,40 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Names
                              "--set lora_rank=none --set lr_floor=0.1 --set val_n=256 "
                              "(repeatable; applied after AHA_QUICK, so it also sets what quick "
                              "mode shrinks)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Namespace]:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1; got {args.steps}")
+    if args.time_limit is not None and not args.time_limit > 0:
+        parser.error(f"--time-limit is in minutes and must be > 0; got {args.time_limit}")
     overrides = {"steps": args.steps}
     for key in ("model", "gsm8k_path", "seed"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    cfg = RunConfig.preset(args.task, jax.default_backend(), **overrides)
+    try:
+        cfg = RunConfig.preset(args.task, jax.default_backend(), **overrides)
+    except ValueError as e:
+        parser.error(str(e))
     if os.environ.get("AHA_QUICK") == "1":
         cfg = cfg.quick()
     try:
         cfg = dataclasses.replace(cfg, **parse_overrides(args.set))
+        check_names(cfg.model, cfg.template)
     except ValueError as e:
         parser.error(str(e))
     return cfg, args
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """`["learning_rate=3e-6", "lora_rank=none"]` -> typed RunConfig overrides.
-
-    Each value is parsed as the field's declared type (`int | None` accepts `none`), so a typo
-    fails here with the field's name rather than deep inside the run."""
-    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
-                             f"{sorted(fields)}")
-        if key in ("task", "steps"):
-            raise ValueError(f"--set {key}=...: use --{key} instead")
-        kind = str(fields[key].type)
-        if raw.strip().lower() in ("none", "null") and "None" in kind:
-            out[key] = None
-            continue
-        try:
-            if kind.startswith("bool"):
-                if raw.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(raw)
-                out[key] = raw.lower() in ("true", "1")
-            elif kind.startswith("int"):
-                out[key] = int(raw)
-            elif kind.startswith("float"):
-                out[key] = float(raw)
-            else:
-                out[key] = raw
-        except ValueError:
-            raise ValueError(f"--set {item!r}: {key} takes a value of type {kind}") from None
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
+    return run_main(lambda: _main(cfg, args), argv, args.out)
+
+
+def _main(cfg: RunConfig, args: argparse.Namespace) -> int:
     print(f"jax {jax.__version__} on {jax.default_backend()} ({len(jax.devices())} devices); "
           f"{'resuming' if args.resume else 'starting'} {cfg.task} / {cfg.model} up to step "
           f"{cfg.steps} in {args.out}")

@@ -227,7 +227,8 @@ def download_kaggle(name: str) -> Path:
         raise PermissionError(
             f"No Kaggle credentials found for downloading {handle}. Set KAGGLE_USERNAME and "
             "KAGGLE_KEY (Colab: add them as secrets), or put kaggle.json in ~/.kaggle/, or call "
-            "kagglehub.login(). The offline default needs none: load_model('gemma3-270m')."
+            "kagglehub.login(). The offline default needs none: --model gemma3-270m "
+            "(Python: load_model('gemma3-270m'))."
         )
     try:
         return Path(kagglehub.model_download(handle))
@@ -239,8 +240,9 @@ def download_kaggle(name: str) -> Path:
                 f"model page (https://www.kaggle.com/models/{handle.rsplit('/', 2)[0]}) with the "
                 "account whose credentials you set, then retry."
             ) from None
-        raise RuntimeError(f"Downloading {handle} from Kaggle failed: {type(err).__name__}: "
-                           f"{text[:300]}. Check the network, or use load_model('gemma3-270m').") from err
+        raise RuntimeError(f"Downloading {handle} from Kaggle failed ({type(err).__name__}). "
+                           "Check the network and retry, or use the offline --model gemma3-270m "
+                           "(Python: load_model('gemma3-270m')).") from None
 
 
 def find_checkpoint_dir(folder: Path, name: str) -> Path:
@@ -292,7 +294,8 @@ def load_model(name: str, *, source: str = "auto", dtype=jnp.bfloat16, mesh=None
     path:   a local GGUF file (source gguf) or an already-downloaded Kaggle folder (source kaggle).
     """
     if name not in MODEL_NAMES:
-        raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(MODEL_NAMES)}")
+        raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(MODEL_NAMES)} "
+                         "(CLI: --model NAME)")
     serves = "gguf" if name in GGUF_MODELS else "kaggle"
     if source == "auto":
         source = serves

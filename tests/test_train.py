@@ -211,8 +211,11 @@ def test_cli_arguments_and_presets(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["--task", "countdown", "--steps", "0", "--out", str(tmp_path)])
     assert "--steps must be >= 1; got 0" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
-        main(["--task", "countdown", "--steps", "2", "--out", str(tmp_path), "--resume"])
+    assert main(["--task", "countdown", "--steps", "2", "--out", str(tmp_path / "new"),
+                 "--resume"]) == 1                                   # one line, no traceback
+    err = capsys.readouterr().err
+    assert "error: --resume: no checkpoint" in err and "Traceback" not in err
+    assert not (tmp_path / "new").exists()                           # no empty run folder left
 
     monkeypatch.delenv("AHA_QUICK", raising=False)
     cfg, _ = parse_args(["--task", "gsm8k", "--steps", "7", "--out", "x"])

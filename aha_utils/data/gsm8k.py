@@ -99,7 +99,8 @@ def load_gsm8k(split: str, *, path: str | Path | None = None, source: str = "bun
     except OSError as err:  # ConnectionError and the Hub's offline errors are OSErrors
         raise ConnectionError(
             f"could not load {GSM8K_HUB_ID} from the Hugging Face Hub ({err}). Offline, use the "
-            "copy shipped with the course (source='bundled', the default) or pass path= a folder "
-            "holding train.jsonl/test.jsonl from github.com/openai/grade-school-math."
+            "copy shipped with the course (source='bundled', the default) or a folder holding "
+            "train.jsonl/test.jsonl from github.com/openai/grade-school-math (CLI: --gsm8k-path "
+            "DIR; Python: path=DIR)."
         ) from err
     return _rows_to_problems(table, f"{GSM8K_HUB_ID} {split}")
