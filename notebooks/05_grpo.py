@@ -419,7 +419,7 @@ def my_policy_loss(logp, old_logp, ref_logp, advantages, mask, *, loss_type="grp
 
 
 # %% [markdown]
-# The check that matters: on a random batch with ratios around 1 (some past the clip), the loss
+# The check that matters: on a random batch with ratios near 1 (some past the clip), the loss
 # **and its gradient** equal `aha_utils.grpo.policy_loss` for each reduction, with and without
 # clip-higher, with and without the KL term.
 
