@@ -36,11 +36,11 @@ from aha_utils.jsonl import rewrite_jsonl, write_jsonl
 from aha_utils.live import LiveView
 from aha_utils.problems import Problems, problem_key
 from aha_utils.run_config import RunConfig
-from aha_utils.train_config import GRPOConfig
 from aha_utils.layers import cast_floats
 from aha_utils.sharding import DATA, model_mesh, shard_batch
-from aha_utils.train_step import (TrainConfig, accumulate_micro_batches, completion_logprobs,
-                                  init_training, make_schedule)
+from aha_utils.train_config import GRPOConfig, TrainConfig
+from aha_utils.train_step import (accumulate_micro_batches, completion_logprobs, init_training,
+                                  make_schedule)
 
 countdown_sft_example = sft_data.countdown_sft_example   # its first home: kept importable here
 

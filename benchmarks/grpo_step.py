@@ -45,7 +45,8 @@ def one(model_name: str, mode: str, batch: int, prompt: int, new: int, micro: in
     from aha_utils import grpo
     from aha_utils.config import config_for
     from aha_utils.model import Gemma
-    from aha_utils.train_step import TrainConfig, init_training, train_step, trainable_filter
+    from aha_utils.train_config import TrainConfig
+    from aha_utils.train_step import init_training, train_step, trainable_filter
 
     cfg = config_for(model_name)
     full = mode == "full"
