@@ -35,8 +35,8 @@ def _abstract(tree):
 
 
 def _quiet_closed_loop() -> None:
-    """After a failed restore, orbax's callbacks report `Event loop is closed` hundreds of times
-    as unraisable errors: drop those (and only those)."""
+    """During and after a failed restore, orbax's callbacks report `Event loop is closed`
+    hundreds of times as unraisable errors: drop those (and only those)."""
     previous = sys.unraisablehook
     if getattr(previous, "_aha_quiet", False):
         return
@@ -126,12 +126,12 @@ class Checkpointer:
         are named via `report` and moved to `<directory>.corrupt/` (nothing is deleted);
         if none loads, `CorruptCheckpoint` says so and nothing is moved."""
         self.manager.wait_until_finished()
+        _quiet_closed_loop()   # before any attempt: a failing one reports while it fails
         bad = []
         for step in sorted(self.all_steps(), reverse=True):
             try:
                 meta = self.restore(model, optimizer, trainable, step)
             except Exception as err:   # noqa: BLE001 - orbax/tensorstore raise many kinds
-                _quiet_closed_loop()
                 bad.append((step, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"))
                 continue
             if bad:
