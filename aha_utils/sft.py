@@ -6,6 +6,7 @@ written out as short reasoning; GSM8K: the train split's own worked solutions), 
 `DIR/params`, and `python -m aha_utils.train --task T ... --set init_from=DIR` runs the same GRPO
 from there. The examples are `aha_utils.sft_data`'s (`countdown_sft_example` is re-exported here
 for its old importers); `sft` trains; `load_params` puts the parameters back into a model.
+The flags are `aha_utils.sft_cli`'s.
 
 Design notes: docs/TRAINING.md, "The warm start (`aha_utils.sft`)".
 """
@@ -29,13 +30,14 @@ from aha_utils import sft_data
 from aha_utils.data.countdown import make_problems
 from aha_utils.analysis import wilson_interval
 from aha_utils.buckets import PAD_ID, left_pad
-from aha_utils.cli import check_names, run_main
+from aha_utils.cli import run_main
 from aha_utils.checkpoint import load_params, save_params  # noqa: F401  (their old home)
 from aha_utils.evaluation import evaluate
 from aha_utils.jsonl import rewrite_jsonl, write_jsonl
 from aha_utils.live import LiveView
 from aha_utils.problems import Problems, problem_key
 from aha_utils.run_config import RunConfig
+from aha_utils.sft_cli import build_parser, parse_args, search_options  # noqa: F401  (kept here)
 from aha_utils.layers import cast_floats
 from aha_utils.sharding import DATA, model_mesh, shard_batch
 from aha_utils.train_config import GRPOConfig, TrainConfig
@@ -176,92 +178,11 @@ def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
     return history
 
 
+
+
 # ----------------------------------------------------------------------------------------------
-# CLI
+# The run (the command line's flags: aha_utils.sft_cli)
 # ----------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m aha_utils.sft", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Warm start: supervised fine-tuning on worked solutions (Countdown: "
-                    "solver-written; GSM8K: the train split's own), greedy held-out accuracy "
-                    "before and after, parameters to OUT/params for `python -m aha_utils.train "
-                    "... --set init_from=OUT`.")
-    parser.add_argument("--task", required=True, choices=sft_data.TASKS, help="the task")
-    parser.add_argument("--num-numbers", type=int, default=None,
-                        help="Countdown numbers per problem (countdown only; default 3)")
-    parser.add_argument("--gsm8k-path", default=None,
-                        help="gsm8k only: folder with GSM8K train.jsonl/test.jsonl (default: "
-                             "the copy shipped with the course), as `python -m aha_utils.train --gsm8k-path` takes")
-    parser.add_argument("--steps", type=int, required=True, help="optimizer steps")
-    parser.add_argument("--batch", type=int, default=32, help="examples per step")
-    parser.add_argument("--lr", type=float, default=2e-5,
-                        help="peak AdamW learning rate (warmup, then cosine)")
-    parser.add_argument("--out", required=True,
-                        help="run folder: params/, sft_metrics.jsonl, summary.json")
-    parser.add_argument("--model", default="gemma3-270m",
-                        help="model name; gemma3-270m needs no download")
-    parser.add_argument("--template", default="base", choices=("base", "chat", "few_shot"),
-                        help="prompt template (the GRPO run must use the same)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="warmup steps (None: steps // 10)")
-    parser.add_argument("--micro-batch", type=int, default=None,
-                        help="rows per forward/backward, less memory (None: the whole batch)")
-    parser.add_argument("--train-problems", type=int, default=None,
-                        help="distinct training problems (default steps x batch: no repeats; "
-                             "gsm8k: at most the usable train rows, ~7,400 at 256 new tokens)")
-    parser.add_argument("--eval-n", type=int, default=None,
-                        help="held-out problems evaluated before and after (None: 512; cpu: 16)")
-    parser.add_argument("--val-n", type=int, default=None,
-                        help="the GRPO run's validation problems, kept out of the SFT data "
-                             "(default: the GRPO preset's val_n; 0 = keep none out)")
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="for the evaluations, and gsm8k's longest training completion; "
-                             "default: the GRPO preset's")
-    parser.add_argument("--search-fraction", type=float, default=0.0,
-                        help="countdown only: share of the solutions written as a search (tries "
-                             "ordered by closeness, misses checked and backed out of) instead of "
-                             "straight to the answer; 0 = all direct (the classic warm start), "
-                             "1 = all search")
-    parser.add_argument("--max-failed", type=int, default=4,
-                        help="search traces: at most this many failed attempts shown (drawn per "
-                             "problem from 1 to it; the search's own count when smaller)")
-    parser.add_argument("--slip-rate", type=float, default=0.0,
-                        help="search traces: share with one arithmetic slip, caught and fixed")
-    parser.add_argument("--seed", type=int, default=0, help="also picks the GRPO run's eval set")
-    parser.add_argument("--experiment", default=None, metavar="NAME",
-                        help="the experiments/ config this run comes from (kept in summary.json)")
-    parser.add_argument("--tensorboard", action="store_true",
-                        help="also write TensorBoard event files under OUT/tensorboard "
-                             "(needs tensorboardX)")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error")
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        check_names(args.model, args.template)
-    except ValueError as e:
-        parser.error(str(e))
-    if args.task == "gsm8k" and args.num_numbers is not None:
-        parser.error("--num-numbers is for --task countdown; GSM8K problems have no numbers "
-                     "to choose")
-    if args.task == "countdown" and args.gsm8k_path is not None:
-        parser.error("--gsm8k-path is for --task gsm8k")
-    if args.task == "countdown" and args.num_numbers is None:
-        args.num_numbers = 3
-    if not 0.0 <= args.search_fraction <= 1.0 or not 0.0 <= args.slip_rate <= 1.0:
-        parser.error("--search-fraction and --slip-rate are shares between 0 and 1")
-    if args.task != "countdown" and (args.search_fraction or args.slip_rate):
-        parser.error("--search-fraction and --slip-rate are for --task countdown")
-    for name in ("steps", "batch", "num_numbers", "train_problems"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    return args
-
-
 def gsm8k_train_set(pool: list[dict], tokenizer, cfg, n: int | None = None
                     ) -> tuple[list[dict], dict[str, int]]:
     """The SFT training rows of GSM8K's train split `pool` (`load_gsm8k("train")`): those
@@ -276,16 +197,6 @@ def gsm8k_train_set(pool: list[dict], tokenizer, cfg, n: int | None = None
                          "raise --max-new-tokens or ask for fewer --train-problems")
     order = np.random.default_rng(cfg.seed).permutation(len(rows))
     return [rows[i] for i in order[:n]], skipped
-
-
-def search_options(args: argparse.Namespace, cfg: RunConfig, tokenizer) -> dict:
-    """The Countdown trace options of the CLI's `args` for `sft`: none for the direct style; for
-    search, traces capped at the run's `max_new_tokens` counted with the model's own tokenizer."""
-    if not getattr(args, "search_fraction", 0.0):
-        return {}
-    return dict(search_fraction=args.search_fraction, max_failed=args.max_failed,
-                slip_rate=args.slip_rate, max_tokens=cfg.max_new_tokens,
-                count_tokens=lambda text: len(tokenizer.encode(text, add_bos=False)))
 
 
 def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
