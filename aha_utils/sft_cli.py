@@ -1,5 +1,5 @@
-"""The command line of `python -m aha_utils.sft`: its flags and their checks, and the
-search-trace options they give `sft` (`aha_utils.sft` runs it)."""
+"""The command line of `python -m aha_utils.sft`: its flags and their checks, the search-trace
+options they give `sft`, and what `--resume` may change (`aha_utils.sft` runs it)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import argparse
 
 from aha_utils import sft_data
 from aha_utils.cli import check_names
+from aha_utils.resume import changed_settings
 from aha_utils.run_config import RunConfig
+
+# Flags --resume may change: the checkpoint cadence, the live view, labels, a moved GSM8K folder
+# (the examples must still hash the same: `sft` checks) and the micro-batch (the same update,
+# split differently in memory, as GRPO's `resume.RESUME_FREE`).
+RESUME_FREE = ("resume", "out", "debug", "experiment", "tensorboard", "checkpoint_every",
+               "keep_checkpoints", "gsm8k_path", "micro_batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=2e-5,
                         help="peak AdamW learning rate (warmup, then cosine)")
     parser.add_argument("--out", required=True,
-                        help="run folder: params/, sft_metrics.jsonl, summary.json")
+                        help="run folder: params/, sft_metrics.jsonl, summary.json, "
+                             "checkpoints/ (removed once params/ is saved)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest checkpoint in --out, with the same "
+                             "settings (error if none)")
+    parser.add_argument("--checkpoint-every", type=int, default=50,
+                        help="save parameters + AdamW state every this many steps (and at the "
+                             "last), for --resume")
+    parser.add_argument("--keep-checkpoints", type=int, default=3,
+                        help="how many recent checkpoints to keep (gemma3-270m: 3.2 GB each)")
     parser.add_argument("--model", default="gemma3-270m",
                         help="model name; gemma3-270m needs no download")
     parser.add_argument("--template", default="base", choices=("base", "chat", "few_shot"),
@@ -87,7 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--search-fraction and --slip-rate are shares between 0 and 1")
     if args.task != "countdown" and (args.search_fraction or args.slip_rate):
         parser.error("--search-fraction and --slip-rate are for --task countdown")
-    for name in ("steps", "batch", "num_numbers", "train_problems"):
+    for name in ("steps", "batch", "num_numbers", "train_problems", "checkpoint_every",
+                 "keep_checkpoints"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
@@ -103,3 +120,19 @@ def search_options(args: argparse.Namespace, cfg: RunConfig, tokenizer) -> dict:
                 count_tokens=lambda text: len(tokenizer.encode(text, add_bos=False)))
 
 
+def run_settings(args: argparse.Namespace, cfg: RunConfig) -> dict:
+    """Every flag, with the values the preset filled in (`cfg`): what a checkpoint records, so a
+    resume on other hardware (another preset: dtype, token budget) is caught too."""
+    return {**vars(args), "compute_dtype": cfg.compute_dtype, "max_new_tokens": cfg.max_new_tokens,
+            "eval_n": cfg.eval_n, "val_n": cfg.val_n}
+
+
+def check_resume_flags(settings: dict, saved: dict) -> None:
+    """Refuse `--resume` with settings (`run_settings`) other than the checkpoint's `saved` ones,
+    naming them; `RESUME_FREE` flags may change."""
+    changed = changed_settings(saved, settings, RESUME_FREE)
+    if changed:
+        raise ValueError(
+            f"--resume with settings that alter training: {sorted(changed)} (saved, now): "
+            f"{changed}; pass the saved values, or a new --out for a new run. Free to change: "
+            + ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_FREE[3:]))
