@@ -1,4 +1,5 @@
-"""What `--resume` may change, and the undo copy of a step that `skip_nonfinite` takes."""
+"""What `--resume` may change (GRPO's `check_resume`; `changed_settings`, which SFT uses too),
+and the undo copy of a step that `skip_nonfinite` takes."""
 
 from __future__ import annotations
 
@@ -19,12 +20,18 @@ RESUME_FREE = ("steps", "eval_every", "sample_every", "checkpoint_every", "keep_
                "gsm8k_path", "skip_nonfinite", "tensorboard", "micro_batch_size", "remat")
 
 
+def changed_settings(saved: dict, now: dict, free=()) -> dict:
+    """`{name: (saved value, value now)}` of the settings in `now` that differ from `saved`
+    (a checkpoint's, read back from JSON), except the `free` ones. GRPO and SFT both refuse a
+    resume with any."""
+    return {k: (saved.get(k), v) for k, v in now.items() if k not in free and saved.get(k) != v}
+
+
 def check_resume(cfg: RunConfig, meta: dict, data=None) -> None:
     """Refuse a resume with settings that alter training (`RESUME_FREE` ones may change) or
     with another training pool than the checkpoint's."""
-    saved = {**LEGACY_DEFAULTS, **meta["config"]}
-    changed = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items()
-               if k not in RESUME_FREE and saved.get(k) != v}
+    changed = changed_settings({**LEGACY_DEFAULTS, **meta["config"]}, dataclasses.asdict(cfg),
+                               RESUME_FREE)
     if changed:
         raise ValueError(f"--resume with settings that alter training: {sorted(changed)} "
                          f"(saved, now): {changed}; use the saved values (--set FIELD=VALUE) or "

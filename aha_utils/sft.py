@@ -6,6 +6,8 @@ written out as short reasoning; GSM8K: the train split's own worked solutions), 
 `DIR/params`, and `python -m aha_utils.train --task T ... --set init_from=DIR` runs the same GRPO
 from there. The examples are `aha_utils.sft_data`'s (`countdown_sft_example` is re-exported here
 for its old importers); `sft` trains; `load_params` puts the parameters back into a model.
+The run keeps checkpoints (`--checkpoint-every`, removed once `DIR/params` is saved) and
+`--resume` continues the newest one exactly; the flags are `aha_utils.sft_cli`'s.
 
 Design notes: docs/TRAINING.md, "The warm start (`aha_utils.sft`)".
 """
@@ -13,8 +15,10 @@ Design notes: docs/TRAINING.md, "The warm start (`aha_utils.sft`)".
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,13 +33,17 @@ from aha_utils import sft_data
 from aha_utils.data.countdown import make_problems
 from aha_utils.analysis import wilson_interval
 from aha_utils.buckets import PAD_ID, left_pad
-from aha_utils.cli import check_names, run_main
-from aha_utils.checkpoint import load_params, save_params  # noqa: F401  (their old home)
+from aha_utils.cli import run_main
+from aha_utils.checkpoint import (Checkpointer, CorruptCheckpoint, load_params,  # noqa: F401
+                                  save_params)   # load_params: its old home was here
 from aha_utils.evaluation import evaluate
-from aha_utils.jsonl import rewrite_jsonl, write_jsonl
+from aha_utils.jsonl import read_jsonl, rewrite_jsonl, write_jsonl
 from aha_utils.live import LiveView
 from aha_utils.problems import Problems, problem_key
+from aha_utils.resume import changed_settings
 from aha_utils.run_config import RunConfig
+from aha_utils.sft_cli import (build_parser, check_resume_flags, parse_args,  # noqa: F401
+                               run_settings, search_options)   # parse_args etc.: kept here too
 from aha_utils.layers import cast_floats
 from aha_utils.sharding import DATA, model_mesh, shard_batch
 from aha_utils.train_config import GRPOConfig, TrainConfig
@@ -137,14 +145,26 @@ def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
         warmup_steps: int | None = None, micro_batch_size: int | None = None,
         compute_dtype: str = "bfloat16", remat: bool = False, seed: int = 0,
         progress: bool = False, search_fraction: float = 0.0, on_step=None,
-        **search_options) -> list[dict]:
+        checkpoints: Checkpointer | None = None, resume: bool = False, meta: dict | None = None,
+        on_start=None, **search_options) -> list[dict]:
     """Fine-tune `model` in place on `problems` of `task` (seeded epochs of permutations; GSM8K
     rows filtered by `sft_data.gsm8k_sft_rows` first); returns one dict of host floats per step
-    (`step`, `loss`, `token_accuracy`, `grad_norm`, `learning_rate`), each also passed to
-    `on_step(row)` as it is made (the CLI writes it to `sft_metrics.jsonl` there and then)."""
+    this call ran (`step`, `loss`, `token_accuracy`, `grad_norm`, `learning_rate`), each also
+    passed to `on_step(row)` as it is made (the CLI writes it to `sft_metrics.jsonl` there and
+    then).
+
+    With `checkpoints` (a `checkpoint.Checkpointer`) the parameters, AdamW state and step are
+    saved on its interval and at the last step, with the training settings, a hash of the
+    examples and `meta` (JSON). `resume=True` restores the newest checkpoint that loads
+    (`restore_newest`: a damaged newer one is named and moved aside) and goes on from its step;
+    other settings or examples than the checkpoint's are a ValueError. `on_start(step)` is
+    called once, with the step training starts from (0, or the restored one)."""
     if steps < 1 or batch_size < 1 or not problems:
         raise ValueError(f"need steps >= 1, batch_size >= 1 and problems; got {steps}, "
                          f"{batch_size}, {len(problems)} problems")
+    if resume and checkpoints is None:
+        raise ValueError("resume=True needs the run's checkpoints: pass checkpoints="
+                         "Checkpointer(DIR / 'checkpoints', every=N)")
     cfg = TrainConfig(learning_rate=learning_rate, total_steps=steps,
                       warmup_steps=steps // 10 if warmup_steps is None else warmup_steps,
                       micro_batch_size=micro_batch_size, compute_dtype=compute_dtype, remat=remat)
@@ -156,14 +176,39 @@ def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
         raise ValueError("search traces are written for Countdown only; drop --search-fraction")
     else:
         examples = [sft_data.sft_example(task, q, template=template, seed=seed) for q in problems]
+    # What a resume must match (micro_batch_size and remat only split the same update in memory).
+    settings = dict(task=task, template=template, steps=steps, batch_size=batch_size,
+                    learning_rate=learning_rate, warmup_steps=cfg.warmup_steps,
+                    compute_dtype=compute_dtype, seed=seed, search_fraction=search_fraction,
+                    **{k: v for k, v in search_options.items() if k != "count_tokens"},
+                    examples_sha256=hashlib.sha256(json.dumps(examples).encode()).hexdigest())
     full = build_sft_batch(tokenizer, examples)          # fixed columns: one compiled program
+    # Step s trains on rows order[s * batch_size:][:batch_size]: a function of the seed, s, the
+    # batch size and the data alone, whatever step a run starts from, so a resume repeats the
+    # straight run's batches.
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(examples))
                             for _ in range(-(-steps * batch_size // len(examples)))])
     optimizer, _ = init_training(model, cfg, GRPOConfig(beta=0.0), seed=seed)  # AdamW, nnx.Param
+    start = 0
+    if resume:
+        saved = checkpoints.newest_meta()
+        if saved is None:
+            raise FileNotFoundError(f"no SFT checkpoint to resume in {checkpoints.directory}")
+        changed = changed_settings(saved["sft"], settings)
+        if changed:   # checked before the restore: a refused resume leaves the model alone
+            raise ValueError(f"resume with other SFT settings or examples than the checkpoint's: "
+                             f"{sorted(changed)}; pass the saved values, or start a new run in "
+                             "another folder")
+        start = checkpoints.restore_newest(model, optimizer, nnx.Param)["step"]
+        if jax.process_index() == 0:
+            print(f"SFT: resuming after step {start} of {steps}, from {checkpoints.directory}")
+    if on_start is not None:
+        on_start(start)
     history = []
     from tqdm.auto import tqdm
-    for step in tqdm(range(steps), desc="SFT", disable=not progress):
+    for step in tqdm(range(start, steps), desc="SFT", initial=start, total=steps,
+                     disable=not progress):
         idx = order[step * batch_size:(step + 1) * batch_size]
         out = jax.device_get(sft_step(model, optimizer, {k: v[idx] for k, v in full.items()}, cfg))
         row = {"step": step + 1, **{k: float(v) for k, v in out.items()}}
@@ -173,95 +218,17 @@ def sft(model, tokenizer, problems: list[dict], *, steps: int, batch_size: int,
         history.append(row)
         if on_step is not None:
             on_step(row)
+        if checkpoints is not None:   # after the metrics row: a restored step has its row
+            checkpoints.save(step + 1, model, optimizer, nnx.Param, force=step + 1 == steps,
+                             meta={**(meta or {}), "step": step + 1, "sft": settings})
+    if checkpoints is not None:
+        checkpoints.wait_until_finished()
     return history
 
 
 # ----------------------------------------------------------------------------------------------
-# CLI
+# The run (the command line's flags: aha_utils.sft_cli)
 # ----------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m aha_utils.sft", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Warm start: supervised fine-tuning on worked solutions (Countdown: "
-                    "solver-written; GSM8K: the train split's own), greedy held-out accuracy "
-                    "before and after, parameters to OUT/params for `python -m aha_utils.train "
-                    "... --set init_from=OUT`.")
-    parser.add_argument("--task", required=True, choices=sft_data.TASKS, help="the task")
-    parser.add_argument("--num-numbers", type=int, default=None,
-                        help="Countdown numbers per problem (countdown only; default 3)")
-    parser.add_argument("--gsm8k-path", default=None,
-                        help="gsm8k only: folder with GSM8K train.jsonl/test.jsonl (default: "
-                             "the copy shipped with the course), as `python -m aha_utils.train --gsm8k-path` takes")
-    parser.add_argument("--steps", type=int, required=True, help="optimizer steps")
-    parser.add_argument("--batch", type=int, default=32, help="examples per step")
-    parser.add_argument("--lr", type=float, default=2e-5,
-                        help="peak AdamW learning rate (warmup, then cosine)")
-    parser.add_argument("--out", required=True,
-                        help="run folder: params/, sft_metrics.jsonl, summary.json")
-    parser.add_argument("--model", default="gemma3-270m",
-                        help="model name; gemma3-270m needs no download")
-    parser.add_argument("--template", default="base", choices=("base", "chat", "few_shot"),
-                        help="prompt template (the GRPO run must use the same)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="warmup steps (None: steps // 10)")
-    parser.add_argument("--micro-batch", type=int, default=None,
-                        help="rows per forward/backward, less memory (None: the whole batch)")
-    parser.add_argument("--train-problems", type=int, default=None,
-                        help="distinct training problems (default steps x batch: no repeats; "
-                             "gsm8k: at most the usable train rows, ~7,400 at 256 new tokens)")
-    parser.add_argument("--eval-n", type=int, default=None,
-                        help="held-out problems evaluated before and after (None: 512; cpu: 16)")
-    parser.add_argument("--val-n", type=int, default=None,
-                        help="the GRPO run's validation problems, kept out of the SFT data "
-                             "(default: the GRPO preset's val_n; 0 = keep none out)")
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="for the evaluations, and gsm8k's longest training completion; "
-                             "default: the GRPO preset's")
-    parser.add_argument("--search-fraction", type=float, default=0.0,
-                        help="countdown only: share of the solutions written as a search (tries "
-                             "ordered by closeness, misses checked and backed out of) instead of "
-                             "straight to the answer; 0 = all direct (the classic warm start), "
-                             "1 = all search")
-    parser.add_argument("--max-failed", type=int, default=4,
-                        help="search traces: at most this many failed attempts shown (drawn per "
-                             "problem from 1 to it; the search's own count when smaller)")
-    parser.add_argument("--slip-rate", type=float, default=0.0,
-                        help="search traces: share with one arithmetic slip, caught and fixed")
-    parser.add_argument("--seed", type=int, default=0, help="also picks the GRPO run's eval set")
-    parser.add_argument("--experiment", default=None, metavar="NAME",
-                        help="the experiments/ config this run comes from (kept in summary.json)")
-    parser.add_argument("--tensorboard", action="store_true",
-                        help="also write TensorBoard event files under OUT/tensorboard "
-                             "(needs tensorboardX)")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error")
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        check_names(args.model, args.template)
-    except ValueError as e:
-        parser.error(str(e))
-    if args.task == "gsm8k" and args.num_numbers is not None:
-        parser.error("--num-numbers is for --task countdown; GSM8K problems have no numbers "
-                     "to choose")
-    if args.task == "countdown" and args.gsm8k_path is not None:
-        parser.error("--gsm8k-path is for --task gsm8k")
-    if args.task == "countdown" and args.num_numbers is None:
-        args.num_numbers = 3
-    if not 0.0 <= args.search_fraction <= 1.0 or not 0.0 <= args.slip_rate <= 1.0:
-        parser.error("--search-fraction and --slip-rate are shares between 0 and 1")
-    if args.task != "countdown" and (args.search_fraction or args.slip_rate):
-        parser.error("--search-fraction and --slip-rate are for --task countdown")
-    for name in ("steps", "batch", "num_numbers", "train_problems"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    return args
-
-
 def gsm8k_train_set(pool: list[dict], tokenizer, cfg, n: int | None = None
                     ) -> tuple[list[dict], dict[str, int]]:
     """The SFT training rows of GSM8K's train split `pool` (`load_gsm8k("train")`): those
@@ -278,22 +245,14 @@ def gsm8k_train_set(pool: list[dict], tokenizer, cfg, n: int | None = None
     return [rows[i] for i in order[:n]], skipped
 
 
-def search_options(args: argparse.Namespace, cfg: RunConfig, tokenizer) -> dict:
-    """The Countdown trace options of the CLI's `args` for `sft`: none for the direct style; for
-    search, traces capped at the run's `max_new_tokens` counted with the model's own tokenizer."""
-    if not getattr(args, "search_fraction", 0.0):
-        return {}
-    return dict(search_fraction=args.search_fraction, max_failed=args.max_failed,
-                slip_rate=args.slip_rate, max_tokens=cfg.max_new_tokens,
-                count_tokens=lambda text: len(tokenizer.encode(text, add_bos=False)))
-
-
 def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
-    """Load, evaluate, fine-tune, evaluate, save (`model`/`tokenizer` injected for tests)."""
+    """Load, evaluate, fine-tune (checkpointed; `--resume` goes on from the newest checkpoint),
+    evaluate, save (`model`/`tokenizer` injected for tests)."""
     t0 = time.perf_counter()
     out, is_main = Path(args.out), jax.process_index() == 0
     if (out / "params").exists():
-        raise FileExistsError(f"{out} already holds SFT parameters; choose another --out")
+        raise FileExistsError(f"{out} already holds SFT parameters (a finished run); choose "
+                              "another --out")
     backend = jax.default_backend()
     overrides = dict(model=args.model, template=args.template, seed=args.seed,
                      gsm8k_path=args.gsm8k_path,
@@ -305,6 +264,32 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
     if args.max_new_tokens:
         overrides["max_new_tokens"] = args.max_new_tokens
     cfg = RunConfig.preset(args.task, backend, **overrides)
+    ckpt = Checkpointer(out / "checkpoints", every=args.checkpoint_every,
+                        keep=args.keep_checkpoints)
+    try:   # on any exit, let a save in flight finish: it is the checkpoint to resume from
+        summary = _run(args, cfg, ckpt, model, tokenizer, t0)
+    finally:
+        ckpt.close()
+    if is_main:   # params/ holds the result; the checkpoints (GBs each) only served a resume
+        shutil.rmtree(ckpt.directory, ignore_errors=True)
+    return summary
+
+
+def _run(args, cfg, ckpt, model, tokenizer, t0) -> dict:
+    out, is_main, settings = Path(args.out), jax.process_index() == 0, run_settings(args, cfg)
+    latest = ckpt.latest_step()   # refusals first, before anything loads
+    if args.resume and latest is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {ckpt.directory}; run without "
+                                "--resume to start a fresh run there")
+    if not args.resume and latest is not None:
+        raise FileExistsError(f"{out} holds an unfinished SFT run (checkpoint at step {latest}); "
+                              "pass --resume to continue it, or choose another --out")
+    meta = ckpt.newest_meta() if args.resume else None
+    if args.resume and meta is None:
+        raise CorruptCheckpoint(f"no checkpoint in {ckpt.directory} has readable metadata; "
+                                "nothing was deleted. Start a fresh run with another --out")
+    if meta is not None:
+        check_resume_flags(settings, meta.get("config", {}))
     if model is None:
         from aha_utils.weights import load_model
         model, tokenizer = load_model(cfg.model, dtype=jnp.float32)   # float32 master weights
@@ -334,22 +319,29 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
             result[f"{key}_ci95"] = [round(lo, 4), round(hi, 4)]
         return result
 
-    before = run_eval("before")
+    # The base model's evaluation: on a resume, the one the run made before its first step.
+    before = run_eval("before") if meta is None else meta["eval_before"]
     live = LiveView(out / "tensorboard", getattr(args, "tensorboard", False) and is_main)
-    if is_main:
-        rewrite_jsonl(out / "sft_metrics.jsonl", [])   # a row per step, as it is made
+    metrics, earlier, start = out / "sft_metrics.jsonl", [], 0
+
+    def on_start(step):   # drop the rows of steps after the checkpoint: they run again
+        nonlocal earlier, start
+        earlier, start = [r for r in read_jsonl(metrics) if r["step"] <= step], step
+        if is_main:
+            rewrite_jsonl(metrics, earlier)   # then a row per step, as it is made
 
     def on_step(row):
         if is_main:
-            write_jsonl(out / "sft_metrics.jsonl", [row])
+            write_jsonl(metrics, [row])
             live.log(row)
     t1 = time.perf_counter()
-    history = sft(model, tokenizer, train_set, steps=args.steps, batch_size=args.batch,
-                  learning_rate=args.lr, task=args.task, template=args.template,
-                  warmup_steps=args.warmup,
-                  micro_batch_size=args.micro_batch, compute_dtype=cfg.compute_dtype,
-                  seed=args.seed, progress=is_main, on_step=on_step,
-                  **search_options(args, cfg, tokenizer))
+    history = earlier + sft(model, tokenizer, train_set, steps=args.steps, batch_size=args.batch,
+                            learning_rate=args.lr, task=args.task, template=args.template,
+                            warmup_steps=args.warmup, micro_batch_size=args.micro_batch,
+                            compute_dtype=cfg.compute_dtype, seed=args.seed, progress=is_main,
+                            on_step=on_step, checkpoints=ckpt, resume=args.resume,
+                            meta={"config": settings, "eval_before": before}, on_start=on_start,
+                            **search_options(args, cfg, tokenizer))
     live.close()
     sft_minutes = (time.perf_counter() - t1) / 60
     after = run_eval("after")
@@ -357,20 +349,20 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
     dev = jax.devices()[0]
     summary = {"task": args.task, "model": cfg.model, "phase": "sft",
                **({"experiment": args.experiment} if args.experiment else {}),
-               "hardware": f"{len(jax.devices())} x {dev.device_kind} ({backend})",
+               "hardware": f"{len(jax.devices())} x {dev.device_kind} ({jax.default_backend()})",
                "wall_minutes": round((time.perf_counter() - t0) / 60, 2),
                "sft_minutes": round(sft_minutes, 2), "steps": args.steps,
-               "config": {**vars(args), "compute_dtype": cfg.compute_dtype,
-                          "max_new_tokens": cfg.max_new_tokens, "eval_n": cfg.eval_n,
-                          "train_problems": len(train_set),
+               **({"resumed_from": start} if args.resume else {}),
+               "config": {**settings, "train_problems": len(train_set),
                           **({} if skipped is None else {"train_skipped": skipped})},
                "final": {k: history[-1][k] for k in ("loss", "token_accuracy")},
                "eval": {"before": before, "after": after}}
     if is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"SFT {cfg.model}: {args.steps} steps in {summary['sft_minutes']} min on "
-              f"{summary['hardware']}; loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
-              f"\n  held-out (greedy, n={after['n']}): accuracy {before['accuracy']:.3f} -> "
+        print(f"SFT {cfg.model}: {args.steps - start} steps in {summary['sft_minutes']} min on "
+              f"{summary['hardware']}{f' (resumed after step {start})' if args.resume else ''}; "
+              f"loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}\n  held-out "
+              f"(greedy, n={after['n']}): accuracy {before['accuracy']:.3f} -> "
               f"{after['accuracy']:.3f}, format {before['format_rate']:.3f} -> "
               f"{after['format_rate']:.3f}\n  parameters in {out / 'params'}")
     return summary

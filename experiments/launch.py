@@ -9,7 +9,8 @@ writes `DIR/<name>/` and its log `DIR/<name>.log`; an SFT phase writes `DIR/<sft
 shared by every config that names it. The commands run with DIR as working directory, so the
 paths stored in summary.json (`init_from`, the SFT `out`) are relative and no machine's paths
 end up in committed files. Re-running picks up where it stopped: an SFT phase whose parameters
-exist is skipped, a GRPO run with checkpoints is resumed, a run with a summary.json is done.
+exist is skipped, an SFT phase or GRPO run with checkpoints is resumed, a run with a summary.json
+is done.
 
 `--side-by-side` starts every config at once on the one GPU, each process with a memory fraction
 (`--mem-fraction`, else the config's `mem_fraction`, else 0.9 / the number of runs); otherwise
@@ -71,7 +72,7 @@ def _rel(path: str | None, out: Path) -> str | None:
     return None if path is None else os.path.relpath(Path(path).resolve(), out.resolve())
 
 
-def sft_command(cfg: dict, gsm8k_path: str | None = None) -> list[str]:
+def sft_command(cfg: dict, gsm8k_path: str | None = None, resume: bool = False) -> list[str]:
     """`python -m aha_utils.sft ...` of the config's SFT phase (run in the --out folder)."""
     sft = cfg["sft"]
     cmd = [sys.executable, "-m", "aha_utils.sft", "--task", cfg["task"], "--model",
@@ -84,7 +85,7 @@ def sft_command(cfg: dict, gsm8k_path: str | None = None) -> list[str]:
     val_n = cfg["grpo"].get("set", {}).get("val_n")
     if val_n is not None:   # keep the GRPO run's validation problems out of the SFT data
         cmd += ["--val-n", str(val_n)]
-    return cmd
+    return cmd + (["--resume"] if resume else [])
 
 
 def grpo_command(cfg: dict, gsm8k_path: str | None = None, resume: bool = False) -> list[str]:
@@ -123,6 +124,13 @@ def env_for(cfg: dict, out: Path, mem_fraction: float | None) -> dict:
     return env
 
 
+def _has_checkpoint(run_dir: Path) -> bool:
+    """A run that was stopped after a checkpoint (a step folder; orbax's unfinished ones carry
+    a suffix): the CLIs refuse to start it afresh, so it is resumed."""
+    folder = run_dir / "checkpoints"
+    return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+
+
 def plan(names: list[str], out: Path, *, gsm8k_path: str | None = None,
          side_by_side: bool = False, mem_fraction: float | None = None) -> list[dict]:
     """Jobs: `{"name", "env", "sft": (label, cmd) or None, "runs": [(label, cmd), ...]}`; one
@@ -144,13 +152,13 @@ def plan(names: list[str], out: Path, *, gsm8k_path: str | None = None,
         if (run_dir / "summary.json").exists():
             print(f"{cfg['name']}: done ({run_dir / 'summary.json'} exists), skipped")
             continue
-        resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+        resume = _has_checkpoint(run_dir)
         key = cfg["sft"]["name"] if "sft" in cfg else cfg["name"]
         job = jobs.setdefault(key, {"name": key, "env": env, "sft": None, "runs": [],
                                     "envs": {}})
         job["envs"][cfg["name"]] = env   # each run its own memory fraction
         if "sft" in cfg and job["sft"] is None and not (out / key / "params").is_dir():
-            job["sft"] = (key, sft_command(cfg, gsm8k))
+            job["sft"] = (key, sft_command(cfg, gsm8k, _has_checkpoint(out / key)))
         job["runs"].append((cfg["name"], grpo_command(cfg, gsm8k, resume)))
     return list(jobs.values())
 

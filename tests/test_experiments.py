@@ -54,6 +54,8 @@ def test_shared_sft_runs_once_and_dry_run(tmp_path, capsys):
     jobs = launch.plan(group, tmp_path)
     assert len(jobs) == 1 and jobs[0]["sft"][0] == "sft600_countdown4"
     assert [label for label, _ in jobs[0]["runs"]] == group
+    (tmp_path / "sft600_countdown4" / "checkpoints" / "50").mkdir(parents=True)  # stopped
+    assert launch.plan(group, tmp_path)[0]["sft"][1][-1] == "--resume"
     (tmp_path / "sft600_countdown4" / "params").mkdir(parents=True)   # done: skipped
     (tmp_path / group[0] / "checkpoints" / "50").mkdir(parents=True)  # started: resumed
     jobs = launch.plan(group, tmp_path)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aha_utils.data.gsm8k import BUNDLED_DIR, GSM8K_CONFIG, GSM8K_HUB_ID, load_gsm8k, split_solution
+from aha_utils.data.gsm8k import (BUNDLED_DIR, GSM8K_CONFIG, GSM8K_HUB_ID, GSM8K_REVISION,
+                                  load_gsm8k, split_solution)
 from aha_utils.rewards import gsm8k_reward
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
@@ -76,7 +77,12 @@ def test_hub_path_with_a_real_dataset_object(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     rows = load_gsm8k("train", source="hub")
-    assert calls == [((GSM8K_HUB_ID, GSM8K_CONFIG), {"split": "train"})]
+    # pinned to one Hub commit, so a later push cannot change the problems under a run
+    assert calls == [((GSM8K_HUB_ID, GSM8K_CONFIG), {"split": "train", "revision": GSM8K_REVISION})]
+    assert len(GSM8K_REVISION) == 40 and int(GSM8K_REVISION, 16) >= 0
+    # local files (a folder, and the shipped copy) never go through the Hub
+    local = load_gsm8k("test", path=BUNDLED_DIR)
+    assert load_gsm8k("test") == local and len(local) == 1319 and len(calls) == 1
     assert rows == [
         {"question": "How many?", "answer": "4", "solution": "2 + 2 = <<2+2=4>>4"},
         {"question": "How much?", "answer": "1000", "solution": "so"},

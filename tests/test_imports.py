@@ -109,3 +109,5 @@ def test_task_names_agree():
 def test_nothing_in_the_package_imports_the_loops():
     for m, deps in OURS.items():
         assert not deps & {"aha_utils.train", "aha_utils.sft"}, (m, deps)
+        if m != "aha_utils.sft":   # the SFT command line is part of the SFT loop
+            assert "aha_utils.sft_cli" not in deps, m

@@ -12,7 +12,7 @@ raises `ValueError` naming the row, rather than producing a problem nobody can s
 
 The release (MIT, its licence beside it) ships with the course, gzipped, in `gsm8k_release/`:
 the task then works offline and with nothing beside the clone. The Hub stays one argument away
-(`source="hub"`) for readers who use `datasets`.
+(`source="hub"`) for readers who use `datasets`, pinned to one commit (`GSM8K_REVISION`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ import re
 from pathlib import Path
 
 GSM8K_HUB_ID, GSM8K_CONFIG = "openai/gsm8k", "main"
+# The Hub commit to load: a later push to openai/gsm8k cannot change the problems under a run.
+# This is the commit whose "main" config holds the release's 7,473 train / 1,319 test rows.
+GSM8K_REVISION = "740312add88f781978c0658806c59bc2815b9866"
 SPLITS = ("train", "test")
 SOURCES = ("bundled", "hub")
 BUNDLED_DIR = Path(__file__).resolve().parent / "gsm8k_release"   # {train,test}.jsonl.gz, LICENSE
@@ -95,7 +98,8 @@ def load_gsm8k(split: str, *, path: str | Path | None = None, source: str = "bun
     import datasets  # heavy and only needed here
 
     try:
-        table = datasets.load_dataset(GSM8K_HUB_ID, GSM8K_CONFIG, split=split)
+        table = datasets.load_dataset(GSM8K_HUB_ID, GSM8K_CONFIG, split=split,
+                                      revision=GSM8K_REVISION)
     except OSError as err:  # ConnectionError and the Hub's offline errors are OSErrors
         raise ConnectionError(
             f"could not load {GSM8K_HUB_ID} from the Hugging Face Hub ({err}). Offline, use the "
