@@ -20,11 +20,12 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/getting-to-aha/getting-to-aha/blob/main/notebooks/05_grpo.ipynb)
 # [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/getting-to-aha/getting-to-aha/blob/main/notebooks/05_grpo.ipynb)
 #
-# **Hardware:** the outputs of the setup cells, sections 1-3, the exercises, section 6 and the
-# appendix (maths on small arrays, examples, committed files) come from a 2-core AMD EPYC CPU,
-# where they take seconds. The outputs of sections 4-5, which load Gemma 3 270M and run real
-# GRPO steps, come from one **NVIDIA H100 80GB HBM3** that was running two training runs at the
-# same time (so its step times are slower than an idle GPU's). On a CPU those two sections take one small step, to
+# **Hardware:** the outputs come from one machine with an **NVIDIA H100 80GB HBM3**, except section 6's. Sections
+# 1-3, the exercises, section 6 and the appendix are maths on small arrays and committed files,
+# seconds on any CPU. Sections 4-5 load Gemma 3 270M and run real GRPO steps; they ran beside
+# five training runs on the same GPU, with 12% of its memory (so micro-batches of 4 rows, and step
+# times slower than an idle GPU's). Section 6 only reads committed runs; it was re-run on a
+# 2-core CPU once those five runs were committed. On a CPU sections 4-5 take one small step, to
 # show the machinery working; on a GPU or TPU (Colab, Kaggle) they run a short real run. No
 # account or download beyond PyPI.
 #
@@ -955,8 +956,8 @@ print(eval_line(plot_run(out_dir)[0]))
 # more samples per step and many more steps, which is a GPU's or TPU's job (there `TRAIN_STEPS`
 # is 30, with the 16 prompts x 8 samples preset). The run above is that GPU branch on the H100,
 # and it shows the zero arm's first lesson and its limit. The format reward is learned within
-# about five steps (format rate 0.10 to 0.99 on the training samples) while completions shrink
-# from 151 to about 11 tokens: the cheapest way to close an `<answer>` tag is to stop thinking.
+# about four steps (format rate 0.12 to 0.99 on the training samples) while completions shrink
+# from 149 to about 12 tokens: the cheapest way to close an `<answer>` tag is to stop thinking.
 # No sample is correct, so after the format every group ties at 0.1 and held-out accuracy stays
 # at 0. That is the wall the committed runs of section 6 run into from the base model, and the
 # warm start of section 3 is how they get past it.
