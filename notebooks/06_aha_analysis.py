@@ -517,18 +517,24 @@ for name, run in c4.items():
 t_ = mcnemar(*paired_correct(c4_rows["aha_c4_direct"][1], c4_rows["aha_c4_search"][1]))
 print(f"\nafter GRPO, search vs direct on the same problems: {t_['diff']:+.1%} "
       f"({t_['b_only']} right only with search, {t_['a_only']} only with direct), p = {t_['p_value']:.0e}")
-finished = [r for r in c4_rows["aha_c4_search"][1] if r["format_soft"]]
-print(f"search arm after GRPO: {np.mean([r['correct'] for r in finished]):.0%} right among the "
-      f"{len(finished)} completions that reach an answer")
+for side, rows in zip(("after SFT", "after GRPO"), c4_rows["aha_c4_search"]):
+    done = [r for r in rows if r["format_soft"]]
+    tries = [search_profile(r["completion"], r["problem"]["target"])["attempts"] for r in rows if not r["format_soft"]]
+    print(f"search arm {side:10}: {len(done)} completions reach an answer, {np.mean([r['correct'] for r in done]):.0%} "
+          f"of them right; the {len(tries)} that do not have made {np.median(tries):.0f} attempts (median)")
 
 # %% [markdown]
 # Search traces again beat direct solutions by a wide margin, and GRPO does nothing for the
 # direct arm. The search arm is not yet the Countdown-3 story. Its completions rarely end: with
 # 1,024 tokens, after SFT, it reaches an answer on 47% of the problems (45% at 512 tokens, the SFT
 # run of section 9), and when it does, it is right about two times in three. It does not loop:
-# it keeps trying new combinations, about ten of them, because four numbers allow many more. A
+# it keeps trying new combinations (a search that never answers has made 16-17 of them), because
+# four numbers allow many more. A
 # 1,024-token step also took about 25 seconds beside five other runs, so its GRPO had only seven
-# steps: enough for a significant gain of four points, not to say what RL does here.
+# steps: enough for a significant gain of four points, not to say what RL does here. What those
+# seven steps did is telling, though: under `no_guess` a wrong answer scores the same 0 as no
+# answer, so RL first pruned the wrong answers (fewer answers, more of them right), and nothing
+# in the reward asks a long search to end.
 #
 # ## 9. What did not work
 #
