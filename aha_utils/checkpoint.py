@@ -120,6 +120,24 @@ class Checkpointer:
                 continue
         return None
 
+    def start_meta(self, resume: bool, held: str) -> dict | None:
+        """The meta to resume from (None for a fresh start), after the checks both CLIs make
+        before anything loads: `--resume` needs a checkpoint whose meta reads, and a fresh start
+        refuses a folder that holds checkpoints (`held` names what they are, in the message)."""
+        latest = self.latest_step()
+        if resume and latest is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.directory}; run without "
+                                    "--resume to start a fresh run there")
+        if not resume and latest is not None:
+            raise FileExistsError(f"{self.directory.parent} {held} (checkpoint at step "
+                                  f"{latest}); pass --resume to continue it, or choose another "
+                                  "--out")
+        meta = self.newest_meta() if resume else None
+        if resume and meta is None:
+            raise CorruptCheckpoint(f"no checkpoint in {self.directory} has readable metadata; "
+                                    "nothing was deleted. Start a fresh run with another --out")
+        return meta
+
     def restore_newest(self, model: nnx.Module, optimizer: nnx.Optimizer, trainable,
                        report=print) -> dict:
         """Restore the newest checkpoint that loads and return its meta. Damaged newer ones

@@ -34,7 +34,7 @@ from aha_utils.data.countdown import make_problems
 from aha_utils.analysis import wilson_interval
 from aha_utils.buckets import PAD_ID, left_pad
 from aha_utils.cli import run_main
-from aha_utils.checkpoint import (Checkpointer, CorruptCheckpoint, load_params,  # noqa: F401
+from aha_utils.checkpoint import (Checkpointer, load_params,  # noqa: F401
                                   save_params)   # load_params: its old home was here
 from aha_utils.evaluation import evaluate
 from aha_utils.jsonl import read_jsonl, rewrite_jsonl, write_jsonl
@@ -277,17 +277,7 @@ def run(args: argparse.Namespace, *, model=None, tokenizer=None) -> dict:
 
 def _run(args, cfg, ckpt, model, tokenizer, t0) -> dict:
     out, is_main, settings = Path(args.out), jax.process_index() == 0, run_settings(args, cfg)
-    latest = ckpt.latest_step()   # refusals first, before anything loads
-    if args.resume and latest is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {ckpt.directory}; run without "
-                                "--resume to start a fresh run there")
-    if not args.resume and latest is not None:
-        raise FileExistsError(f"{out} holds an unfinished SFT run (checkpoint at step {latest}); "
-                              "pass --resume to continue it, or choose another --out")
-    meta = ckpt.newest_meta() if args.resume else None
-    if args.resume and meta is None:
-        raise CorruptCheckpoint(f"no checkpoint in {ckpt.directory} has readable metadata; "
-                                "nothing was deleted. Start a fresh run with another --out")
+    meta = ckpt.start_meta(args.resume, held="holds an unfinished SFT run")   # before loading
     if meta is not None:
         check_resume_flags(settings, meta.get("config", {}))
     if model is None:

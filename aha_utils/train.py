@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from aha_utils.checkpoint import BestParams, Checkpointer, CorruptCheckpoint, load_params
+from aha_utils.checkpoint import BestParams, Checkpointer, load_params
 from aha_utils.cli import (TIME_LIMIT_HELP, check_names, parse_overrides, run_main,
                            settings_table)
 from aha_utils.evaluation import (STOP_STRINGS, RewardFn, evaluate, prompts_of,  # noqa: F401
@@ -110,19 +110,9 @@ def _train(cfg, out, ckpt, resume, model, tokenizer, reward_fn, progress, time_l
            experiment, live) -> list[dict]:
     t_call = time.perf_counter()
     is_main = jax.process_index() == 0
-    latest = ckpt.latest_step()
-    if resume and latest is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {ckpt.directory}; run without "
-                                "--resume to start a fresh run there")
-    if not resume and latest is not None:
-        raise FileExistsError(f"{out} already holds a run (checkpoint at step {latest}); pass "
-                              "--resume to continue it, or choose another --out")
+    meta = ckpt.start_meta(resume, held="already holds a run")
     if (model is None) != (tokenizer is None):
         raise ValueError("pass both model and tokenizer, or neither (then cfg.model is loaded)")
-    meta = ckpt.newest_meta() if resume else None
-    if resume and meta is None:
-        raise CorruptCheckpoint(f"no checkpoint in {ckpt.directory} has readable metadata; "
-                                "nothing was deleted. Start a fresh run with another --out")
     data = Problems(cfg)   # before the model: a missing data set fails fast
     if meta is not None:
         check_resume(cfg, meta, data)
