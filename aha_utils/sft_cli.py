@@ -7,6 +7,7 @@ import argparse
 
 from aha_utils import sft_data
 from aha_utils.cli import check_names
+from aha_utils.data.search_traces import DEAD_ENDS
 from aha_utils.resume import changed_settings
 from aha_utils.run_config import RunConfig
 
@@ -70,8 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "straight to the answer; 0 = all direct (the classic warm start), "
                              "1 = all search")
     parser.add_argument("--max-failed", type=int, default=4,
-                        help="search traces: at most this many failed attempts shown (drawn per "
-                             "problem from 1 to it; the search's own count when smaller)")
+                        help="search traces with --dead-ends drawn: at most this many failed "
+                             "attempts shown (drawn per problem from 1 to it; the search's own "
+                             "count when smaller)")
+    parser.add_argument("--dead-ends", default="drawn", choices=DEAD_ENDS,
+                        help="search traces: 'drawn' shows up to --max-failed of the search's "
+                             "dead ends, then goes straight to the hit; 'all' shows every dead "
+                             "end the search made (dropped from the end only to fit the token cap)")
     parser.add_argument("--slip-rate", type=float, default=0.0,
                         help="search traces: share with one arithmetic slip, caught and fixed")
     parser.add_argument("--seed", type=int, default=0, help="also picks the GRPO run's eval set")
@@ -116,6 +122,7 @@ def search_options(args: argparse.Namespace, cfg: RunConfig, tokenizer) -> dict:
     if not getattr(args, "search_fraction", 0.0):
         return {}
     return dict(search_fraction=args.search_fraction, max_failed=args.max_failed,
+                dead_ends=args.dead_ends,
                 slip_rate=args.slip_rate, max_tokens=cfg.max_new_tokens,
                 count_tokens=lambda text: len(tokenizer.encode(text, add_bos=False)))
 

@@ -69,7 +69,7 @@ def countdown_sft_example(problem: dict, *, template: str = "base", seed: int = 
     warm start): the completion reasons through the solver's expression (`problem["solution"]`,
     else `countdown.solve`), `seed` picking phrasings. `style="search"`: a verified search trace
     of `aha_utils.data.search_traces.write_search`, which `search_options` go to (`max_failed`,
-    `explore`, `breadth`, `slip_rate`, `max_tokens`, `count_tokens`: pass the run's
+    `dead_ends`, `explore`, `breadth`, `slip_rate`, `max_tokens`, `count_tokens`: pass the run's
     `max_new_tokens` and the tokenizer's `lambda t: len(tok.encode(t, add_bos=False))`)."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")

@@ -34,7 +34,7 @@ TOP_KEYS = {"description", "round", "task", "model", "time_limit", "mem_fraction
             "kind", "env", "pythonpath", "steps"}
 SFT_KEYS = {"name", "steps", "batch", "lr", "micro_batch", "eval_n", "num_numbers", "template",
             "warmup", "train_problems", "max_new_tokens", "seed", "search_fraction", "max_failed",
-            "slip_rate"}
+            "dead_ends", "slip_rate"}
 GRPO_KEYS = {"steps", "set"}
 
 

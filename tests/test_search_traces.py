@@ -88,6 +88,30 @@ def test_a_cap_drops_dead_ends_but_never_the_answer():
         write_search(q, seed=1, max_tokens=10)
 
 
+def test_all_dead_ends_shows_the_whole_search():
+    # "all" writes every miss the search made before its hit (never a jump to the hit), the
+    # same search "drawn" cuts short; a cap still drops misses from the end, never the answer.
+    problems = make_problems(300, num_numbers=4, seed=7)
+    longer = 0
+    for i, q in enumerate(problems):
+        drawn = write_search(q, seed=i, max_tokens=10_000)
+        full = write_search(q, seed=i, dead_ends="all", max_tokens=10_000)
+        misses = len(re.findall(rf", not {q['target']}\. ", full.reasoning))
+        assert full.dropped == 0 and full.failed == misses == drawn.failed + drawn.dropped
+        assert full.answer == drawn.answer
+        longer += full.failed > drawn.failed
+    assert longer > 30      # the C4 searches that drawn cut short (about a third)
+    q = next(q for i, q in enumerate(problems)
+             if write_search(q, seed=i, dead_ends="all", max_tokens=10_000).failed >= 6)
+    i = problems.index(q)
+    full = write_search(q, seed=i, dead_ends="all", max_tokens=10_000)
+    tight = write_search(q, seed=i, dead_ends="all", max_tokens=full.tokens - 1)
+    assert 0 < tight.dropped == tight.dropped_for_tokens and tight.failed == full.failed - tight.dropped
+    assert reward_terms("countdown", tight.completion, q)["correct"] == 1.0
+    with pytest.raises(ValueError, match="dead_ends"):
+        write_search(q, dead_ends="some")
+
+
 def test_templates_determinism_and_fallback():
     q = {"nums": [65, 35, 47], "target": 53}
     chat = write_search(q, template="chat", seed=3)

@@ -22,9 +22,10 @@ when the next step really does ("77 is 24 too many, so go lower than 30."). The 
 the expression of the hit, checked by `rewards.countdown_correct`; every written equation is checked true (apart
 from an optional slip, written wrong and corrected at once: "12 * 4 = 46. No: 12 * 4 = 48.").
 
-Knobs: `max_failed` (the dead ends shown are the search's own, at most a cap drawn per problem in
-1..max_failed, so long searches do not all show the maximum; later ones are dropped, the trace
-going from the last one shown straight to the hit), `explore`, `breadth`, `slip_rate`,
+Knobs: `dead_ends` and `max_failed` (the dead ends shown are the search's own: with "drawn", at
+most a cap drawn per problem in 1..max_failed, so long searches do not all show the maximum, later
+ones dropped and the trace going from the last one shown straight to the hit; with "all", every one
+the search made, so the hit is always reached by the search written, never out of nowhere), `explore`, `breadth`, `slip_rate`,
 `max_tokens` with `count_tokens` (dead ends are dropped from the end until the whole completion
 fits; the answer is never cut). The default `count_tokens` overcounts Gemma (`estimate_tokens`).
 Measured (2,000 problems each, Gemma tokenizer, cap 512, defaults): dead ends written 0/1/2/3/4 in
@@ -52,6 +53,7 @@ from aha_utils.rewards import countdown_correct
 # traces (Countdown-3 and -4) 1.41 to ~2 characters a token, median 1.6. 1.4 keeps the estimate
 # conservative (it overcounts); pass the real tokenizer's count where it is loaded.
 CHARS_PER_TOKEN = 1.4
+DEAD_ENDS = ("drawn", "all")   # which of the search's dead ends a trace shows (`write_search`)
 _PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
 
 
@@ -285,7 +287,8 @@ def _fallback(nums, target) -> tuple[str, str]:
 
 
 def write_search(problem: dict, *, template: str = "base", seed: int = 0, max_failed: int = 4,
-                 explore: float = 0.5, breadth: int | None = 2, slip_rate: float = 0.0, max_tokens: int = 512,
+                 dead_ends: str = "drawn", explore: float = 0.5, breadth: int | None = 2,
+                 slip_rate: float = 0.0, max_tokens: int = 512,
                  count_tokens: Callable[[str], int] = estimate_tokens) -> SearchTrace:
     """One verified search trace for a Countdown problem `{"nums", "target"}` (module doc).
 
@@ -294,6 +297,8 @@ def write_search(problem: dict, *, template: str = "base", seed: int = 0, max_fa
     """
     if template not in TEMPLATES:
         raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
+    if dead_ends not in DEAD_ENDS:
+        raise ValueError(f"dead_ends must be one of {DEAD_ENDS}, got {dead_ends!r}")
     nums, target = list(problem["nums"]), problem["target"]
     rng = random.Random(f"search/{seed}/{sorted(nums)}/{target}")
     search = _Search(nums, target, rng, explore, breadth)
@@ -307,7 +312,10 @@ def write_search(problem: dict, *, template: str = "base", seed: int = 0, max_fa
         failed_all, success = search.attempts[:-1], search.attempts[-1]
         # The dead ends shown: the search's own, up to a cap drawn per problem in 1..max_failed,
         # so a long search shows 1, 2, 3 or 4 of them, not always the maximum (no ritual spike).
-        cap = rng.randint(1, max_failed) if max_failed > 0 else 0
+        if dead_ends == "all":
+            cap = len(failed_all)
+        else:
+            cap = rng.randint(1, max_failed) if max_failed > 0 else 0
         shown = min(cap, len(failed_all))
         slip_draw = rng.random() < slip_rate
         candidates = []
