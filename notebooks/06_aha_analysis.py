@@ -42,7 +42,8 @@
 #
 # Then two checks of that story (sections 7-8), trained together on one GPU with 7 minutes of
 # GRPO each: the mix arm again in three seeds, and the direct and search arms on Countdown with 4
-# numbers.
+# numbers; and on Countdown-4 two more search arms, 10 minutes each, that differ only in how much
+# of the search their traces show (section 8.1).
 #
 # The question: after RL, does the model check its own work more often, and does that checking
 # make it right?
@@ -103,7 +104,8 @@ ARMS = {"aha_c3_direct": "direct", "aha_c3_mix15": "mix15",  # run folder -> sho
         "aha_c3_search": "search", "aha_c3_search_faithful": "search + faithful"}
 AHA_ARM = "aha_c3_mix15"  # the arm where RL must discover checking (85% of its SFT never checks)
 SEEDS = ["aha_c3_mix15_seed0", "aha_c3_mix15_seed1", "aha_c3_mix15_seed2"]  # AHA_ARM again, 3 seeds
-C4_ARMS = {"aha_c4_direct": "direct", "aha_c4_search": "search"}  # Countdown-4, run beside SEEDS
+C4_ARMS = {"aha_c4_direct": "direct", "aha_c4_search": "search, 7 min",  # Countdown-4, beside SEEDS
+           "aha_c4_search_long": "search, 10 min", "aha_c4_search_all": "whole search, 10 min"}  # then 8.1
 N_EXAMPLES = 2 if AHA_QUICK else 3  # before/after completions printed in section 4
 MAX_CHARS = 700  # a printed completion is cut after this many characters
 SMOOTH = 5  # moving-average window (steps) for the per-step curves of sampled completions
@@ -491,50 +493,140 @@ plt.show()
 #
 # ## 8. Countdown-4: four numbers
 #
-# With four numbers there are many more ways to combine them and the search is longer. The two
-# arms ran beside the seeds: SFT on direct solutions, then GRPO with TinyZero's reward at 512
-# tokens; and SFT on search traces (capped at 512 tokens), then GRPO with `no_guess` and 1,024
-# tokens, so that a search the model has started has room to end. Both used seed 0 and so the
-# same 1,024 test problems, which makes the comparison between arms paired too.
+# With four numbers there are many more ways to combine them and the search is longer. Two arms
+# ran beside the seeds, 7 minutes of GRPO each: SFT on direct solutions, then GRPO with
+# TinyZero's reward at 512 tokens; and SFT on search traces (capped at 512 tokens), then GRPO
+# with `no_guess` and 1,024 tokens, so that a search the model has started has room to end. Two
+# more search arms followed, side by side on one GPU with 10 minutes of GRPO each, the same in
+# everything but the traces their SFT read (section 8.1). All used seed 0 and so the same 1,024
+# test problems, which makes every comparison between them paired too.
 
 # %%
 c4 = {name: load_run(RUNS_DIR / name) for name in C4_ARMS}
 c4_rows = {}
+print(f"{'arm':22} {'tokens':>6} {'steps':>5} {'min':>5}  {'accuracy, after SFT -> after GRPO (95% CI)':44} "
+      f"{'p':>6}  {'answered':>13}  {'right among answered':>20}")
 for name, run in c4.items():
-    before, after = evals(run)
+    before, after = evals(run)   # after SFT, after GRPO
     c4_rows[name] = (before, after)
     (a0, l0, h0), (a1, l1, h1) = acc(before), acc(after)
     t_ = mcnemar(*paired_correct(before, after))
     c, s = run["summary"]["config"], run["summary"]
-    m0, m1 = aha_metrics(before), aha_metrics(after)
-    no_tag = [r for r in after if not r["format_soft"]]
-    print(f"{C4_ARMS[name]:7} {c['max_new_tokens']:5d} tokens, {s['steps_done']:3d} steps in {s['wall_minutes']:.1f} min: "
-          f"{a0:5.1%} [{l0:.1%}, {h0:.1%}] -> {a1:5.1%} [{l1:.1%}, {h1:.1%}] (p = {t_['p_value']:.0e}); "
-          f"answer tag {np.mean([r['format_soft'] for r in before]):.0%} -> "
-          f"{np.mean([r['format_soft'] for r in after]):.0%}; attempts (mean) "
-          f"{m0['attempts_mean']:.1f} -> {m1['attempts_mean']:.1f}; of the answers never given, "
-          f"{sum(loops(r['completion']) for r in no_tag) / max(len(no_tag), 1):.0%} loop")
-t_ = mcnemar(*paired_correct(c4_rows["aha_c4_direct"][1], c4_rows["aha_c4_search"][1]))
-print(f"\nafter GRPO, search vs direct on the same problems: {t_['diff']:+.1%} "
-      f"({t_['b_only']} right only with search, {t_['a_only']} only with direct), p = {t_['p_value']:.0e}")
+    answered = [np.mean([r["format_soft"] for r in rows]) for rows in (before, after)]
+    right = [np.mean([r["correct"] for r in rows if r["format_soft"]]) for rows in (before, after)]
+    print(f"{C4_ARMS[name]:22} {c['max_new_tokens']:6d} {s['steps_done']:5d} {s['wall_minutes']:5.1f}  "
+          f"{a0:5.1%} [{l0:.1%}, {h0:.1%}] -> {a1:5.1%} [{l1:.1%}, {h1:.1%}]  {t_['p_value']:6.0e}  "
+          f"{answered[0]:5.0%} -> {answered[1]:4.0%}  {right[0]:10.0%} -> {right[1]:4.0%}")
+print()
+for a, b, side in (("aha_c4_direct", "aha_c4_search", 1), ("aha_c4_search_long", "aha_c4_search_all", 0),
+                   ("aha_c4_search_long", "aha_c4_search_all", 1), ("aha_c4_direct", "aha_c4_search_all", 1)):
+    t_ = mcnemar(*paired_correct(c4_rows[a][side], c4_rows[b][side]))
+    print(f"{('after SFT' if side == 0 else 'after GRPO') + ',':11} {C4_ARMS[b]} vs {C4_ARMS[a]}: {t_['diff']:+.1%} "
+          f"({t_['b_only']} right only with the first, {t_['a_only']} only with the second), p = {t_['p_value']:.0e}")
 for side, rows in zip(("after SFT", "after GRPO"), c4_rows["aha_c4_search"]):
-    done = [r for r in rows if r["format_soft"]]
     tries = [search_profile(r["completion"], r["problem"]["target"])["attempts"] for r in rows if not r["format_soft"]]
-    print(f"search arm {side:10}: {len(done)} completions reach an answer, {np.mean([r['correct'] for r in done]):.0%} "
-          f"of them right; the {len(tries)} that do not have made {np.median(tries):.0f} attempts (median)")
+    no_tag = [r for r in rows if not r["format_soft"]]
+    print(f"7-min search arm {side}: the {len(tries)} completions without an answer made {np.median(tries):.0f} "
+          f"attempts (median); {sum(loops(r['completion']) for r in no_tag)} of them repeat one word for word")
 
 # %% [markdown]
 # Search traces again beat direct solutions by a wide margin, and GRPO does nothing for the
-# direct arm. The search arm is not yet the Countdown-3 story. Its completions rarely end: with
-# 1,024 tokens, after SFT, it reaches an answer on 47% of the problems (45% at 512 tokens, the SFT
-# run of section 9), and when it does, it is right about two times in three. It does not loop:
-# it keeps trying new combinations (a search that never answers has made 16-17 of them), because
-# four numbers allow many more. A
-# 1,024-token step also took about 25 seconds beside five other runs, so its GRPO had only seven
-# steps: enough for a significant gain of four points, not to say what RL does here. What those
-# seven steps did is telling, though: under `no_guess` a wrong answer scores the same 0 as no
-# answer, so RL first pruned the wrong answers (fewer answers, more of them right), and nothing
-# in the reward asks a long search to end.
+# direct arm. The first search arm is not yet the Countdown-3 story. Its completions rarely end:
+# with 1,024 tokens, after SFT, it reaches an answer on about half of the problems, and is right
+# on under half of those. It does not loop: it keeps trying new combinations (a search that never
+# answers has made 16-17 of them), because four numbers allow many more. Its 7 minutes of GRPO,
+# beside five other runs, were only seven steps, and what they did is telling: under `no_guess` a
+# wrong answer scores the same 0 as no answer, so RL first pruned the wrong answers (fewer
+# answers, more of them right), and nothing in the reward asks a long search to end.
+#
+# ### 8.1 Whole searches or a jump to the hit
+#
+# Those traces show at most a few of the search's dead ends (a cap drawn from 1 to 4), so when
+# the search needed more, the trace goes from the last miss shown straight to the hit: on a third
+# of Countdown-4 problems the right combination comes out of nowhere (below, "94 - 89 = 5" right
+# after the first miss). A model cannot learn to
+# *find* such a hit, only to guess it. `write_search(..., dead_ends="all")` writes every dead end
+# the search made instead (the same search, dropped from the end only to fit a 1,024-token cap,
+# which 2% of traces need). Here is one problem both ways:
+
+# %%
+from aha_utils.data.countdown import make_problems
+from aha_utils.data.search_traces import write_search
+
+problems_demo = make_problems(200, num_numbers=4, seed=1)
+i_demo = next(i for i, q in enumerate(problems_demo)   # a short example where "drawn" jumps
+              if write_search(q, seed=i).dropped >= 2 and write_search(q, seed=i).failed <= 1
+              and write_search(q, seed=i, dead_ends="all", max_tokens=1024).failed <= 4)
+for style in ("drawn", "all"):
+    t = write_search(problems_demo[i_demo], seed=i_demo, dead_ends=style, max_tokens=1024)
+    print(f'dead_ends="{style}": {t.failed} dead ends written, {t.dropped} left out')
+    show("", t.reasoning)
+
+# %% [markdown]
+# The two arms of this comparison differ only there: `aha_c4_search_long` reads the first kind
+# (capped at 512 tokens, as before), `aha_c4_search_all` the second (capped at 1,024); both then
+# get 10 minutes of GRPO with `no_guess` and 1,024 tokens. Every 25 steps the test set was
+# evaluated; the figure splits accuracy into the share of problems answered and the share of
+# answers that are right.
+
+# %%
+C4_SEARCH = ["aha_c4_search", "aha_c4_search_long", "aha_c4_search_all"]
+c4_hw = sorted({short_hw(c4[n]["summary"]["hardware"]) for n in C4_SEARCH})
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+for i, name in enumerate(C4_SEARCH):
+    ev = c4[name]["eval_completions"]
+    steps = sorted(ev)
+    answered = [np.mean([r["format_soft"] for r in ev[s]]) for s in steps]
+    right = [np.mean([r["correct"] for r in ev[s] if r["format_soft"]]) for s in steps]
+    accuracy = [np.mean([r["correct"] for r in ev[s]]) for s in steps]
+    for ax, y in zip(axes, (accuracy, answered, right)):
+        ax.plot(steps, y, marker="o", color=f"C{i}", label=C4_ARMS[name])
+for ax, title in zip(axes, ("held-out accuracy", "answered (an answer tag within 1,024 tokens)",
+                            "right, among the answered")):
+    ax.set(xlabel="GRPO step", title=title, ylim=(0, 1))
+axes[0].axhline(0.30, color="0.6", ls=":", lw=1)
+axes[0].legend(fontsize=8)
+fig.suptitle(f"Countdown-4, search arms (held-out greedy, n = 1,024; {', '.join(c4_hw)})")
+plt.tight_layout()
+plt.show()
+
+# %%
+whole, drawn = c4["aha_c4_search_all"], c4["aha_c4_search_long"]
+for name in ("aha_c4_search_long", "aha_c4_search_all"):
+    ev = c4[name]["eval_completions"]
+    counts = [int(sum(r["format_soft"] for r in ev[s])) for s in sorted(ev)]
+    print(f"{C4_ARMS[name]:22} answered at each evaluation: {' -> '.join(map(str, counts))} of {len(ev[0])}; "
+          f"best on validation: step {c4[name]['summary']['eval']['best']['step']} of {c4[name]['summary']['steps_done']}")
+right_all = [r for r in c4_rows["aha_c4_search_all"][1] if r["correct"]]
+
+
+def false_in_last_attempt(r: dict) -> bool:
+    """A false equation (not corrected at once) after the last back-up: in the attempt that answers."""
+    text = reasoning_text(r["completion"])
+    cut = max(text.rfind(w) for w in ("Back up", "Try another pair", "Start over"))
+    return any(not e.holds and not e.corrected and e.start > cut for e in scan(text)[0])
+
+
+m_all = aha_metrics(c4_rows["aha_c4_search_all"][1])
+print(f"whole searches after GRPO: false-step rate {m_all['false_step_rate']:.0%} among right answers, but only "
+      f"{sum(map(false_in_last_attempt, right_all))} of {len(right_all)} have a false step in the attempt that answers")
+
+# %% [markdown]
+# After SFT alone the two kinds of trace are as good as each other (the paired test above finds
+# no difference). Under RL they part. Both arms first do what the 7-minute arm did: within 25
+# steps they stop giving about 40% of their answers, the wrong ones mostly, and the share of right
+# answers among the rest jumps. Then the whole-search arm starts answering more often again, and
+# is right on more of what it answers (over 90% at the end); the other arm's answers recover less,
+# it is right on fewer of them, and its accuracy rises by 3 points. After GRPO the whole-search arm leads by about 6 points on the same
+# problems, and at 31% it passes the 30% this course set for Countdown-4, with its best
+# checkpoint on validation being its last (one seed; the interval still reaches below 30%).
+#
+# Our reading: when every hit in the traces follows from the search written before it, the
+# model's right answers come from its own search, so RL can reinforce the search; when a third of
+# the hits come out of nowhere, a right answer is as often a lucky jump, and there is less to
+# reinforce. Its false steps sit in the dead ends, not in the attempt that gives the answer. The
+# bottleneck is now finishing: two thirds of the problems still get no answer within 1,024
+# tokens.
 #
 # ## 9. What did not work
 #
@@ -556,15 +648,20 @@ print(f"- seeds: the four arms of sections 2-6 ran once each; the mix arm again 
 print(f"- hardware: the {len(runs)} arms of sections 2-6 ran at the same time on one {gpu}, "
       f"{min(r['summary']['wall_minutes'] for r in runs.values()):.1f}-{max(r['summary']['wall_minutes'] for r in runs.values()):.1f} "
       f"min of GRPO each, so each got {min(r['summary']['steps_done'] for r in runs.values())}-"
-      f"{max(r['summary']['steps_done'] for r in runs.values())} steps; sections 7-8's five runs shared one too.")
+      f"{max(r['summary']['steps_done'] for r in runs.values())} steps; sections 7-8's five runs shared one too, "
+      f"and section 8.1's two another.")
 sft4 = {n: load_run(RUNS_DIR / n)["summary"]["eval"]["after"] for n in ("sft_c4_direct", "sft_c4_search")}
 print("- Countdown-4 after SFT only (512 tokens, n = 1,024): " + "; ".join(
     f"{n} {e['accuracy']:.1%} (answer tag on {e['format_rate']:.0%})" for n, e in sft4.items()))
-s4_after = c4_rows["aha_c4_search"][1]
-print(f"- Countdown-4, search arm after GRPO: {acc(s4_after)[0]:.1%}, short of 30%; it answers on "
-      f"{np.mean([r['format_soft'] for r in s4_after]):.0%} of the problems within "
-      f"{c4['aha_c4_search']['summary']['config']['max_new_tokens']} tokens, and its GRPO had "
-      f"{c4['aha_c4_search']['summary']['steps_done']} steps.")
+for name in ("aha_c4_search", "aha_c4_search_long"):
+    rows = c4_rows[name][1]
+    print(f"- Countdown-4, {C4_ARMS[name]} (up to 4 dead ends shown) after GRPO: {acc(rows)[0]:.1%}, short of 30%; "
+          f"it answers on {np.mean([r['format_soft'] for r in rows]):.0%} of the problems within "
+          f"{c4[name]['summary']['config']['max_new_tokens']} tokens ({c4[name]['summary']['steps_done']} GRPO steps).")
+rows = c4_rows["aha_c4_search_all"][1]
+print(f"- Countdown-4, {C4_ARMS['aha_c4_search_all']}: {acc(rows)[0]:.1%} in one seed, but "
+      f"{1 - np.mean([r['format_soft'] for r in rows]):.0%} of the problems still get no answer within 1,024 tokens; "
+      f"no reward here asks a long search to end.")
 
 # %% [markdown]
 # ## 10. Appendix: the earlier runs
@@ -703,6 +800,8 @@ assert np.mean(flags) == aha_metrics(five)["false_step_rate"]
 #   not on test, run the headline again with other seeds, and say what did not work.
 # - A harder task moves the bottleneck: on Countdown-4 the search-trained model is right on most
 #   problems it finishes, and finishes under half of them.
+# - What the traces hide matters to RL more than to SFT: traces that show the whole search, so that
+#   no hit comes out of nowhere, were no better after SFT but about 6 points better after GRPO.
 #
 # The numbers behind these, from the files:
 
@@ -719,3 +818,7 @@ print(f"- the aha ({ARMS[AHA_ARM]}): sampled completions that self-correct {ev[0
       f"{ev[0]['step']} -> {np.mean([e['self_correction_any'] for e in ev[-10:]]):.0%} over the last 10 steps")
 print(f"- the mix arm in three seeds: accuracy gain {np.mean(gains):+.1%} (sd {np.std(gains, ddof=1):.1%}); self-corrects "
       f"and ends right after RL {np.mean(sc_after):.1%} on average")
+t_ = mcnemar(*paired_correct(c4_rows["aha_c4_search_long"][1], c4_rows["aha_c4_search_all"][1]))
+t0 = mcnemar(*paired_correct(c4_rows["aha_c4_search_long"][0], c4_rows["aha_c4_search_all"][0]))
+print(f"- Countdown-4, whole searches vs up to 4 dead ends: after SFT {t0['diff']:+.1%} (p = {t0['p_value']:.2f}), after GRPO "
+      f"{t_['diff']:+.1%} (p = {t_['p_value']:.0e}); whole searches end at {acc(c4_rows['aha_c4_search_all'][1])[0]:.1%}")
