@@ -555,7 +555,7 @@ from aha_utils.data.search_traces import write_search
 
 problems_demo = make_problems(200, num_numbers=4, seed=1)
 i_demo = next(i for i, q in enumerate(problems_demo)   # a short example where "drawn" jumps
-              if write_search(q, seed=i).dropped >= 2 and write_search(q, seed=i).failed <= 1
+              if (d := write_search(q, seed=i)).dropped >= 2 and d.failed <= 1
               and write_search(q, seed=i, dead_ends="all", max_tokens=1024).failed <= 4)
 for style in ("drawn", "all"):
     t = write_search(problems_demo[i_demo], seed=i_demo, dead_ends=style, max_tokens=1024)
@@ -591,7 +591,6 @@ plt.tight_layout()
 plt.show()
 
 # %%
-whole, drawn = c4["aha_c4_search_all"], c4["aha_c4_search_long"]
 for name in ("aha_c4_search_long", "aha_c4_search_all"):
     ev = c4[name]["eval_completions"]
     counts = [int(sum(r["format_soft"] for r in ev[s])) for s in sorted(ev)]
